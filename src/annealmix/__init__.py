@@ -1,0 +1,48 @@
+"""annealmix: mix training-data sources with weights that anneal smoothly over training.
+
+``import annealmix`` needs numpy alone; PyTorch, Hugging Face datasets and
+matplotlib are imported only by the modules that use them.
+"""
+
+from .mixture import Mixture, Phase
+from .order import ORDERS, sample_indices
+from .plan import MODES, Batch, Plan, PlanIterator
+from .post import MixtureSampler, make_schedule
+from .schedules import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    Linear,
+    PiecewiseLinear,
+    Schedule,
+    Sigmoid,
+    Step,
+    get_schedule,
+    schedule_from_dict,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MODES",
+    "ORDERS",
+    "SCHEDULES",
+    "Batch",
+    "Constant",
+    "Cosine",
+    "Linear",
+    "Mixture",
+    "MixtureSampler",
+    "Phase",
+    "PiecewiseLinear",
+    "Plan",
+    "PlanIterator",
+    "Schedule",
+    "Sigmoid",
+    "Step",
+    "__version__",
+    "get_schedule",
+    "make_schedule",
+    "sample_indices",
+    "schedule_from_dict",
+]

@@ -1,0 +1,299 @@
+"""The plan: a pure function (mixture, batch size, seed, step) -> the global batch.
+
+Position ``j`` of step ``t`` (``t * B + j`` in the global stream) holds one draw from
+one source: ``(source id, draw number)``; the source's order maps the draw number to
+a sample index. Nothing per sample is stored: any step is computed on demand.
+
+Modes:
+
+- ``"exact"`` (default): per-source counts follow the cumulative targets
+  ``B * sum_{s<=t} w(s)`` within one sample at every step (one half for two
+  sources); see ``annealmix._counts``. Within a step the sources are spread evenly
+  over the batch, so any contiguous slice of it (a rank's or a micro-batch's share)
+  is close to the mixture too.
+- ``"random"``: the post's sampler: every position draws its source independently
+  with probabilities w(t), from a counter-based hash of (seed, position).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _hash, _validate
+from ._counts import Q_BITS, ExactCounts, Targets
+from .mixture import Mixture
+from .order import ORDERS, sample_indices
+
+__all__ = ["MODES", "Batch", "Plan", "PlanIterator"]
+
+MODES = ("exact", "random")
+STATE_VERSION = 1
+_MAX_BATCH = 1 << 22
+_GOLDEN = (5**0.5 - 1) / 2
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Batch:
+    """Steps ``start_step .. start_step + len(sources) - 1`` of the global stream.
+
+    Args:
+        start_step: the first step held.
+        sources: source id per position, shape (num_steps, B).
+        draws: draw number within its source per position, shape (num_steps, B).
+        indices: sample index within its source, shape (num_steps, B); ``None``
+            when the plan was built without source sizes.
+    """
+
+    start_step: int
+    sources: np.ndarray
+    draws: np.ndarray
+    indices: np.ndarray | None
+
+
+class Plan:
+    """Which sample of which source fills every position of every global batch.
+
+    Args:
+        mixture: the weights w(step).
+        global_batch_size: B, samples per optimizer step across all ranks.
+        seed: keys every random choice (random mode, shuffles).
+        mode: ``"exact"`` or ``"random"``.
+        sizes: samples per source, by name; needed for sample indices and epochs.
+        order: ``"shuffle"`` (without replacement), ``"replacement"`` or
+            ``"sequential"``; one for all sources or a dict by source name.
+    """
+
+    def __init__(
+        self,
+        mixture: Mixture,
+        *,
+        global_batch_size: int,
+        seed: int = 0,
+        mode: str = "exact",
+        sizes: Mapping[str, int] | None = None,
+        order: str | Mapping[str, str] = "shuffle",
+    ) -> None:
+        if not isinstance(mixture, Mixture):
+            raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
+        self.mixture = mixture
+        self.global_batch_size = _validate.integer(
+            "global_batch_size", global_batch_size, minimum=1
+        )
+        if self.global_batch_size > _MAX_BATCH:
+            raise ValueError(f"global_batch_size must be <= {_MAX_BATCH}, got {global_batch_size}")
+        self.seed = _validate.integer("seed", seed, minimum=0)
+        self.mode = _validate.choice("mode", mode, MODES)
+        names = mixture.sources
+        self.sizes = None if sizes is None else self._check_sizes(sizes, names)
+        orders = {n: order for n in names} if isinstance(order, str) else dict(order)
+        for name in orders:
+            if name not in names:
+                _validate.choice("source in order:", name, names)
+        self.orders = tuple(_validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS) for n in names)
+        self._targets = Targets(mixture)
+        self._exact = ExactCounts(mixture, self.global_batch_size)
+        self._random_key = _hash.key(self.seed, 0xA11)
+        b = self.global_batch_size
+        # Element e of a step (sources laid out one after another) goes to the
+        # position whose golden-ratio point is the e-th smallest: a contiguous run of
+        # positions then samples every source's block evenly (three-gap theorem).
+        self._element_at = np.argsort(np.argsort((np.arange(b) * _GOLDEN) % 1.0, kind="stable"))
+
+    @staticmethod
+    def _check_sizes(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:
+        for name in sizes:
+            if name not in names:
+                _validate.choice("source in sizes:", name, names)
+        missing = [n for n in names if n not in sizes]
+        if missing:
+            raise ValueError(f"sizes has no entry for source {missing[0]!r}; give every source's sample count")
+        out = []
+        for n in names:
+            size = _validate.integer(f"size of source {n!r}", sizes[n])
+            if size < 1:
+                raise ValueError(f"source {n!r} is empty (size {size}); remove it or give it samples")
+            out.append(size)
+        return tuple(out)
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of everything that decides the stream; equal plans, equal streams."""
+        spec = {
+            "mixture": self.mixture.to_dict(),
+            "global_batch_size": self.global_batch_size,
+            "seed": self.seed,
+            "mode": self.mode,
+            "sizes": self.sizes,
+            "orders": self.orders,
+            "algorithm": STATE_VERSION,
+        }
+        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    # -- counts -------------------------------------------------------------------
+
+    def targets(self, step: int) -> np.ndarray:
+        """Scheduled cumulative samples per source through ``step`` (floats)."""
+        u = self._targets.before(_validate.integer("step", step, minimum=0) + 1)
+        return np.array([self.global_batch_size * x / (1 << Q_BITS) for x in u])
+
+    def consumed(self, step: int) -> np.ndarray:
+        """Samples drawn from each source in steps [0, step), as int64 counts."""
+        step = _validate.integer("step", step, minimum=0)
+        if self.mode == "exact":
+            return self._exact.before(step)
+        counts = np.zeros(self.mixture.num_sources, dtype=np.int64)
+        for a in range(0, step, 1024):
+            counts += self._random_counts(a, min(step, a + 1024)).sum(axis=0)
+        return counts
+
+    def epochs(self, step: int) -> np.ndarray:
+        """Passes over each source made by steps [0, step) (needs ``sizes``)."""
+        if self.sizes is None:
+            raise ValueError("epochs need source sizes: build the Plan with sizes={name: samples}")
+        return self.consumed(step) / np.array(self.sizes)
+
+    def counts(self, start: int, num_steps: int = 1, consumed: np.ndarray | None = None) -> np.ndarray:
+        """Samples of each source in each step of [start, start + num_steps), shape (num_steps, N).
+
+        ``consumed`` (``self.consumed(start)``) saves the replay when already known.
+        """
+        start = _validate.integer("start", start, minimum=0)
+        num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+        if self.mode == "random":
+            return self._random_counts(start, start + num_steps)
+        prev = self.consumed(start) if consumed is None else np.asarray(consumed, dtype=np.int64)
+        cumulative = self._exact.range(start, num_steps, prev)
+        return np.diff(cumulative, axis=0, prepend=prev[None, :])
+
+    # -- batches ------------------------------------------------------------------
+
+    def batch(self, step: int) -> Batch:
+        """The global batch of one step."""
+        return self.batches(step, 1)
+
+    def batches(self, start: int, num_steps: int, consumed: np.ndarray | None = None) -> Batch:
+        """The global batches of steps [start, start + num_steps)."""
+        start = _validate.integer("start", start, minimum=0)
+        prev = self.consumed(start) if consumed is None else np.asarray(consumed, dtype=np.int64)
+        if self.mode == "random":
+            sources = self._random_sources(start, start + num_steps)
+            draws = _draws_in_order(sources, prev, self.mixture.num_sources)
+        else:
+            counts = self.counts(start, num_steps, prev)
+            sources, draws = self._layout(counts, prev)
+        return Batch(start_step=start, sources=sources, draws=draws, indices=self._indices(sources, draws))
+
+    def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        steps, n = counts.shape
+        b = self.global_batch_size
+        ids = np.repeat(np.tile(np.arange(n, dtype=np.int64), steps), counts.ravel())
+        first = np.cumsum(counts, axis=0) - counts + prev  # draw number of each block's first element
+        block_start = np.cumsum(counts, axis=1) - counts
+        offset = np.repeat((first - block_start).ravel(), counts.ravel())
+        draws = offset.reshape(steps, b) + np.arange(b, dtype=np.int64)
+        return ids.reshape(steps, b)[:, self._element_at], draws[:, self._element_at]
+
+    def _indices(self, sources: np.ndarray, draws: np.ndarray) -> np.ndarray | None:
+        if self.sizes is None:
+            return None
+        out = np.empty_like(draws)
+        for k, (size, order) in enumerate(zip(self.sizes, self.orders)):
+            mask = sources == k
+            if mask.any():
+                out[mask] = sample_indices(order, draws[mask], size=size, seed=self.seed, source_id=k)
+        return out
+
+    def _random_sources(self, start: int, stop: int) -> np.ndarray:
+        b = self.global_batch_size
+        positions = np.arange(start * b, stop * b, dtype=np.int64).reshape(-1, b)
+        u = (_hash.hash_counter(self._random_key, positions) >> np.uint64(64 - Q_BITS)).astype(np.int64)
+        edges = np.cumsum(self._targets.quanta(start, stop), axis=1)[:, :-1]
+        return (u[:, :, None] >= edges[:, None, :]).sum(axis=2)
+
+    def _random_counts(self, start: int, stop: int) -> np.ndarray:
+        sources = self._random_sources(start, stop)
+        n = self.mixture.num_sources
+        rows = np.arange(sources.shape[0])[:, None] * n
+        return np.bincount((rows + sources).ravel(), minlength=sources.shape[0] * n).reshape(-1, n)
+
+    def iterate(self, start: int = 0) -> PlanIterator:
+        """A resumable iterator over batches from ``start``."""
+        return PlanIterator(self, start=start)
+
+
+def _draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray:
+    """Draw numbers when positions are consumed in stream order."""
+    flat = sources.ravel()
+    draws = np.empty(flat.size, dtype=np.int64)
+    for k in range(n):
+        where = np.flatnonzero(flat == k)
+        draws[where] = prev[k] + np.arange(where.size)
+    return draws.reshape(sources.shape)
+
+
+class PlanIterator(Iterator[Batch]):
+    """Walks the plan step by step, carrying the O(N) state that makes it cheap.
+
+    Its ``state_dict`` is small plain JSON (version, step, per-source counts and the
+    plan's fingerprint); ``load_state_dict`` continues the exact stream.
+
+    Args:
+        plan: the plan to walk.
+        start: the first step to yield.
+    """
+
+    def __init__(self, plan: Plan, *, start: int = 0) -> None:
+        self.plan = plan
+        self.step = _validate.integer("start", start, minimum=0)
+        self._consumed = plan.consumed(self.step)
+
+    def __next__(self) -> Batch:
+        return self.take(1)
+
+    def take(self, num_steps: int) -> Batch:
+        """The next ``num_steps`` global batches at once (the fast path)."""
+        batch = self.plan.batches(self.step, num_steps, self._consumed)
+        counts = np.bincount(batch.sources.ravel(), minlength=self.plan.mixture.num_sources)
+        self._consumed = self._consumed + counts
+        self.step += num_steps
+        return batch
+
+    @property
+    def consumed(self) -> np.ndarray:
+        """Samples drawn from each source before ``self.step``."""
+        return self._consumed.copy()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "consumed": dict(zip(self.plan.mixture.sources, self._consumed.tolist())),
+            "fingerprint": self.plan.fingerprint,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        missing = {"version", "step", "consumed", "fingerprint"} - set(state)
+        if missing:
+            raise ValueError(f"state_dict lacks {sorted(missing)}; pass what state_dict() returned")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(
+                f"state_dict version {state['version']!r} is not {STATE_VERSION}; "
+                "it was written by another annealmix release"
+            )
+        if state["fingerprint"] != self.plan.fingerprint:
+            raise ValueError(
+                f"state_dict was saved from a different plan (fingerprint {state['fingerprint']} "
+                f"!= {self.plan.fingerprint}): the mixture, batch size, seed, mode, sizes or "
+                "order changed"
+            )
+        names = self.plan.mixture.sources
+        if sorted(state["consumed"]) != sorted(names):
+            raise ValueError(f"state_dict counts sources {sorted(state['consumed'])}, plan has {sorted(names)}")
+        self.step = _validate.integer("state step", state["step"], minimum=0)
+        self._consumed = np.array([state["consumed"][n] for n in names], dtype=np.int64)
