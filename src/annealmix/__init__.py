@@ -24,19 +24,19 @@ from .schedules import (
 __version__ = "0.1.0"
 
 __all__ = [
-    "MODES",
-    "ORDERS",
-    "SCHEDULES",
     "Batch",
     "Constant",
     "Cosine",
     "Linear",
+    "MODES",
     "Mixture",
     "MixtureSampler",
+    "ORDERS",
     "Phase",
     "PiecewiseLinear",
     "Plan",
     "PlanIterator",
+    "SCHEDULES",
     "Schedule",
     "Sigmoid",
     "Step",

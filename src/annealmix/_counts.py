@@ -93,7 +93,9 @@ class Targets:
             if row is not None:
                 out[a - start : b - start] = row
             else:
-                out[a - start : b - start] = quantize(self.mixture.weights_at(steps[a - start : b - start]))
+                out[a - start : b - start] = quantize(
+                    self.mixture.weights_at(steps[a - start : b - start])
+                )
         return out
 
     def before(self, step: int) -> list[int]:
@@ -244,6 +246,8 @@ class ExactCounts:
         if beyond.any():
             rate = np.broadcast_to(last, level.shape)[beyond]
             gap = need[beyond] - v[-1][np.nonzero(beyond)[1]]
-            steps = np.where(rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - v.shape[0])
+            steps = np.where(
+                rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - v.shape[0]
+            )
             out[beyond] = v.shape[0] - 1 + steps
         return out

@@ -24,7 +24,9 @@ def _preview(args: argparse.Namespace) -> int:
         "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
         "smoothness": plan.mixture.smoothness(),
         "samples": dict(zip(names, consumed.tolist())),
-        "epochs": None if plan.sizes is None else dict(zip(names, (consumed / np.array(plan.sizes)).tolist())),
+        "epochs": None
+        if plan.sizes is None
+        else dict(zip(names, (consumed / np.array(plan.sizes)).tolist())),
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -35,8 +37,10 @@ def _preview(args: argparse.Namespace) -> int:
     print(f"{'step':>10} " + " ".join(f"{n:>{width}}" for n in names))
     for s, w in zip(milestones, weights):
         print(f"{s:>10} " + " ".join(f"{x:>{width}.4f}" for x in w))
-    print(f"\nsmoothness (largest total-variation change between consecutive steps): "
-          f"{report['smoothness']:.3g}\n")
+    print(
+        f"\nsmoothness (largest total-variation change between consecutive steps): "
+        f"{report['smoothness']:.3g}\n"
+    )
     print("budget by the end of training")
     print(f"{'source':>{width}} {'samples':>14} {'epochs':>10}")
     for i, n in enumerate(names):

@@ -1,28 +1,29 @@
 """Mixture config files (TOML) <-> the dataclasses the Python API uses.
 
-    seed = 0
-    global_batch_size = 1024
-    num_steps = 10000
-    mode = "exact"              # or "random"
+seed = 0
+global_batch_size = 1024
+num_steps = 10000
+mode = "exact"              # or "random"
 
-    [sources.web]               # one table per source, in id order
-    weight = 0.8                # starting weight (relative)
-    size = 5_000_000            # samples; for epochs and sample indices
-    order = "shuffle"           # or "replacement", "sequential"
+[sources.web]               # one table per source, in id order
+weight = 0.8                # starting weight (relative)
+size = 5_000_000            # samples; for epochs and sample indices
+order = "shuffle"           # or "replacement", "sequential"
 
-    [[phases]]
-    start_step = 8000
-    end_step = 9999
-    schedule = "cosine"         # or { name = "sigmoid", steepness = 12 }
-    weights = { web = 0.3, code = 0.7 }
+[[phases]]
+start_step = 8000
+end_step = 9999
+schedule = "cosine"         # or { name = "sigmoid", steepness = 12 }
+weights = { web = 0.3, code = 0.7 }
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from . import _validate
 from .mixture import Mixture, Phase
@@ -75,7 +76,9 @@ def load_config(path: str | Path) -> MixConfig:
     for name, table in sources.items():
         _check_keys(f"sources.{name}", table, _SOURCE)
         if "weight" not in table:
-            raise ValueError(f"sources.{name} lacks 'weight' (its starting weight, e.g. weight = 0.5)")
+            raise ValueError(
+                f"sources.{name} lacks 'weight' (its starting weight, e.g. weight = 0.5)"
+            )
         weights[name] = table["weight"]
         if "size" in table:
             sizes[name] = table["size"]

@@ -4,7 +4,8 @@ A mixture starts at ``weights`` and follows its phases in order. Phase i moves t
 weights from wherever the mixture stands when it begins to its own target along its
 schedule: at step ``s`` in ``[start_step, end_step]`` the weights are
 
-    w(s) = (1 - gamma(p)) * from_i + gamma(p) * to_i,   p = (s - start_step) / (end_step - start_step)
+    w(s) = (1 - gamma(p)) * from_i + gamma(p) * to_i,
+    p = (s - start_step) / (end_step - start_step)
 
 Outside phases the weights hold their last value. Weights are relative: every
 vector is normalised to sum to 1, so ``w(s)`` is a point on the simplex at every step.
@@ -57,9 +58,7 @@ class Phase:
         if not isinstance(self.schedule, Schedule):
             object.__setattr__(self, "schedule", schedule_from_dict(self.schedule))
         if not isinstance(self.weights, Mapping):
-            raise TypeError(
-                f"phase weights must map source names to numbers, got {self.weights!r}"
-            )
+            raise TypeError(f"phase weights must map source names to numbers, got {self.weights!r}")
         object.__setattr__(self, "weights", dict(self.weights))
 
     def to_dict(self) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def sample_indices(
     within = draws - epochs * size
     # A small source spans several epochs in one call: key each epoch once.
     out = np.empty_like(draws)
-    for epoch in (range(first, last + 1) if last - first < 64 else np.unique(epochs).tolist()):
+    for epoch in range(first, last + 1) if last - first < 64 else np.unique(epochs).tolist():
         members = np.flatnonzero(epochs == epoch)
         if members.size:
             out[members] = _permute(size, _hash.key(source_key, epoch), within[members])

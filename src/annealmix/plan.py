@@ -95,7 +95,10 @@ class Plan:
         for name in orders:
             if name not in names:
                 _validate.choice("source in order:", name, names)
-        self.orders = tuple(_validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS) for n in names)
+        self.orders = tuple(
+            _validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS)
+            for n in names
+        )
         self._targets = Targets(mixture)
         self._exact = ExactCounts(mixture, self.global_batch_size)
         self._random_key = _hash.key(self.seed, 0xA11)
@@ -112,12 +115,16 @@ class Plan:
                 _validate.choice("source in sizes:", name, names)
         missing = [n for n in names if n not in sizes]
         if missing:
-            raise ValueError(f"sizes has no entry for source {missing[0]!r}; give every source's sample count")
+            raise ValueError(
+                f"sizes has no entry for source {missing[0]!r}; give every source's sample count"
+            )
         out = []
         for n in names:
             size = _validate.integer(f"size of source {n!r}", sizes[n])
             if size < 1:
-                raise ValueError(f"source {n!r} is empty (size {size}); remove it or give it samples")
+                raise ValueError(
+                    f"source {n!r} is empty (size {size}); remove it or give it samples"
+                )
             out.append(size)
         return tuple(out)
 
@@ -158,7 +165,9 @@ class Plan:
             raise ValueError("epochs need source sizes: build the Plan with sizes={name: samples}")
         return self.consumed(step) / np.array(self.sizes)
 
-    def counts(self, start: int, num_steps: int = 1, consumed: np.ndarray | None = None) -> np.ndarray:
+    def counts(
+        self, start: int, num_steps: int = 1, consumed: np.ndarray | None = None
+    ) -> np.ndarray:
         """Samples of each source in each step of [start, start + num_steps), shape (num_steps, N).
 
         ``consumed`` (``self.consumed(start)``) saves the replay when already known.
@@ -187,13 +196,17 @@ class Plan:
         else:
             counts = self.counts(start, num_steps, prev)
             sources, draws = self._layout(counts, prev)
-        return Batch(start_step=start, sources=sources, draws=draws, indices=self._indices(sources, draws))
+        return Batch(
+            start_step=start, sources=sources, draws=draws, indices=self._indices(sources, draws)
+        )
 
     def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         steps, n = counts.shape
         b = self.global_batch_size
         ids = np.repeat(np.tile(np.arange(n, dtype=np.int64), steps), counts.ravel())
-        first = np.cumsum(counts, axis=0) - counts + prev  # draw number of each block's first element
+        first = (
+            np.cumsum(counts, axis=0) - counts + prev
+        )  # draw number of each block's first element
         block_start = np.cumsum(counts, axis=1) - counts
         offset = np.repeat((first - block_start).ravel(), counts.ravel())
         draws = offset.reshape(steps, b) + np.arange(b, dtype=np.int64)
@@ -206,13 +219,17 @@ class Plan:
         for k, (size, order) in enumerate(zip(self.sizes, self.orders)):
             mask = sources == k
             if mask.any():
-                out[mask] = sample_indices(order, draws[mask], size=size, seed=self.seed, source_id=k)
+                out[mask] = sample_indices(
+                    order, draws[mask], size=size, seed=self.seed, source_id=k
+                )
         return out
 
     def _random_sources(self, start: int, stop: int) -> np.ndarray:
         b = self.global_batch_size
         positions = np.arange(start * b, stop * b, dtype=np.int64).reshape(-1, b)
-        u = (_hash.hash_counter(self._random_key, positions) >> np.uint64(64 - Q_BITS)).astype(np.int64)
+        u = (_hash.hash_counter(self._random_key, positions) >> np.uint64(64 - Q_BITS)).astype(
+            np.int64
+        )
         edges = np.cumsum(self._targets.quanta(start, stop), axis=1)[:, :-1]
         return (u[:, :, None] >= edges[:, None, :]).sum(axis=2)
 
@@ -294,6 +311,8 @@ class PlanIterator(Iterator[Batch]):
             )
         names = self.plan.mixture.sources
         if sorted(state["consumed"]) != sorted(names):
-            raise ValueError(f"state_dict counts sources {sorted(state['consumed'])}, plan has {sorted(names)}")
+            raise ValueError(
+                f"state_dict counts sources {sorted(state['consumed'])}, plan has {sorted(names)}"
+            )
         self.step = _validate.integer("state step", state["step"], minimum=0)
         self._consumed = np.array([state["consumed"][n] for n in names], dtype=np.int64)

@@ -39,7 +39,9 @@ def make_schedule(
     if kind == "linear":
         return [start + (end - start) * t / last for t in range(n_steps)]
     if kind == "cosine":
-        return [start + (end - start) * (1 - math.cos(math.pi * t / last)) / 2 for t in range(n_steps)]
+        return [
+            start + (end - start) * (1 - math.cos(math.pi * t / last)) / 2 for t in range(n_steps)
+        ]
     schedule = SCHEDULES[kind](start=start, end=end)
     return schedule(np.arange(n_steps) / last).tolist()
 
@@ -54,14 +56,22 @@ class MixtureSampler:
         seed: keys the counter-based draws; the stream is a pure function of it.
     """
 
-    def __init__(self, X: Sequence[Any], Y: Sequence[Any], schedule: Sequence[float], seed: int = 0):
+    def __init__(
+        self, X: Sequence[Any], Y: Sequence[Any], schedule: Sequence[float], seed: int = 0
+    ):
         for name, data in (("X", X), ("Y", Y)):
             if not hasattr(data, "__len__") or not hasattr(data, "__getitem__"):
-                raise TypeError(f"{name} must be a sequence (len and indexing), got {type(data).__name__}")
+                raise TypeError(
+                    f"{name} must be a sequence (len and indexing), got {type(data).__name__}"
+                )
             if len(data) == 0:
-                raise ValueError(f"{name} is empty: a mixture needs at least one sample on each side")
+                raise ValueError(
+                    f"{name} is empty: a mixture needs at least one sample on each side"
+                )
         self.X, self.Y = X, Y
-        self.schedule = [_validate.unit_interval(f"schedule[{t}]", g) for t, g in enumerate(schedule)]
+        self.schedule = [
+            _validate.unit_interval(f"schedule[{t}]", g) for t, g in enumerate(schedule)
+        ]
         if not self.schedule:
             raise ValueError("schedule is empty: give at least one gamma value")
         self.seed = _validate.integer("seed", seed, minimum=0)
@@ -74,7 +84,9 @@ class MixtureSampler:
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         while self.t < len(self.schedule):
             t = self.t
-            coin, pick = _hash.hash_counter(self._key, np.array([2 * t, 2 * t + 1])) >> np.uint64(11)
+            coin, pick = _hash.hash_counter(self._key, np.array([2 * t, 2 * t + 1])) >> np.uint64(
+                11
+            )
             from_x = coin * 2.0**-53 < self.schedule[t]
             data = self.X if from_x else self.Y
             self.t += 1

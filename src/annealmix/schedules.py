@@ -38,7 +38,7 @@ class Schedule:
     def __call__(self, progress: float | np.ndarray) -> Any:
         p = np.asarray(progress, dtype=np.float64)
         if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
-            bad = p[np.isnan(p) | (p < 0) | (p > 1)].flat[0]
+            bad = float(p[np.isnan(p) | (p < 0) | (p > 1)].flat[0])
             raise ValueError(f"progress must lie in [0, 1], got {bad!r}")
         gamma = self._curve(p)
         return float(gamma) if gamma.ndim == 0 else gamma
@@ -206,9 +206,7 @@ class PiecewiseLinear(Schedule):
             _validate.unit_interval(f"piecewise knots[{i}] gamma", g)
         ps = [p for p, _ in knots]
         if ps[0] != 0.0 or ps[-1] != 1.0 or any(b <= a for a, b in zip(ps, ps[1:])):
-            raise ValueError(
-                f"piecewise knot progresses must rise strictly from 0 to 1, got {ps}"
-            )
+            raise ValueError(f"piecewise knot progresses must rise strictly from 0 to 1, got {ps}")
         object.__setattr__(self, "knots", knots)
 
     def _curve(self, p: np.ndarray) -> np.ndarray:

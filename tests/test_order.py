@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annealmix import sample_indices
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 5000), st.integers(0, 2**32), st.integers(0, 3))
+def test_every_index_once_per_epoch(size, seed, source):
+    idx = sample_indices("shuffle", np.arange(3 * size), size=size, seed=seed, source_id=source)
+    for e in range(3):
+        assert np.array_equal(np.sort(idx[e * size : (e + 1) * size]), np.arange(size))
+
+
+@pytest.mark.parametrize("size", [2**20, 10**6])
+def test_permutation_of_a_million(size):
+    idx = sample_indices("shuffle", np.arange(size), size=size, seed=1, source_id=0)
+    assert np.array_equal(np.bincount(idx, minlength=size), np.ones(size, dtype=np.int64))
+
+
+def test_epochs_reshuffle_and_sources_differ():
+    a = sample_indices("shuffle", np.arange(200), size=100, seed=0, source_id=0)
+    b = sample_indices("shuffle", np.arange(100), size=100, seed=0, source_id=1)
+    assert not np.array_equal(a[:100], a[100:]) and not np.array_equal(a[:100], b)
+
+
+def test_huge_sources_cost_no_memory():
+    draws = np.arange(10**10 - 5, 10**10 + 5)
+    idx = sample_indices("shuffle", draws, size=10**10, seed=0, source_id=0)
+    assert ((idx >= 0) & (idx < 10**10)).all() and len(set(idx[:5].tolist())) == 5
+
+
+def test_any_draw_is_computed_directly():
+    full = sample_indices("shuffle", np.arange(1000), size=77, seed=4, source_id=2)
+    assert np.array_equal(
+        full[500:510], sample_indices("shuffle", np.arange(500, 510), size=77, seed=4, source_id=2)
+    )
+
+
+def test_replacement_is_uniform():
+    idx = sample_indices("replacement", np.arange(200_000), size=10, seed=0, source_id=0)
+    counts = np.bincount(idx, minlength=10)
+    assert np.abs(counts - 20_000).max() < 5 * np.sqrt(20_000)
+
+
+def test_sequential_cycles():
+    assert sample_indices("sequential", np.arange(7), size=3, seed=0, source_id=0).tolist() == [
+        0,
+        1,
+        2,
+        0,
+        1,
+        2,
+        0,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"order": "shufle"}, "did you mean 'shuffle'?"),
+        ({"size": 0}, "source size must be >= 1, got 0"),
+    ],
+)
+def test_bad_orders_are_named(kwargs, message):
+    args = {"order": "shuffle", "size": 5} | kwargs
+    with pytest.raises(
+        ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")
+    ):
+        sample_indices(args.pop("order"), np.arange(3), seed=0, source_id=0, **args)
