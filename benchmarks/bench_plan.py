@@ -1,0 +1,130 @@
+"""Plan throughput against named baselines, side by side in one process.
+
+    python benchmarks/bench_plan.py [--steps 2000] [--out benchmarks/results/FILE.md]
+
+Measures, at global batch size 1024 with a cosine anneal over the measured steps:
+- (source, draw) pairs per second of the exact and random plans, for 2, 8, 64 sources;
+- (source, sample index) pairs per second with the without-replacement shuffle;
+- a per-sample Python loop like the post's ``MixtureSampler`` (``random.Random``);
+- Megatron-core's C++ ``build_blending_indices`` on the same fixed weights, when the
+  ``bench`` extra is installed (skipped with a note otherwise);
+- the time to look up step 10^6 from a fresh plan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import random
+import time
+
+import numpy as np
+
+import annealmix
+from annealmix import Mixture, Phase, Plan
+
+B = 1024
+
+
+def mixture(n: int, steps: int) -> Mixture:
+    start = {f"s{i}": 1.0 + i for i in range(n)}
+    end = {f"s{i}": float(n - i) for i in range(n)}
+    return Mixture(
+        weights=start, phases=[Phase(start_step=0, end_step=steps, weights=end, schedule="cosine")]
+    )
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def post_loop(n: int, samples: int) -> float:
+    """One Python iteration per sample, as the post's sampler does (two sources or N)."""
+    rng = random.Random(0)
+    weights = [1.0 + i for i in range(n)]
+    cum = np.cumsum(weights / np.sum(weights)).tolist()
+    size = 1_000_000
+
+    def run():
+        for _ in range(samples):
+            u = rng.random()
+            k = next(i for i, c in enumerate(cum) if u < c)
+            rng.randrange(size)
+            del k
+
+    return samples / best_of(run, 1)
+
+
+def megatron(n: int, samples: int) -> float | str:
+    try:
+        from megatron.core.datasets import helpers  # type: ignore[import-not-found]
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
+        return f"skipped: megatron-core not importable ({type(err).__name__})"
+    weights = np.array([1.0 + i for i in range(n)])
+    weights /= weights.sum()
+    idx = np.zeros(samples, dtype=np.int16)
+    sample_idx = np.zeros(samples, dtype=np.int64)
+    return samples / best_of(
+        lambda: helpers.build_blending_indices(idx, sample_idx, weights, n, samples, False)
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, default=2000, help="steps per measurement")
+    parser.add_argument("--out", help="also write the table to this Markdown file")
+    args = parser.parse_args()
+    steps = args.steps
+    rows = []
+    for n in (2, 8, 64):
+        mix = mixture(n, steps)
+        sizes = {name: 10**9 for name in mix.sources}
+        exact = Plan(mix, global_batch_size=B)
+        rand = Plan(mix, global_batch_size=B, mode="random")
+        shuffled = Plan(mix, global_batch_size=B, sizes=sizes)
+        zeros = np.zeros(n, dtype=np.int64)
+        pairs = steps * B
+        r_exact = pairs / best_of(lambda p=exact, z=zeros: p.batches(0, steps, z))
+        r_random = pairs / best_of(lambda p=rand, z=zeros: p.batches(0, steps, z))
+        r_shuffle = pairs / best_of(lambda p=shuffled, z=zeros: p.batches(0, steps, z))
+        r_loop = post_loop(n, min(pairs, 300_000))
+        r_mega = megatron(n, pairs)
+        lookup = best_of(lambda x=mix: Plan(x, global_batch_size=B).consumed(10**6), 1)
+        rows.append((n, r_exact, r_random, r_shuffle, r_loop, r_mega, lookup))
+
+    def m(x):
+        return x if isinstance(x, str) else f"{x / 1e6:.1f} M/s"
+
+    lines = [
+        f"annealmix {annealmix.__version__}, numpy {np.__version__}, "
+        f"Python {platform.python_version()}, "
+        f"{platform.machine()} {platform.processor() or ''}, {datetime.date.today()}",
+        f"global batch {B}, {steps} steps per measurement, cosine anneal over them; best of 3",
+        "",
+        "| sources | exact (src, draw) | random (src, draw) | exact + shuffle (src, index) "
+        "| post-style loop | exact / loop | Megatron C++ | lookup step 10^6 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for n, e, r, s, loop, mega, lookup in rows:
+        mega_txt = (
+            m(mega) if isinstance(mega, str) else f"{m(mega)} (exact/megatron {e / mega:.2f}x)"
+        )
+        cells = [n, m(e), m(r), m(s), m(loop), f"{e / loop:.0f}x", mega_txt, f"{lookup:.2f} s"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+    table = "\n".join(lines)
+    print(table)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
