@@ -79,11 +79,29 @@ class Targets:
             self._segments.append((phase.start_step, cursor, None))
         self._segments.append((cursor, None, held[-1]))
         self._moving_end = cursor  # weights are constant from here on
-        self._totals: dict[int, np.ndarray] = {}
-        self._zero = np.zeros(n, dtype=np.int64)
+        self._totals: dict[int, list[int]] = {}  # whole moving segments, once summed
+        self._mark = (0, [0] * n)  # (step, U(step - 1)) of the last call to before()
+        self._window = (0, np.zeros((0, n), dtype=np.int64))  # last quanta() result
 
     def quanta(self, start: int, stop: int) -> np.ndarray:
-        """Per-step quanta for steps [start, stop), shape (stop - start, N)."""
+        """Per-step quanta for steps [start, stop), shape (stop - start, N).
+
+        Consecutive calls overlap (a chunk's look-ahead is the next chunk), so rows
+        already computed by the previous call are reused.
+        """
+        cached_start, cached = self._window
+        reuse = (
+            cached[start - cached_start :]
+            if cached_start <= start < cached_start + len(cached)
+            else cached[:0]
+        )
+        reuse = reuse[: stop - start]
+        fresh = self._compute(start + len(reuse), stop)
+        out = fresh if not len(reuse) else np.concatenate([reuse, fresh])
+        self._window = (start, out)
+        return out
+
+    def _compute(self, start: int, stop: int) -> np.ndarray:
         steps = np.arange(start, stop, dtype=np.int64)
         out = np.empty((steps.size, self.mixture.num_sources), dtype=np.int64)
         for lo, hi, row in self._segments:
@@ -93,32 +111,36 @@ class Targets:
             if row is not None:
                 out[a - start : b - start] = row
             else:
-                out[a - start : b - start] = quantize(
-                    self.mixture.weights_at(steps[a - start : b - start])
-                )
+                weights = self.mixture.weights_at(steps[a - start : b - start])
+                out[a - start : b - start] = quantize(weights)
         return out
 
     def before(self, step: int) -> list[int]:
-        """U(step - 1): quanta summed over steps [0, step), as exact Python ints."""
-        total = [0] * self.mixture.num_sources
+        """U(step - 1): quanta summed over steps [0, step), as exact Python ints.
+
+        Walks on from the previous call when it can, so a run of increasing steps
+        costs the steps between them, not a re-sum from step 0.
+        """
+        mark, total = self._mark
+        if mark > step:
+            mark, total = 0, [0] * self.mixture.num_sources
         for i, (lo, hi, row) in enumerate(self._segments):
-            if step <= lo:
-                break
-            b = step if hi is None else min(hi, step)
+            a, b = max(lo, mark), step if hi is None else min(hi, step)
+            if a >= b:
+                continue
             if row is not None:
-                part = row * (b - lo) if b - lo < (1 << 22) else None
-                add = part.tolist() if part is not None else [int(v) * (b - lo) for v in row]
-            elif b == hi and i in self._totals:
-                add = self._totals[i].tolist()
+                add = [int(v) * (b - a) for v in row.tolist()]
+            elif (a, b) == (lo, hi) and i in self._totals:
+                add = self._totals[i]
             else:
-                acc = [0] * len(total)
-                for a in range(lo, b, CHUNK):
-                    chunk = self.quanta(a, min(b, a + CHUNK)).sum(axis=0).tolist()
-                    acc = [x + y for x, y in zip(acc, chunk)]
-                add = acc
-                if b == hi:
-                    self._totals[i] = np.array(acc, dtype=object)
+                add = [0] * len(total)
+                for c in range(a, b, CHUNK):
+                    part = self._compute(c, min(b, c + CHUNK)).sum(axis=0).tolist()
+                    add = [x + y for x, y in zip(add, part)]
+                if (a, b) == (lo, hi):
+                    self._totals[i] = add
             total = [x + y for x, y in zip(total, add)]
+        self._mark = (step, total)
         return total
 
     def levels(self, base: list[int], quanta: np.ndarray, batch: int):

@@ -9,11 +9,7 @@ from collections.abc import Iterable
 
 def real(name: str, value: object) -> float:
     """Return ``value`` as a finite float, or raise naming ``name``."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        and not hasattr(value, "__float__")
-    ):
+    if isinstance(value, bool) or not hasattr(value, "__float__"):
         raise TypeError(f"{name} must be a real number, got {value!r}")
     out = float(value)  # type: ignore[arg-type]
     if not math.isfinite(out):
