@@ -100,7 +100,6 @@ def main() -> None:
         r_mega = megatron(n, pairs)
         long_anneal = mixture(n, 10**6)
         lookup = best_of(lambda x=long_anneal: Plan(x, global_batch_size=B).consumed(10**6), 1)
-        )
         rows.append((n, r_exact, r_random, r_shuffle, r_loop, r_mega, lookup))
 
     def m(x):
