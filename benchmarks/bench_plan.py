@@ -15,14 +15,12 @@ Measures, at global batch size 1024 with a cosine anneal over the measured steps
 from __future__ import annotations
 
 import argparse
-import datetime
-import platform
 import random
 import time
 
 import numpy as np
+from _machine import describe
 
-import annealmix
 from annealmix import Mixture, Phase, Plan
 
 B = 1024
@@ -106,9 +104,7 @@ def main() -> None:
         return x if isinstance(x, str) else f"{x / 1e6:.1f} M/s"
 
     lines = [
-        f"annealmix {annealmix.__version__}, numpy {np.__version__}, "
-        f"Python {platform.python_version()}, "
-        f"{platform.machine()} {platform.processor() or ''}, {datetime.date.today()}",
+        describe(),
         f"global batch {B}, {steps} steps per measurement, cosine anneal over them; best of 3",
         "",
         "| sources | exact (src, draw) | random (src, draw) | exact + shuffle (src, index) "

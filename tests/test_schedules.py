@@ -105,3 +105,10 @@ def test_bad_input_is_named(build, message):
 
 def test_integers_are_fine():
     assert Linear(start=0, end=1) == Linear(start=0.0, end=1.0)
+
+
+def test_cosine_stays_in_the_unit_interval_next_to_its_ends():
+    # cos(pi p) rounds above 1 for p of a few ulps; the curve must not dip below 0.
+    p = np.array([0.0, 2.220446049250313e-16, 1e-12, 1 - 1e-16, 1.0])
+    gamma = Cosine(start=0.0, end=1.0)(p)
+    assert ((gamma >= 0) & (gamma <= 1)).all()

@@ -20,14 +20,14 @@ bits go by priority:
   which its target reaches the next integer. Nearest rounding can strand more
   forced bits than a step has room for when weights jump; EDF on the known
   schedule cannot (Tijdeman's chairman assignment: an assignment within one sample
-  always exists, and EDF finds one when deadlines are exact). Deadlines are read
-  off the schedule ``LOOKAHEAD`` steps ahead, and projected at the last rate beyond,
-  which is exact once the weights stop moving.
+  always exists, and EDF finds one when deadlines are exact). Each step reads
+  deadlines off the schedule ``LOOKAHEAD`` steps ahead of itself and projects them
+  at that step's rate beyond, which is exact once the weights stop moving; a
+  step's deadlines depend on the step alone, so chunking never changes a count.
 
 Replaying N >= 3 sources is vectorised: the memoryless choice (top r(t) by priority)
-is computed for a chunk of steps at once, and a Python loop over bitmasks only
-checks, per step, that the forced bits are inside it, repairing the rare step
-where they are not.
+is computed for a chunk of steps at once, checked against the forced bits for all
+rows at once, and a Python loop visits only the rare rows that need repair.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ Q_BITS = 40
 Q = 1 << Q_BITS
 CHUNK = 8192
 LOOKAHEAD = 8192
+_CHUNK_ENTRIES = 1 << 20
 _NEVER = np.int64(1) << np.int64(61)
 
 
@@ -143,6 +144,10 @@ class Targets:
         self._mark = (step, total)
         return total
 
+    def walked(self, step: int, total: list[int]) -> None:
+        """Record U(step - 1), known to a caller that summed the quanta itself."""
+        self._mark = (step, total)
+
     def levels(self, base: list[int], quanta: np.ndarray, batch: int):
         """floor and fractional part (in units of 1/Q) of B * U / Q after each step.
 
@@ -157,21 +162,6 @@ class Targets:
         return level, frac, v, hi
 
 
-def _bits(mask: np.ndarray) -> list[int]:
-    """Rows of a bool matrix as Python-int bitmasks (bit k = column k)."""
-    if mask.shape[1] <= 62:
-        return (mask.astype(np.int64) << np.arange(mask.shape[1], dtype=np.int64)).sum(1).tolist()
-    packed = np.packbits(mask, axis=1, bitorder="little")
-    return [int.from_bytes(row.tobytes(), "little") for row in packed]
-
-
-def _unbits(rows: list[int], n: int) -> np.ndarray:
-    nbytes = (n + 7) // 8
-    buf = b"".join(r.to_bytes(nbytes, "little") for r in rows)
-    flat = np.unpackbits(np.frombuffer(buf, dtype=np.uint8), bitorder="little")
-    return flat.reshape(len(rows), nbytes * 8)[:, :n].astype(np.int64)
-
-
 class ExactCounts:
     """Cumulative per-source counts C(t) of the exact plan, any step on demand."""
 
@@ -179,6 +169,9 @@ class ExactCounts:
         self.targets = Targets(mixture)
         self.batch = batch
         self.n = mixture.num_sources
+        # Rows per replay chunk: about a million entries per (rows, N) array. How
+        # steps are chunked never changes a count, only the memory it takes.
+        self.chunk = max(CHUNK, _CHUNK_ENTRIES // self.n)
         self._checkpoint = (0, [0] * self.n)  # (step s, C(s - 1)) of the last replay
 
     def before(self, step: int) -> np.ndarray:
@@ -191,7 +184,7 @@ class ExactCounts:
         if start > step:
             start, counts = 0, [0] * self.n
         while start < step:
-            stop = min(step, start + CHUNK)
+            stop = min(step, start + self.chunk)
             counts = self.range(start, stop - start, np.array(counts))[-1].tolist()
             start = stop
         self._checkpoint = (start, counts)
@@ -200,8 +193,8 @@ class ExactCounts:
     def range(self, start: int, num_steps: int, prev: np.ndarray | None) -> np.ndarray:
         """C(t) for t in [start, start + num_steps); ``prev`` is C(start - 1)."""
         out = []
-        for a in range(start, start + num_steps, CHUNK):
-            b = min(start + num_steps, a + CHUNK)
+        for a in range(start, start + num_steps, self.chunk):
+            b = min(start + num_steps, a + self.chunk)
             chunk = self._chunk(a, b, prev)
             prev = chunk[-1]
             out.append(chunk)
@@ -216,60 +209,83 @@ class ExactCounts:
             first = level[:, 0] + (frac[:, 0] >= Q // 2)
             total = self.batch * np.arange(start + 1, stop + 1, dtype=np.int64)
             return np.stack([first, total - first], axis=1)
-        ahead = stop + LOOKAHEAD if stop < t._moving_end else stop
+        ahead = min(stop + LOOKAHEAD, max(stop, t._moving_end + 1))
         quanta = t.quanta(start, ahead)
         level, frac, v, hi = t.levels(base, quanta, self.batch)
-        deadline = self._deadlines(level[:steps], v, hi, quanta[-1])
+        t.walked(stop, [h * Q + u for h, u in zip(hi.tolist(), v[steps - 1].tolist())])
+        deadline = self._deadlines(steps, level, v, hi, quanta)
         level, frac = level[:steps], frac[:steps]
-        eligible = frac > 0
-        key = np.where(eligible, deadline * self.n + np.arange(self.n), _NEVER)
+        key = np.where(frac > 0, deadline * self.n + np.arange(self.n), _NEVER)
         rank = np.empty_like(key)
         np.put_along_axis(rank, key.argsort(axis=1, kind="stable"), np.arange(self.n), axis=1)
         r = self.batch * np.arange(start + 1, stop + 1, dtype=np.int64) - level.sum(axis=1)
-        free = _bits(rank < r[:, None])
+        free = rank < r[:, None]  # the memoryless choice: top r(t) by deadline
         prev_level = np.array([(self.batch * u) >> Q_BITS for u in base], dtype=np.int64)
         if prev is None:
             prev = prev_level if start == 0 else self.before(start)
-        held = _bits((prev - prev_level)[None, :] > 0)[0]
-        advanced = _bits(np.diff(level, axis=0, prepend=prev_level[None, :]) > 0)
-        bonus = []
-        for i in range(steps):
+        advanced = np.diff(level, axis=0, prepend=prev_level[None, :]) > 0
+        # A row may take its free choice when the bits forced on it (held by the row
+        # before, floor not advanced) are inside it. Rows after an unrepaired row
+        # are checked at once; a Python loop visits only the rows that fail.
+        bonus = free
+        fails = np.flatnonzero((free[:-1] & ~advanced[1:] & ~free[1:]).any(axis=1)) + 1
+        held, i = (prev - prev_level) > 0, 0
+        while i < steps:
             forced = held & ~advanced[i]
-            held = free[i] if forced & ~free[i] == 0 else self._repair(i, forced, key, r, start)
-            bonus.append(held)
-        return level + _unbits(bonus, self.n)
+            if (forced & ~free[i]).any():
+                bonus[i] = held = self._repair(i, forced, key, r, start)
+                i += 1
+                continue
+            j = np.searchsorted(fails, i, side="right")
+            if j == fails.size:
+                break
+            i = int(fails[j])
+            held = free[i - 1]
+        return level + bonus
 
-    def _repair(self, i: int, forced: int, key: np.ndarray, r: np.ndarray, start: int) -> int:
-        room = int(r[i]) - forced.bit_count()
+    def _repair(
+        self, i: int, forced: np.ndarray, key: np.ndarray, r: np.ndarray, start: int
+    ) -> np.ndarray:
+        room = int(r[i]) - int(forced.sum())
         if room < 0:
             raise RuntimeError(
                 f"exact plan cannot keep step {start + i} within one sample of its targets "
-                f"({forced.bit_count()} sources hold a sample ahead, {int(r[i])} may); "
+                f"({int(forced.sum())} sources hold a sample ahead, {int(r[i])} may); "
                 "please report this mixture"
             )
-        bits = forced
-        for k in np.argsort(key[i], kind="stable").tolist():
-            if room == 0:
-                break
-            if key[i, k] != _NEVER and not forced >> k & 1:
-                bits |= 1 << k
-                room -= 1
+        by_deadline = np.argsort(key[i], kind="stable")
+        open_ = (key[i][by_deadline] != _NEVER) & ~forced[by_deadline]
+        bits = forced.copy()
+        bits[by_deadline[open_][:room]] = True
         return bits
 
-    def _deadlines(self, level: np.ndarray, v: np.ndarray, hi: np.ndarray, last: np.ndarray):
-        """Row index at which each source's target next reaches a whole sample."""
+    def _deadlines(
+        self, rows: int, level: np.ndarray, v: np.ndarray, hi: np.ndarray, quanta: np.ndarray
+    ) -> np.ndarray:
+        """Row index at which each of the first ``rows`` rows' targets next reach a whole sample.
+
+        ``level``, ``v`` and ``quanta`` span the chunk and its look-ahead. Row t sees
+        ``LOOKAHEAD`` rows ahead: the deadline is exact when the next whole sample
+        falls within them (the first later row whose level rose) and projected at
+        row ``t + LOOKAHEAD``'s rate beyond. So a row's deadline depends on the row
+        alone, never on how the steps were chunked. (A window cut short ends in
+        constant weights, where the projection is exact from any row.)
+        """
+        width = level.shape[0]
+        rises_next = np.full_like(level, _NEVER)  # row t: t + 1 where the level rises there
+        np.copyto(rises_next[:-1], np.arange(1, width)[:, None], where=level[1:] > level[:-1])
+        nxt = np.minimum.accumulate(rises_next[::-1], axis=0)[::-1][:rows]
+        t = np.arange(rows)[:, None]
+        beyond = nxt > t + LOOKAHEAD
+        if not beyond.any():
+            return nxt
+        r, k = np.nonzero(beyond)
+        p = np.minimum(r + LOOKAHEAD, width - 1)
         b = self.batch
-        m = level + 1 - b * hi  # next whole sample, relative to the window's Q-multiple
+        m = level[r, k] + 1 - b * hi[k]  # next whole sample, relative to the window's Q-multiple
         need = (m // b) * Q + (((m % b) * Q + b - 1) // b)  # smallest v with B v >= m Q
-        out = np.empty_like(level)
-        for k in range(self.n):
-            out[:, k] = np.searchsorted(v[:, k], need[:, k], side="left")
-        beyond = out >= v.shape[0]
-        if beyond.any():
-            rate = np.broadcast_to(last, level.shape)[beyond]
-            gap = need[beyond] - v[-1][np.nonzero(beyond)[1]]
-            steps = np.where(
-                rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - v.shape[0]
-            )
-            out[beyond] = v.shape[0] - 1 + steps
-        return out
+        rate = quanta[p, k]
+        gap = need - v[p, k]
+        steps = np.where(rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - width)
+        nxt[r, k] = p + steps
+        return nxt

@@ -31,9 +31,9 @@ def _horner(coeffs: list[float], x: np.ndarray) -> np.ndarray:
 
 
 def cos_pi(x: np.ndarray) -> np.ndarray:
-    """cos(pi * x) for x in [0, 1], computed as -sin(pi * (x - 1/2))."""
+    """cos(pi * x) for x in [0, 1], computed as -sin(pi * (x - 1/2)), kept in [-1, 1]."""
     z = (np.asarray(x, dtype=np.float64) - 0.5) * math.pi
-    return -(z * _horner(_SIN_COEFFS, z * z))
+    return np.clip(-(z * _horner(_SIN_COEFFS, z * z)), -1.0, 1.0)
 
 
 def exp(x: np.ndarray) -> np.ndarray:

@@ -42,6 +42,13 @@ def key(*parts: int) -> int:
     return h
 
 
+def extend(k: int | np.ndarray, part: int | np.ndarray) -> np.ndarray:
+    """``key(*prefix, part)`` given ``k = key(*prefix)``, elementwise over arrays."""
+    with np.errstate(over="ignore"):  # 0-d arrays warn on the intended wrap-around
+        h = np.asarray(k, dtype=np.uint64) + np.asarray(part).astype(np.uint64) * _GOLDEN
+        return mix64(h)
+
+
 def hash_counter(k: int | np.ndarray, counter: np.ndarray) -> np.ndarray:
     """64 random bits for each counter under key ``k`` (array keys broadcast)."""
     c = np.asarray(counter).astype(np.uint64)

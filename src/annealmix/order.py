@@ -16,7 +16,7 @@ import numpy as np
 
 from . import _hash, _validate
 
-__all__ = ["ORDERS", "sample_indices"]
+__all__ = ["ORDERS", "range_indices", "sample_indices"]
 
 ORDERS = ("replacement", "sequential", "shuffle")
 _CHUNK = 1 << 15
@@ -24,12 +24,13 @@ _MUL = np.uint64(0xD6E8FEB86659FD93)
 _ROUNDS = 4  # Luby-Rackoff: four rounds of a keyed round function give a strong PRP.
 
 
-def _feistel(x: np.ndarray, keys: list[np.uint64], lo_bits: int, hi_bits: int) -> np.ndarray:
+def _feistel(x: np.ndarray, keys: list[np.ndarray], lo_bits: int, hi_bits: int) -> np.ndarray:
     """One pass of an unbalanced Feistel network on [0, 2**(lo_bits + hi_bits)).
 
     The value is (L, R) with R the low bits; each round maps (L, R) -> (R, L + F(R))
     and the widths swap, so an even number of rounds lands back on the same layout.
-    F is one multiply and a fold of the high half into the low bits, keyed per round.
+    F is one multiply and a fold of the high half into the low bits, keyed per round
+    (a key is one word or one word per element).
     """
     a, b = hi_bits, lo_bits
     f = np.empty_like(x)
@@ -47,48 +48,92 @@ def _feistel(x: np.ndarray, keys: list[np.uint64], lo_bits: int, hi_bits: int) -
     return x
 
 
-def _permute(size: int, epoch_key: int, i: np.ndarray) -> np.ndarray:
-    """The keyed permutation of range(size) at positions ``i``, in cache-sized chunks."""
+def _permute(size: int, epoch_keys: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The keyed permutation of range(size) at positions ``x`` (uint64, permuted in place).
+
+    ``epoch_keys`` is one key for all positions or one per position.
+    """
     bits = max(2, (size - 1).bit_length())
     lo_bits, hi_bits = bits - bits // 2, bits // 2
-    keys = [np.uint64(_hash.key(epoch_key, r)) for r in range(_ROUNDS)]
-    out = np.empty(i.shape, dtype=np.uint64)
-    for a in range(0, i.size, _CHUNK):
-        x = _feistel(i[a : a + _CHUNK].astype(np.uint64), keys, lo_bits, hi_bits)
-        # Cycle walking: re-apply until the value falls inside [0, size); the domain
-        # is under 2 * size, so on average fewer than two passes.
-        todo = np.flatnonzero(x >= np.uint64(size))
-        while todo.size:
-            x[todo] = _feistel(x[todo], keys, lo_bits, hi_bits)
-            todo = todo[x[todo] >= np.uint64(size)]
-        out[a : a + _CHUNK] = x
-    return out.view(np.int64)
+    keys = [_hash.extend(_hash.extend(_hash.key(), epoch_keys), r) for r in range(_ROUNDS)]
+    x = _feistel(x, keys, lo_bits, hi_bits)
+    # Cycle walking: re-apply until the value falls inside [0, size); the domain is
+    # under 2 * size, so on average fewer than two passes.
+    todo = np.flatnonzero(x >= np.uint64(size))
+    while todo.size:
+        sub = [k if k.ndim == 0 else k[todo] for k in keys]
+        x[todo] = _feistel(x[todo], sub, lo_bits, hi_bits)
+        todo = todo[x[todo] >= np.uint64(size)]
+    return x
+
+
+def _shuffle(size: int, source_key: int, draws: np.ndarray) -> np.ndarray:
+    """Sample indices of draw numbers (uint64) from a shuffled source, in place."""
+    if size == 1:
+        draws[:] = 0
+        return draws
+    first, last = int(draws.min()) // size, int(draws.max()) // size
+    if first == last:  # one epoch: one key for all
+        draws -= np.uint64(first * size)
+        return _permute(size, _hash.key(source_key, first), draws)
+    epochs = draws // np.uint64(size)
+    draws -= epochs * np.uint64(size)
+    return _permute(size, _hash.extend(_hash.key(source_key), epochs), draws)
+
+
+def _source_key(seed: int, source_id: int) -> int:
+    return _hash.key(seed, 0x5EED, source_id)
+
+
+def _check(order: str, size: int) -> tuple[str, int]:
+    return _validate.choice("order", order, ORDERS), _validate.integer(
+        "source size", size, minimum=1
+    )
 
 
 def sample_indices(
     order: str, draws: np.ndarray, *, size: int, seed: int, source_id: int
 ) -> np.ndarray:
     """Sample indices in ``[0, size)`` for an array of draw numbers of one source."""
-    _validate.choice("order", order, ORDERS)
-    size = _validate.integer("source size", size, minimum=1)
+    order, size = _check(order, size)
     draws = np.asarray(draws, dtype=np.int64)
     if order == "sequential":
         return draws % size
-    source_key = _hash.key(seed, 0x5EED, source_id)
+    source_key = _source_key(seed, source_id)
     if order == "replacement":
-        bits = _hash.hash_counter(source_key, draws) >> np.uint64(11)
-        return np.floor(bits * (size / 2.0**53)).astype(np.int64)
-    if size == 1:
-        return np.zeros_like(draws)
-    first, last = int(draws.min()) // size, int(draws.max()) // size
-    if first == last:
-        return _permute(size, _hash.key(source_key, first), draws - first * size)
-    epochs = draws // size
-    within = draws - epochs * size
-    # A small source spans several epochs in one call: key each epoch once.
-    out = np.empty_like(draws)
-    for epoch in range(first, last + 1) if last - first < 64 else np.unique(epochs).tolist():
-        members = np.flatnonzero(epochs == epoch)
-        if members.size:
-            out[members] = _permute(size, _hash.key(source_key, epoch), within[members])
+        return _uniform(source_key, draws, size)
+    out = np.empty(draws.shape, dtype=np.uint64)
+    flat = draws.ravel()
+    for a in range(0, flat.size, _CHUNK):
+        out.flat[a : a + _CHUNK] = _shuffle(
+            size, source_key, flat[a : a + _CHUNK].astype(np.uint64)
+        )
+    return out.view(np.int64)
+
+
+def range_indices(
+    order: str, start: int, out: np.ndarray, *, size: int, seed: int, source_id: int
+) -> np.ndarray:
+    """Sample indices of draws ``start, start + 1, ...`` of one source, written into ``out``.
+
+    The same values as ``sample_indices`` on ``np.arange(start, start + out.size)``,
+    without building the draws: the plan's draws of a source over a range of steps
+    are always such a run.
+    """
+    order, size = _check(order, size)
+    source_key = _source_key(seed, source_id)
+    for a in range(0, out.size, _CHUNK):
+        draws = np.arange(start + a, start + min(out.size, a + _CHUNK), dtype=np.uint64)
+        if order == "sequential":
+            draws %= np.uint64(size)
+        elif order == "replacement":
+            draws = _uniform(source_key, draws, size)
+        else:
+            draws = _shuffle(size, source_key, draws)
+        out[a : a + draws.size] = draws
     return out
+
+
+def _uniform(source_key: int, draws: np.ndarray, size: int) -> np.ndarray:
+    bits = _hash.hash_counter(source_key, draws) >> np.uint64(11)
+    return np.floor(bits * (size / 2.0**53)).astype(np.int64)

@@ -28,7 +28,7 @@ import numpy as np
 from . import _hash, _validate
 from ._counts import Q_BITS, ExactCounts, Targets
 from .mixture import Mixture
-from .order import ORDERS, sample_indices
+from .order import ORDERS, range_indices
 
 __all__ = ["MODES", "Batch", "Plan", "PlanIterator"]
 
@@ -36,6 +36,8 @@ MODES = ("exact", "random")
 STATE_VERSION = 1
 _MAX_BATCH = 1 << 22
 _GOLDEN = (5**0.5 - 1) / 2
+_COMPARE_MAX = 16
+SOURCE_DTYPE = np.int16  # source ids per position, as Megatron's blending index stores them
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,7 +46,7 @@ class Batch:
 
     Args:
         start_step: the first step held.
-        sources: source id per position, shape (num_steps, B).
+        sources: source id per position (int16), shape (num_steps, B).
         draws: draw number within its source per position, shape (num_steps, B).
         indices: sample index within its source, shape (num_steps, B); ``None``
             when the plan was built without source sizes.
@@ -81,6 +83,11 @@ class Plan:
     ) -> None:
         if not isinstance(mixture, Mixture):
             raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
+        if mixture.num_sources > np.iinfo(SOURCE_DTYPE).max:
+            raise ValueError(
+                f"a plan holds at most {np.iinfo(SOURCE_DTYPE).max} sources, the mixture has "
+                f"{mixture.num_sources}; merge small sources into one"
+            )
         self.mixture = mixture
         self.global_batch_size = _validate.integer(
             "global_batch_size", global_batch_size, minimum=1
@@ -197,32 +204,51 @@ class Plan:
             counts = self.counts(start, num_steps, prev)
             sources, draws = self._layout(counts, prev)
         return Batch(
-            start_step=start, sources=sources, draws=draws, indices=self._indices(sources, draws)
+            start_step=start,
+            sources=sources,
+            draws=draws,
+            indices=self._indices(sources, draws, prev),
         )
 
     def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        steps, n = counts.shape
-        b = self.global_batch_size
-        ids = np.repeat(np.tile(np.arange(n, dtype=np.int64), steps), counts.ravel())
-        first = (
-            np.cumsum(counts, axis=0) - counts + prev
-        )  # draw number of each block's first element
-        block_start = np.cumsum(counts, axis=1) - counts
-        offset = np.repeat((first - block_start).ravel(), counts.ravel())
-        draws = offset.reshape(steps, b) + np.arange(b, dtype=np.int64)
-        return ids.reshape(steps, b)[:, self._element_at], draws[:, self._element_at]
+        """Counts per step and source -> (source, draw) per position.
 
-    def _indices(self, sources: np.ndarray, draws: np.ndarray) -> np.ndarray | None:
+        Element ``e`` of a step, with the sources' blocks laid out one after another,
+        sits at the position ``p`` with ``element_at[p] == e``; so a position's source
+        is the block its element falls in, and its draw is the block's first draw plus
+        the element's offset into the block.
+        """
+        steps, n = counts.shape
+        ends = np.cumsum(counts, axis=1)
+        element = self._element_at
+        if n <= _COMPARE_MAX:  # n - 1 compares over the batch beat a gather
+            sources = np.zeros((steps, self.global_batch_size), dtype=SOURCE_DTYPE)
+            for k in range(n - 1):
+                sources += element >= ends[:, k, None]
+        else:
+            ids = np.tile(np.arange(n, dtype=SOURCE_DTYPE), steps)
+            sources = np.repeat(ids, counts.ravel()).reshape(steps, -1)[:, element]
+        first_draw = np.cumsum(counts, axis=0) - counts + prev
+        offset = first_draw - (ends - counts)
+        draws = offset.ravel().take(sources + np.arange(0, steps * n, n)[:, None])
+        draws += element
+        return sources, draws
+
+    def _indices(
+        self, sources: np.ndarray, draws: np.ndarray, prev: np.ndarray
+    ) -> np.ndarray | None:
+        """Sample index per position. A source's draws over a range of steps are one
+        run ``prev[k], prev[k] + 1, ...``: each run is mapped in one go into a shared
+        buffer, then gathered into position order."""
         if self.sizes is None:
             return None
-        out = np.empty_like(draws)
+        totals = np.bincount(sources.ravel(), minlength=self.mixture.num_sources)
+        buffer = np.empty(int(totals.sum()), dtype=np.int64)
+        shift = np.cumsum(totals) - totals - prev  # buffer slot of draw d of source k: d + shift[k]
         for k, (size, order) in enumerate(zip(self.sizes, self.orders)):
-            mask = sources == k
-            if mask.any():
-                out[mask] = sample_indices(
-                    order, draws[mask], size=size, seed=self.seed, source_id=k
-                )
-        return out
+            run = buffer[shift[k] + prev[k] : shift[k] + prev[k] + totals[k]]
+            range_indices(order, int(prev[k]), run, size=size, seed=self.seed, source_id=k)
+        return buffer.take(shift.take(sources) + draws)
 
     def _random_sources(self, start: int, stop: int) -> np.ndarray:
         b = self.global_batch_size
@@ -231,7 +257,7 @@ class Plan:
             np.int64
         )
         edges = np.cumsum(self._targets.quanta(start, stop), axis=1)[:, :-1]
-        return (u[:, :, None] >= edges[:, None, :]).sum(axis=2)
+        return (u[:, :, None] >= edges[:, None, :]).sum(axis=2, dtype=SOURCE_DTYPE)
 
     def _random_counts(self, start: int, stop: int) -> np.ndarray:
         sources = self._random_sources(start, stop)
@@ -245,12 +271,19 @@ class Plan:
 
 
 def _draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray:
-    """Draw numbers when positions are consumed in stream order."""
+    """Draw numbers when positions are consumed in stream order: each source's
+    positions, in order, are numbered on from ``prev``."""
     flat = sources.ravel()
     draws = np.empty(flat.size, dtype=np.int64)
-    for k in range(n):
-        where = np.flatnonzero(flat == k)
-        draws[where] = prev[k] + np.arange(where.size)
+    if n <= _COMPARE_MAX:  # one scan per source beats a sort
+        for k in range(n):
+            where = np.flatnonzero(flat == k)
+            draws[where] = prev[k] + np.arange(where.size)
+    else:  # a stable sort by source puts each source's positions in one run
+        by_source = np.argsort(flat, kind="stable")
+        totals = np.bincount(flat, minlength=n)
+        first = prev - (np.cumsum(totals) - totals)  # draw = first[k] + rank in sorted order
+        draws[by_source] = np.arange(flat.size) + first.take(flat.take(by_source))
     return draws.reshape(sources.shape)
 
 
