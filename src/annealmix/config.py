@@ -19,11 +19,10 @@ weights = { web = 0.3, code = 0.7 }
 
 from __future__ import annotations
 
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from . import _validate
 from .mixture import Mixture, Phase

@@ -135,19 +135,22 @@ class Plan:
             out.append(size)
         return tuple(out)
 
-    @property
-    def fingerprint(self) -> str:
-        """A hash of everything that decides the stream; equal plans, equal streams."""
-        spec = {
+    def spec(self) -> dict[str, Any]:
+        """Everything that decides the stream, as plain JSON-able values."""
+        return {
             "mixture": self.mixture.to_dict(),
             "global_batch_size": self.global_batch_size,
             "seed": self.seed,
             "mode": self.mode,
-            "sizes": self.sizes,
-            "orders": self.orders,
+            "sizes": None if self.sizes is None else list(self.sizes),
+            "orders": list(self.orders),
             "algorithm": STATE_VERSION,
         }
-        return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    @property
+    def fingerprint(self) -> str:
+        """A hash of ``spec()``: equal fingerprints, equal streams."""
+        return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
 
     # -- counts -------------------------------------------------------------------
 
@@ -193,8 +196,20 @@ class Plan:
         """The global batch of one step."""
         return self.batches(step, 1)
 
-    def batches(self, start: int, num_steps: int, consumed: np.ndarray | None = None) -> Batch:
-        """The global batches of steps [start, start + num_steps)."""
+    def batches(
+        self,
+        start: int,
+        num_steps: int,
+        consumed: np.ndarray | None = None,
+        *,
+        draw_offset: np.ndarray | None = None,
+    ) -> Batch:
+        """The global batches of steps [start, start + num_steps).
+
+        ``consumed`` (``self.consumed(start)``) saves the replay when already known.
+        ``draw_offset`` is added to each source's draw numbers: a re-planned run
+        continues every source from the draws of the plan it replaced.
+        """
         start = _validate.integer("start", start, minimum=0)
         prev = self.consumed(start) if consumed is None else np.asarray(consumed, dtype=np.int64)
         if self.mode == "random":
@@ -203,6 +218,10 @@ class Plan:
         else:
             counts = self.counts(start, num_steps, prev)
             sources, draws = self._layout(counts, prev)
+        if draw_offset is not None:
+            draw_offset = np.asarray(draw_offset, dtype=np.int64)
+            draws += draw_offset.take(sources)
+            prev = prev + draw_offset
         return Batch(
             start_step=start,
             sources=sources,

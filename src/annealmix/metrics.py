@@ -1,0 +1,77 @@
+"""Per-step mix metrics for logging, with keys that drop into W&B or TensorBoard.
+
+Keys are ``{prefix}/{kind}/{source}``:
+
+- ``weight``: the scheduled weight w(step);
+- ``share``: the realized share of the step's global batch (count / B);
+- ``count``: samples of the source in the step's global batch;
+- ``samples``: cumulative samples through the step;
+- ``tokens``: cumulative tokens, where ``tokens_per_sample`` says a sample's length;
+- ``epochs``: passes over the source, where the plan knows its size.
+
+Everything here follows from the plan, so every rank computes the same values
+without communication. What a rank realized itself (``rank_counts``) is summed over
+ranks by ``annealmix.torch.all_reduce_metrics``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from . import _validate
+from .plan import Plan
+
+__all__ = ["ADDITIVE", "rank_counts", "step_metrics"]
+
+ADDITIVE = ("count", "samples", "tokens", "rank_count")  # kinds summed across ranks
+
+
+def step_metrics(
+    plan: Plan,
+    step: int,
+    *,
+    consumed: np.ndarray | None = None,
+    tokens_per_sample: Mapping[str, int] | None = None,
+    prefix: str = "mix",
+) -> dict[str, float]:
+    """The mix at ``step``: scheduled and realized, per source.
+
+    Args:
+        plan: the plan the run follows.
+        step: the optimizer step.
+        consumed: ``plan.consumed(step)`` when already known (saves a replay).
+        tokens_per_sample: tokens in one sample of a source, by name (fixed-length
+            token sources); sources not named report no tokens.
+        prefix: the first part of every key.
+    """
+    step = _validate.integer("step", step, minimum=0)
+    before = plan.consumed(step) if consumed is None else np.asarray(consumed, dtype=np.int64)
+    counts = plan.counts(step, 1, before)[0]
+    after = before + counts
+    weights = plan.mixture.weights_at(step)
+    tokens = dict(tokens_per_sample or {})
+    for name in tokens:
+        if name not in plan.mixture.sources:
+            _validate.choice("source in tokens_per_sample:", name, plan.mixture.sources)
+    out: dict[str, float] = {}
+    b = plan.global_batch_size
+    for k, name in enumerate(plan.mixture.sources):
+        out[f"{prefix}/weight/{name}"] = float(weights[k])
+        out[f"{prefix}/share/{name}"] = float(counts[k]) / b
+        out[f"{prefix}/count/{name}"] = float(counts[k])
+        out[f"{prefix}/samples/{name}"] = float(after[k])
+        if name in tokens:
+            out[f"{prefix}/tokens/{name}"] = float(after[k] * tokens[name])
+        if plan.sizes is not None:
+            out[f"{prefix}/epochs/{name}"] = float(after[k]) / plan.sizes[k]
+    return out
+
+
+def rank_counts(
+    sources: np.ndarray, names: tuple[str, ...], prefix: str = "mix"
+) -> dict[str, float]:
+    """Samples of each source in what one rank loaded (``sources`` ids), for all-reducing."""
+    counts = np.bincount(np.asarray(sources, dtype=np.int64).ravel(), minlength=len(names))
+    return {f"{prefix}/rank_count/{n}": float(c) for n, c in zip(names, counts)}
