@@ -23,6 +23,7 @@ def test_public_api_is_frozen_and_sorted():
         "Cosine",
         "Linear",
         "MODES",
+        "MicroBatch",
         "Mixture",
         "MixtureSampler",
         "ORDERS",
@@ -32,13 +33,17 @@ def test_public_api_is_frozen_and_sorted():
         "PlanIterator",
         "SCHEDULES",
         "Schedule",
+        "Shard",
+        "ShardStream",
         "Sigmoid",
         "Step",
+        "TokenWindows",
         "__version__",
         "get_schedule",
         "make_schedule",
         "sample_indices",
         "schedule_from_dict",
+        "step_metrics",
     ]
     for name in annealmix.__all__:
         assert hasattr(annealmix, name)

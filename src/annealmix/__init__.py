@@ -4,6 +4,7 @@
 matplotlib are imported only by the modules that use them.
 """
 
+from .metrics import step_metrics
 from .mixture import Mixture, Phase
 from .order import ORDERS, sample_indices
 from .plan import MODES, Batch, Plan, PlanIterator
@@ -20,6 +21,8 @@ from .schedules import (
     get_schedule,
     schedule_from_dict,
 )
+from .shard import MicroBatch, Shard, ShardStream
+from .sources import TokenWindows
 
 __version__ = "0.1.0"
 
@@ -29,6 +32,7 @@ __all__ = [
     "Cosine",
     "Linear",
     "MODES",
+    "MicroBatch",
     "Mixture",
     "MixtureSampler",
     "ORDERS",
@@ -38,11 +42,15 @@ __all__ = [
     "PlanIterator",
     "SCHEDULES",
     "Schedule",
+    "Shard",
+    "ShardStream",
     "Sigmoid",
     "Step",
+    "TokenWindows",
     "__version__",
     "get_schedule",
     "make_schedule",
     "sample_indices",
     "schedule_from_dict",
+    "step_metrics",
 ]
