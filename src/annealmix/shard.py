@@ -98,11 +98,17 @@ class ShardStream(Iterator[MicroBatch]):
         plan: the plan.
         shard: this rank's part of each batch.
         num_steps: stop after this many steps (``None``: never stop).
-        chunk_steps: steps planned at once (speed; never changes the stream).
+        chunk_steps: steps planned at once (speed; never changes the stream); by
+            default about 64K samples' worth.
     """
 
     def __init__(
-        self, plan: Plan, shard: Shard, *, num_steps: int | None = None, chunk_steps: int = 32
+        self,
+        plan: Plan,
+        shard: Shard,
+        *,
+        num_steps: int | None = None,
+        chunk_steps: int | None = None,
     ) -> None:
         if shard.global_batch_size != plan.global_batch_size:
             raise ValueError(
@@ -111,6 +117,8 @@ class ShardStream(Iterator[MicroBatch]):
             )
         self.plan, self.shard = plan, shard
         self.num_steps = None if num_steps is None else _validate.integer("num_steps", num_steps)
+        if chunk_steps is None:
+            chunk_steps = min(4096, max(1, (1 << 16) // plan.global_batch_size))
         self.chunk_steps = _validate.integer("chunk_steps", chunk_steps, minimum=1)
         self._seek(0, 0, np.zeros(plan.mixture.num_sources, dtype=np.int64), None)
 

@@ -1,0 +1,41 @@
+"""PyTorch integration: the plan drives what every rank and DataLoader worker loads.
+
+The only package that imports torch (extra ``torch``). Two paths, one loader:
+
+- map-style, for random-access sources (anything with ``len`` and ``[]``):
+  ``MixtureBatchSampler`` yields each micro-batch's ``(source id, index)`` keys and
+  ``MixedDataset`` fetches them, so any ``num_workers`` splits whole micro-batches;
+  the sampler is Stateful, so torchdata's ``StatefulDataLoader`` resumes it too;
+- iterable, when any source is a stream (an ``IterableDataset``, a Hugging Face
+  streaming dataset, a generator): ``MixtureIterableDataset`` reads each stream in
+  order and keeps the draws the plan gives this rank and worker.
+
+``MixtureDataLoader`` picks the path and counts what the loop consumed, so its
+``state_dict()`` is exact however far the workers prefetched. Every sample comes
+with its source id: ``{"source": id, "index": index, "sample": sample}``.
+
+Modules: ``data`` (datasets, sampler, loader), ``dist`` (rank discovery and
+metric all-reduce), ``losses`` (mixture-weighted and per-source losses).
+"""
+
+from .data import (
+    MixedDataset,
+    MixtureBatchSampler,
+    MixtureDataLoader,
+    MixtureIterableDataset,
+    collated,
+)
+from .dist import all_reduce_metrics, resolve_rank
+from .losses import loss_by_source, mix_losses
+
+__all__ = [
+    "MixedDataset",
+    "MixtureBatchSampler",
+    "MixtureDataLoader",
+    "MixtureIterableDataset",
+    "all_reduce_metrics",
+    "collated",
+    "loss_by_source",
+    "mix_losses",
+    "resolve_rank",
+]

@@ -1,0 +1,71 @@
+"""Where this process sits among data-parallel ranks, and summing metrics over them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from .. import metrics as _metrics
+
+__all__ = ["all_reduce_metrics", "resolve_rank"]
+
+# (rank, world size) variables, in the order launchers are tried: torchrun and ezpz,
+# MPICH/Intel MPI (PMI), Open MPI, SLURM.
+_ENV = (
+    ("RANK", "WORLD_SIZE"),
+    ("PMI_RANK", "PMI_SIZE"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
+    ("SLURM_PROCID", "SLURM_NTASKS"),
+)
+
+
+def resolve_rank(
+    rank: int | None = None, world_size: int | None = None, group: Any = None
+) -> tuple[int, int]:
+    """This process's data-parallel (rank, world size).
+
+    Explicit arguments win; then the group (default: the world) of an initialised
+    ``torch.distributed``; then the launcher's environment (``RANK``/``WORLD_SIZE``,
+    ``PMI_*``, ``OMPI_COMM_WORLD_*``, ``SLURM_*``); else a single process (0, 1).
+    """
+    if (rank is None) != (world_size is None):
+        raise ValueError(
+            f"give both rank and world_size or neither, got rank={rank!r}, "
+            f"world_size={world_size!r}"
+        )
+    if rank is not None:
+        return int(rank), int(world_size)  # type: ignore[arg-type]
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(group), dist.get_world_size(group)
+    for rank_var, size_var in _ENV:
+        if rank_var in os.environ and size_var in os.environ:
+            try:
+                return int(os.environ[rank_var]), int(os.environ[size_var])
+            except ValueError:
+                raise ValueError(
+                    f"environment {rank_var}={os.environ[rank_var]!r}, "
+                    f"{size_var}={os.environ[size_var]!r} are not integers; fix the launcher "
+                    "or pass rank= and world_size="
+                ) from None
+    return 0, 1
+
+
+def all_reduce_metrics(values: Mapping[str, float], group: Any = None) -> dict[str, float]:
+    """Sum the additive metrics (counts, samples, tokens) over the ranks of ``group``.
+
+    Other keys (weights, shares, epochs, losses) pass through unchanged. Without an
+    initialised ``torch.distributed`` the values come back as they are.
+    """
+    out = dict(values)
+    if not (dist.is_available() and dist.is_initialized()):
+        return out
+    keys = sorted(k for k in out if any(f"/{kind}/" in k for kind in _metrics.ADDITIVE))
+    if keys:
+        buf = torch.tensor([out[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=group)
+        out.update(zip(keys, buf.tolist()))
+    return out
