@@ -4,9 +4,10 @@
         --steps 200 --ckpt-dir runs/ddp --audit runs/ddp/audit.txt
 
 The mix starts as 90% standard-library code / 10% reference-manual prose and
-cosine-anneals to 10/90 over the middle half of training. Every ``--ckpt-every``
+cosine-anneals to 10/90 (``--end-code``) over the middle half of training. Every ``--ckpt-every``
 steps rank 0 saves model, optimizer and data state; a relaunch resumes from the
-last checkpoint, on any number of ranks. ``--audit FILE`` appends one
+last checkpoint, on any number of ranks; with ``--replan`` a changed mix takes
+over from there, each source continuing from its saved count. ``--audit FILE`` appends one
 ``step rank source index`` line per sample consumed (a resume first drops the lines
 of steps the checkpoint does not hold), so two runs can be compared sample by sample.
 """
@@ -47,6 +48,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--audit", type=Path, help="append 'step rank source index' lines here")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader workers per rank")
     p.add_argument(
+        "--end-code", type=float, default=0.1, help="share of code the anneal ends at, in [0, 1]"
+    )
+    p.add_argument(
+        "--replan",
+        action="store_true",
+        help="on resume, accept a changed mix (e.g. --end-code) from the checkpoint's step on",
+    )
+    p.add_argument(
         "--crash-at-step",
         type=int,
         help="testing aid: SIGKILL the whole job when this step starts (a node failure)",
@@ -59,7 +68,12 @@ def build_plan(args: argparse.Namespace, sources: dict) -> Plan:
     mixture = Mixture(
         weights={"code": 0.9, "prose": 0.1},
         phases=[
-            Phase(start_step=a, end_step=b, weights={"code": 0.1, "prose": 0.9}, schedule="cosine")
+            Phase(
+                start_step=a,
+                end_step=b,
+                weights={"code": args.end_code, "prose": 1.0 - args.end_code},
+                schedule="cosine",
+            )
         ],
     )
     sizes = {name: len(s) for name, s in sources.items()}
@@ -97,7 +111,7 @@ def main() -> None:
         state = torch.load(ckpt, weights_only=False)
         model.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        loader.load_state_dict(state["data"])
+        loader.load_state_dict(state["data"], replan=args.replan)
         step = state["data"]["step"]
         if rank == 0:
             print(f"resumed at step {step} on {world} rank(s) from {ckpt}", flush=True)

@@ -103,3 +103,32 @@ def test_killed_run_resumes_with_nothing_lost_or_repeated_on_any_world_size(tmp_
         check(resumed)
         assert "resumed at step 10" in resumed.stdout
         assert audit(tmp_path / f"to{nproc}" / "audit.txt") == reference
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_replan_mid_run_repeats_no_sample(tmp_path):
+    script = ROOT / "examples" / "train_ddp.py"
+    args = [
+        "--steps",
+        "24",
+        "--ckpt-every",
+        "5",
+        "--log-every",
+        "100",
+        "--ckpt-dir",
+        str(tmp_path),
+        "--audit",
+        str(tmp_path / "audit.txt"),
+    ]
+    assert torchrun(2, script, *args, "--crash-at-step", "12").returncode != 0
+    refused = torchrun(2, script, *args, "--end-code", "0.6")
+    assert refused.returncode != 0
+    assert "different plan: mixture phases changed" in refused.stdout + refused.stderr
+    check(torchrun(2, script, *args, "--end-code", "0.6", "--replan"))
+    rows = [x.split() for x in (tmp_path / "audit.txt").read_text().splitlines()]
+    assert len(rows) == 24 * 16
+    pairs = [(source, index) for _, _, source, index in rows]
+    assert len(set(pairs)) == len(pairs), "a without-replacement sample came twice"
+    late = [source for step, _, source, _ in rows if int(step) >= 18]  # anneal over: 60% code
+    assert late.count("code") / len(late) == pytest.approx(0.6, abs=0.05)
