@@ -1,0 +1,109 @@
+"""The demo's PNG plots (matplotlib, extra ``plot``): losses, gradient norm, the mix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .report import move
+
+__all__ = ["plot_all"]
+
+
+def _by_arm(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    arms: dict[str, list[dict[str, Any]]] = {}
+    for rec in records:
+        arms.setdefault(rec["arm"], []).append(rec)
+    return arms
+
+
+def _shade(ax, rec: dict[str, Any]) -> None:
+    span = move(rec)
+    if span is None:
+        return
+    if span[1] - span[0] < 2:  # an abrupt switch: a line, not a band
+        ax.axvline(span[0], color="0.6", lw=1, ls="--", zorder=0)
+    else:
+        ax.axvspan(*span, color="0.9", zorder=0)
+
+
+def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
+    """Write losses.png, grad_norm.png and mix.png; return their paths ([] without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install 'annealmix[plot]')")
+        return []
+    arms = _by_arm(records)
+    colors = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
+    paths = []
+
+    fig, axes = plt.subplots(
+        len(arms), 2, figsize=(11, 2.3 * len(arms)), sharex=True, squeeze=False
+    )
+    for row, (arm, recs) in enumerate(arms.items()):
+        for col, domain in enumerate(("code", "prose")):
+            ax = axes[row, col]
+            _shade(ax, recs[0])
+            steps = recs[0]["eval_step"]
+            curves = np.array([r[f"eval_{domain}"] for r in recs])
+            for other, orecs in arms.items():  # the other arms, faint, for comparison
+                if other != arm:
+                    ax.plot(
+                        steps,
+                        np.mean([r[f"eval_{domain}"] for r in orecs], axis=0),
+                        color="0.75",
+                        lw=0.8,
+                    )
+            mean = curves.mean(axis=0)
+            ax.plot(steps, mean, color=colors[arm], lw=1.8, label=arm)
+            ax.fill_between(
+                steps, curves.min(axis=0), curves.max(axis=0), color=colors[arm], alpha=0.25, lw=0
+            )
+            ax.set_title(f"{arm}: held-out {domain} loss", fontsize=9)
+            # Zoom past the first steep drop, where the arms differ.
+            settled = np.asarray(steps) >= 0.1 * recs[0]["config"]["steps"]
+            every = [np.asarray(r[f"eval_{domain}"]) for rs in arms.values() for r in rs]
+            top = max(c[settled].max() if settled.any() else c.max() for c in every)
+            low = min(c.min() for c in every)
+            ax.set_ylim(low - 0.05 * (top - low), top + 0.05 * (top - low))
+            ax.set_ylabel("nats/byte", fontsize=8)
+    for ax in axes[-1]:
+        ax.set_xlabel("step (shaded: where the arm's mix moves; dashed: an abrupt switch)")
+    fig.tight_layout()
+    paths.append(out / "losses.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for arm, recs in arms.items():
+        g = np.mean([r["grad_norm"] for r in recs], axis=0)
+        smooth = np.convolve(g, np.ones(5) / 5, mode="same")
+        ax.plot(smooth, color=colors[arm], lw=1.2, label=arm)
+    ax.set_xlabel("step")
+    ax.set_ylabel("gradient norm (5-step mean, before clipping)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "grad_norm.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(10, 3.6))
+    for arm, recs in arms.items():
+        r = recs[0]
+        ax.plot(r["weight_code"], color=colors[arm], lw=1.5, label=f"{arm}: scheduled")
+        ax.plot(r["share_code"], color=colors[arm], lw=0, marker=".", ms=2, alpha=0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("share of code in the batch")
+    ax.set_title("scheduled weight (lines) and realized share per batch (dots)", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(out / "mix.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

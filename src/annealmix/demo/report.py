@@ -1,0 +1,210 @@
+"""From the runs' records to the leaderboard, CSV/JSON files and plots.
+
+Measures, per run (then mean and spread over seeds per arm):
+
+- ``final_code``, ``final_prose``: held-out loss at the end; ``final_mean`` is their
+  mean, the ranking criterion (lower is better: a good model of both domains);
+- ``forgetting``: final code loss minus the best code loss of the run;
+- ``code_rise`` / ``prose_rise``: how far the held-out loss rises above its level
+  just before the switch (mean of the last three evaluations), at most, after it;
+  ``*_rise_steps``: how many steps after the switch it takes to come back down to
+  that level (to the end of training if it never does);
+- ``train_jump``: the largest rise of the training loss (5-step running mean) over
+  its pre-switch level, during the move and shortly after;
+- ``grad_jump``: the largest gradient norm from the switch to shortly after the
+  move, minus the mean before the switch, in units of the pre-switch standard
+  deviation (how unusual the jump is against normal step-to-step fluctuation).
+
+The switch is the first step whose scheduled mix differs from the step before
+(the abrupt arm: the midpoint; a ramp: the start of its window); the constant arm
+has none, so its figures are taken at the default window's start, as a reference
+for noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["MEASURES", "leaderboard", "measure", "move", "summarise", "write_outputs"]
+
+MEASURES = (
+    "final_mean",
+    "final_code",
+    "final_prose",
+    "forgetting",
+    "code_rise",
+    "code_rise_steps",
+    "prose_rise",
+    "prose_rise_steps",
+    "train_jump",
+    "grad_jump",
+    "max_count_error",
+    "tokens_per_s",
+)
+_REFERENCE_WINDOW = (0.25, 0.75)
+
+
+def move(rec: dict[str, Any]) -> tuple[int, int] | None:
+    """First and last step at which the scheduled mix changes (``None``: it never does)."""
+    w = np.asarray(rec["weight_code"])
+    changes = np.flatnonzero(np.abs(np.diff(w)) > 1e-12) + 1
+    return (int(changes[0]), int(changes[-1])) if changes.size else None
+
+
+def _switch(rec: dict[str, Any]) -> tuple[int, int]:
+    found = move(rec)
+    if found is not None:
+        return found
+    steps = rec["config"]["steps"]
+    lo, hi = _REFERENCE_WINDOW
+    return int(round(lo * steps)), int(round(hi * steps)) - 1
+
+
+def _rise(steps: np.ndarray, loss: np.ndarray, start: int) -> tuple[float, float]:
+    before = loss[steps <= start][-3:]
+    after = loss[steps > start]
+    if before.size == 0 or after.size == 0:
+        return float("nan"), float("nan")
+    above = after > before.mean()
+    spacing = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
+    first_back = int(np.argmin(above)) if not above.all() else above.size  # leading run above
+    return float(max(0.0, after.max() - before.mean())), float(first_back * spacing)
+
+
+def measure(rec: dict[str, Any]) -> dict[str, float]:
+    """The measures of one run (see the module docstring)."""
+    steps_total = rec["config"]["steps"]
+    start, end = _switch(rec)
+    steps = np.asarray(rec["eval_step"])
+    code, prose = np.asarray(rec["eval_code"]), np.asarray(rec["eval_prose"])
+    out = {"final_code": float(code[-1]), "final_prose": float(prose[-1])}
+    out["final_mean"] = (out["final_code"] + out["final_prose"]) / 2
+    out["forgetting"] = float(code[-1] - code.min())
+    out["code_rise"], out["code_rise_steps"] = _rise(steps, code, start)
+    out["prose_rise"], out["prose_rise_steps"] = _rise(steps, prose, start)
+    margin = max(5, steps_total // 10)
+    train = np.convolve(np.asarray(rec["train_loss"]), np.ones(5) / 5, mode="same")
+    pre = train[max(0, start - margin) : start]
+    window = train[start : min(steps_total, end + margin)]
+    out["train_jump"] = float(window.max() - pre.mean()) if pre.size and window.size else np.nan
+    grad = np.asarray(rec["grad_norm"])
+    pre = grad[max(0, start - margin) : start]
+    window = grad[start : min(steps_total, end + margin)]
+    spread = pre.std() if pre.size > 1 else np.nan
+    out["grad_jump"] = float((window.max() - pre.mean()) / spread) if spread > 0 else np.nan
+    out["max_count_error"] = float(rec["max_count_error"])
+    out["tokens_per_s"] = float(rec["tokens_per_s"])
+    return out
+
+
+def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per arm: mean and standard deviation of every measure over seeds, ranked."""
+    arms: dict[str, list[dict[str, float]]] = {}
+    for rec in records:
+        arms.setdefault(rec["arm"], []).append(measure(rec))
+    rows = []
+    for arm, runs in arms.items():
+        row: dict[str, Any] = {"arm": arm, "seeds": len(runs)}
+        for key in MEASURES:
+            values = np.array([r[key] for r in runs], dtype=float)
+            row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            row[key + "_std"] = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+        samples = [rec["samples"] for rec in records if rec["arm"] == arm]
+        row["samples_code"] = samples[0]["code"]
+        row["samples_prose"] = samples[0]["prose"]
+        rows.append(row)
+    return sorted(rows, key=lambda r: r["final_mean"])
+
+
+def _cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
+    mean, std = row[key], row[key + "_std"]
+    if not np.isfinite(mean):
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def leaderboard(rows: list[dict[str, Any]]) -> str:
+    """The ranked table, as Markdown."""
+    head = [
+        "rank",
+        "arm",
+        "final mean loss",
+        "final code",
+        "final prose",
+        "code forgetting",
+        "code rise (steps)",
+        "prose rise (steps)",
+        "train-loss jump",
+        "grad-norm jump (σ)",
+        "samples code/prose",
+        "max count error",
+        "tokens/s",
+    ]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(rows, start=1):
+        cells = [
+            str(i),
+            r["arm"],
+            _cell(r, "final_mean"),
+            _cell(r, "final_code"),
+            _cell(r, "final_prose"),
+            _cell(r, "forgetting"),
+            f"{_cell(r, 'code_rise')} ({r['code_rise_steps']:.0f})",
+            f"{_cell(r, 'prose_rise')} ({r['prose_rise_steps']:.0f})",
+            _cell(r, "train_jump"),
+            _cell(r, "grad_jump", 1),
+            f"{r['samples_code']}/{r['samples_prose']}",
+            f"{r['max_count_error']:.2f}",
+            f"{r['tokens_per_s']:,.0f}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(
+    records: list[dict[str, Any]], rows: list[dict[str, Any]], out: Path
+) -> list[Path]:
+    """results.json, runs.csv, curves.csv, leaderboard.md and the PNG plots; the paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    path = out / "results.json"
+    path.write_text(json.dumps({"leaderboard": rows, "runs": records}, indent=1))
+    written.append(path)
+    path = out / "runs.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["arm", "seed", *MEASURES])
+        for rec in records:
+            m = measure(rec)
+            w.writerow([rec["arm"], rec["seed"], *(m[k] for k in MEASURES)])
+    written.append(path)
+    path = out / "curves.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(
+            ["arm", "seed", "step", "train_loss", "grad_norm", "weight_code", "share_code", "lr"]
+        )
+        for rec in records:
+            for step, row in enumerate(
+                zip(
+                    rec["train_loss"],
+                    rec["grad_norm"],
+                    rec["weight_code"],
+                    rec["share_code"],
+                    rec["lr"],
+                )
+            ):
+                w.writerow([rec["arm"], rec["seed"], step, *row])
+    written.append(path)
+    path = out / "leaderboard.md"
+    path.write_text(leaderboard(rows) + "\n")
+    written.append(path)
+    from .plots import plot_all  # matplotlib only when plotting
+
+    written += plot_all(records, out)
+    return written

@@ -1,0 +1,153 @@
+"""``annealmix demo``: every arm x seed, in parallel processes, then the report."""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
+from .report import summarise, write_outputs
+from .train import RunConfig
+
+__all__ = ["add_arguments", "main", "run"]
+
+QUICK = RunConfig(
+    steps=40,
+    batch=16,
+    seq_len=32,
+    dim=32,
+    layers=1,
+    heads=2,
+    warmup=5,
+    eval_every=5,
+    eval_samples=32,
+    max_bytes=1 << 17,
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = RunConfig()
+    p.add_argument(
+        "--arms",
+        default=",".join(DEFAULT_ARMS),
+        help=f"comma-separated arm names from: {', '.join(ARMS)} (default: all)",
+    )
+    p.add_argument("--arms-config", type=Path, help="TOML file of [[arms]] tables, used instead")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
+    p.add_argument(
+        "--steps", type=int, default=d.steps, help=f"optimizer steps per run ({d.steps})"
+    )
+    p.add_argument("--batch", type=int, default=d.batch, help=f"samples per step ({d.batch})")
+    p.add_argument("--seq-len", type=int, default=d.seq_len, help=f"bytes per sample ({d.seq_len})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
+    p.add_argument(
+        "--lr-schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant (default: keeps the learning rate out of the switch) or cosine",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="runs in parallel, one process each (default: up to 2)",
+    )
+    p.add_argument("--out", type=Path, default=Path("demo-out"), help="output folder (demo-out)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny model for 40 steps, one seed: for tests and CI (seconds)",
+    )
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    width = 30
+    filled = int(width * done / max(1, total))
+    spent = time.perf_counter() - started
+    left = spent / done * (total - done) if done else 0.0
+    sys.stderr.write(
+        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps "
+        f"{spent:5.0f}s elapsed, ~{left:4.0f}s left "
+    )
+    sys.stderr.flush()
+
+
+def _job(arm: Arm, seed: int, cfg: RunConfig, queue: Any) -> dict[str, Any]:
+    import torch
+
+    from .train import train_one
+
+    torch.set_num_threads(1)  # one core per run; runs go in parallel instead
+    return train_one(arm, seed, cfg, queue)
+
+
+def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str, Any]]:
+    """Train every arm with every seed; returns the records in (arm, seed) order."""
+    tasks = [(arm, seed) for arm in arms for seed in range(seeds)]
+    total = len(tasks) * cfg.steps
+    started, done = time.perf_counter(), 0
+    ctx = mp.get_context("spawn")
+    with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
+        queue = manager.Queue()
+        futures = {pool.submit(_job, a, s, cfg, queue): (a.name, s) for a, s in tasks}
+        records, pending, shown = {}, set(futures), -1
+        while pending:
+            while not queue.empty():
+                done += queue.get()
+            for f in [f for f in pending if f.done()]:
+                records[futures[f]] = f.result()
+                pending.discard(f)
+            if done != shown:  # redraw on progress only (logs stay short)
+                _progress(min(done, total), total, started)
+                shown = done
+            if pending:
+                time.sleep(0.2)
+        _progress(total, total, started)
+    sys.stderr.write("\n")
+    return [records[(a.name, s)] for a, s in tasks]
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = QUICK if args.quick else RunConfig()
+    if not args.quick:
+        cfg = replace(cfg, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr)
+    cfg = replace(cfg, lr_schedule=args.lr_schedule, device=args.device)
+    seeds = 1 if args.quick else args.seeds
+    if args.arms_config is not None:
+        arms = load_arms(args.arms_config)
+    else:
+        names = [n.strip() for n in args.arms.split(",") if n.strip()]
+        unknown = [n for n in names if n not in ARMS]
+        if unknown or not names:
+            raise SystemExit(
+                f"unknown arm {unknown[0] if unknown else '(none)'}; valid: {', '.join(ARMS)}"
+            )
+        arms = [ARMS[n] for n in names]
+    print(
+        f"annealmix demo: {len(arms)} arms x {seeds} seeds, {cfg.steps} steps of "
+        f"{cfg.batch} x {cfg.seq_len} bytes, lr {cfg.lr} ({cfg.lr_schedule}), "
+        f"{args.jobs} at a time on {cfg.device}"
+    )
+    started = time.perf_counter()
+    records = run(arms, seeds, cfg, max(1, args.jobs))
+    rows = summarise(records)
+    from .report import leaderboard
+
+    print()
+    print(
+        "ranked by final mean held-out loss over code and prose (lower is better); "
+        f"mean ± std over {seeds} seed(s)"
+    )
+    print(leaderboard(rows))
+    written = write_outputs(records, rows, args.out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0

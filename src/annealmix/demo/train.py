@@ -1,0 +1,154 @@
+"""One demo run: train the small GPT on one arm's mix with one seed, and record it.
+
+The run uses annealmix end to end: the arm's ``Mixture`` -> a ``Plan`` -> a
+``MixtureDataLoader`` over ``TokenWindows`` of each domain's training bytes, and
+the loader's metrics for the realized mix. Held-out loss on each domain is taken
+every ``eval_every`` steps on fixed held-out samples; the gradient norm every step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..plan import Plan
+from ..sources import TokenWindows
+from ..torch import MixtureDataLoader
+from .arms import Arm
+from .data import DOMAINS, domain_bytes, split
+from .model import GPT, GPTConfig, per_sample_loss
+
+__all__ = ["RunConfig", "train_one"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunConfig:
+    """Everything a run shares with the other arms (only the mix differs).
+
+    Args:
+        steps: optimizer steps.
+        batch: samples per step.
+        seq_len: bytes per sample (plus one target byte).
+        dim, layers, heads: model size.
+        lr: AdamW peak learning rate.
+        lr_schedule: ``"constant"`` (default: keeps the learning-rate effect out of
+            the switch) or ``"cosine"`` (decay to 10% over the run).
+        warmup: linear warm-up steps.
+        eval_every: steps between held-out evaluations.
+        eval_samples: held-out samples per domain per evaluation.
+        max_bytes: bytes read per domain (before the held-out split).
+        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+    """
+
+    steps: int = 600
+    batch: int = 32
+    seq_len: int = 64
+    dim: int = 64
+    layers: int = 2
+    heads: int = 4
+    lr: float = 3e-3
+    lr_schedule: str = "constant"
+    warmup: int = 30
+    eval_every: int = 25
+    eval_samples: int = 128
+    max_bytes: int = 1 << 21
+    device: str = "cpu"
+
+    def learning_rate(self, step: int) -> float:
+        warm = min(1.0, (step + 1) / max(1, self.warmup))
+        if self.lr_schedule == "constant":
+            return self.lr * warm
+        progress = step / max(1, self.steps - 1)
+        return self.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _sources(cfg: RunConfig) -> tuple[dict[str, TokenWindows], dict[str, torch.Tensor]]:
+    train, held = {}, {}
+    for name in DOMAINS:
+        tr, ho = split(domain_bytes(name, cfg.max_bytes))
+        train[name] = TokenWindows(tr, cfg.seq_len)
+        windows = TokenWindows(ho, cfg.seq_len)
+        # Fixed held-out samples, evenly spaced through the held-out bytes.
+        pick = np.linspace(0, len(windows) - 1, min(cfg.eval_samples, len(windows))).astype(int)
+        held[name] = torch.from_numpy(np.stack([windows[i] for i in pick]))
+    return train, held
+
+
+@torch.no_grad()
+def _evaluate(model: GPT, held: dict[str, torch.Tensor], device: str) -> dict[str, float]:
+    model.eval()
+    out = {n: per_sample_loss(model, x.to(device)).mean().item() for n, x in held.items()}
+    model.train()
+    return out
+
+
+def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict[str, Any]:
+    """Train one arm with one seed; return its curves and counts as plain data.
+
+    ``progress`` (a queue) receives the number of steps done, now and then.
+    """
+    torch.manual_seed(seed)
+    train, held = _sources(cfg)
+    mixture = arm.mixture(cfg.steps)
+    plan = Plan(
+        mixture,
+        global_batch_size=cfg.batch,
+        seed=seed,
+        sizes={n: len(s) for n, s in train.items()},
+    )
+    loader = MixtureDataLoader(train, plan, rank=0, world_size=1, num_steps=cfg.steps)
+    model = GPT(
+        GPTConfig(seq_len=cfg.seq_len, num_layers=cfg.layers, num_heads=cfg.heads, dim=cfg.dim)
+    ).to(cfg.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1)
+    rec: dict[str, Any] = {"arm": arm.name, "seed": seed, "config": asdict(cfg)}
+    rec["switch"] = list(arm.switch_steps(cfg.steps)) if arm.schedule is not None else None
+    curves = {k: [] for k in ("eval_step", "eval_code", "eval_prose", "train_loss", "grad_norm")}
+    curves |= {"weight_code": [], "share_code": [], "lr": []}
+    samples = dict.fromkeys(DOMAINS, 0)
+    tokens, elapsed, count_error = 0, 0.0, 0.0
+    for step, batch in enumerate(loader):
+        if step % cfg.eval_every == 0:
+            losses = _evaluate(model, held, cfg.device)
+            curves["eval_step"].append(step)
+            curves["eval_code"].append(losses["code"])
+            curves["eval_prose"].append(losses["prose"])
+        start = time.perf_counter()
+        lr = cfg.learning_rate(step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        loss = per_sample_loss(model, batch["sample"].to(cfg.device)).mean()
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        elapsed += time.perf_counter() - start
+        tokens += batch["sample"].shape[0] * cfg.seq_len
+        metrics = loader.metrics(step)
+        curves["train_loss"].append(loss.item())
+        curves["grad_norm"].append(norm.item())
+        curves["weight_code"].append(metrics["mix/weight/code"])
+        curves["share_code"].append(metrics["mix/share/code"])
+        curves["lr"].append(lr)
+        target = plan.targets(step)
+        for k, name in enumerate(plan.mixture.sources):
+            samples[name] = int(metrics[f"mix/samples/{name}"])
+            count_error = max(count_error, abs(samples[name] - float(target[k])))
+        if progress is not None and (step + 1) % cfg.eval_every == 0:
+            progress.put(cfg.eval_every)
+    final = _evaluate(model, held, cfg.device)
+    curves["eval_step"].append(cfg.steps)
+    curves["eval_code"].append(final["code"])
+    curves["eval_prose"].append(final["prose"])
+    targets = plan.targets(cfg.steps - 1)
+    rec |= curves
+    rec["samples"] = samples
+    rec["target_samples"] = dict(zip(plan.mixture.sources, targets.tolist()))
+    rec["max_count_error"] = count_error  # realized vs scheduled cumulative samples
+    rec["tokens_per_s"] = tokens / elapsed if elapsed else float("nan")
+    return rec

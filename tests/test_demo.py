@@ -1,0 +1,112 @@
+import json
+import math
+
+import numpy as np
+import pytest
+
+from annealmix.demo.arms import ARMS, DEFAULT_ARMS, load_arms
+from annealmix.demo.data import domain_bytes, split
+from annealmix.demo.report import measure
+
+
+def test_quick_demo_runs_end_to_end_with_sane_outputs(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from annealmix.cli import main
+
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--jobs", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "ranked by final mean held-out loss" in printed
+    for name in ("results.json", "runs.csv", "curves.csv", "leaderboard.md"):
+        assert (tmp_path / name).stat().st_size > 0
+    pytest.importorskip("matplotlib")
+    for name in ("losses.png", "grad_norm.png", "mix.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert sorted(r["arm"] for r in results["leaderboard"]) == sorted(DEFAULT_ARMS)
+    ranks = [r["final_mean"] for r in results["leaderboard"]]
+    assert ranks == sorted(ranks)
+    for run in results["runs"]:
+        for domain in ("code", "prose"):
+            curve = run[f"eval_{domain}"]
+            assert all(math.isfinite(x) for x in curve)
+            assert curve[-1] < curve[0], f"{run['arm']}: held-out {domain} loss did not fall"
+        assert run["max_count_error"] <= 0.5 + 1e-9  # two sources: within half a sample
+        steps = len(run["weight_code"])
+        realized = np.cumsum(np.array(run["share_code"]) * run["config"]["batch"])
+        assert realized[-1] == run["samples"]["code"] and steps == run["config"]["steps"]
+    symmetric = [r for r in results["leaderboard"] if r["arm"] in ("abrupt", "linear", "cosine")]
+    assert {r["samples_code"] for r in symmetric} == {symmetric[0]["samples_prose"]}
+
+
+def test_symmetric_arms_give_both_domains_the_same_samples():
+    from annealmix import Plan
+
+    for name in ("abrupt", "linear", "cosine", "constant"):
+        plan = Plan(ARMS[name].mixture(600), global_batch_size=32)
+        code, prose = plan.consumed(600)
+        assert abs(code - prose) <= 1, name
+
+
+def test_arms_load_from_toml_with_named_errors(tmp_path):
+    good = tmp_path / "arms.toml"
+    good.write_text(
+        '[[arms]]\nname = "fast"\nschedule = { name = "sigmoid", steepness = 20 }\n'
+        "end = { code = 0.1, prose = 0.9 }\nwindow = [0.4, 0.6]\n"
+    )
+    (arm,) = load_arms(good)
+    assert arm.name == "fast" and arm.window == (0.4, 0.6) and arm.end["code"] == 0.1
+    assert arm.mixture(100).weights_at(99).tolist() == pytest.approx([0.1, 0.9])
+    cases = {
+        '[[arms]]\nname = "x"\nschedul = "cosine"\n': "unknown key in .* 'schedul' .*'schedule'",
+        '[[arms]]\nname = "x"\nschedule = "cosin"\n': "did you mean 'cosine'",
+        '[[arms]]\nname = "x"\nschedule = "linear"\nend = { cod = 1 }\n': "'cod'",
+        '[[arms]]\nname = "x"\nschedule = "linear"\nwindow = [0.6, 0.4]\n': "start < end",
+        "title = 1\n": "unknown key in .*'title'",
+        "": "no \\[\\[arms\\]\\] tables",
+    }
+    for text, message in cases.items():
+        bad = tmp_path / "bad.toml"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            load_arms(bad)
+
+
+def test_domains_are_deterministic_and_split_without_overlap():
+    code = domain_bytes("code", 1 << 16)
+    assert code.dtype == np.uint8 and code.size == 1 << 16
+    assert np.array_equal(code, domain_bytes("code", 1 << 16))
+    prose = domain_bytes("prose")
+    train, held = split(prose, 0.1)
+    assert train.size + held.size == prose.size and held.size == round(prose.size * 0.1)
+    with pytest.raises(ValueError, match="unknown domain 'poetry'"):
+        domain_bytes("poetry")
+
+
+def synthetic(code, switch=(4, 8), steps=12):
+    evals = list(range(0, steps + 1))
+    return {
+        "config": {"steps": steps},
+        "switch": list(switch),
+        "weight_code": [1.0] * switch[0]
+        + [0.5] * (switch[1] - switch[0])
+        + [0.0] * (steps - switch[1]),
+        "eval_step": evals,
+        "eval_code": code,
+        "eval_prose": [3.0 - 0.1 * i for i in evals],
+        "train_loss": [2.0] * steps,
+        "grad_norm": [1.0, 1.2] * (steps // 2),
+        "share_code": [1.0] * steps,
+        "max_count_error": 0.0,
+        "tokens_per_s": 1.0,
+    }
+
+
+def test_measures_on_a_known_curve():
+    code = [3, 2.6, 2.3, 2.1, 2.0, 2.4, 2.6, 2.2, 1.9, 1.9, 2.0, 2.1, 2.2]
+    m = measure(synthetic(code))
+    level = (2.3 + 2.1 + 2.0) / 3  # the last three evaluations up to the switch at step 4
+    assert m["code_rise"] == pytest.approx(2.6 - level)
+    assert m["code_rise_steps"] == 3  # steps 5, 6 and 7 stay above that level
+    assert m["prose_rise"] == 0 and m["prose_rise_steps"] == 0  # prose only falls
+    assert m["forgetting"] == pytest.approx(2.2 - 1.9)
+    assert m["final_mean"] == pytest.approx((2.2 + 1.8) / 2)
