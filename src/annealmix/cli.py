@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 
 import numpy as np
 
 from . import __version__
-from .config import load_config
+from .config import budget, load_config
+from .shard import Shard
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -18,15 +20,15 @@ def _preview(args: argparse.Namespace) -> int:
     names = plan.mixture.sources
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
     weights = plan.mixture.weights_at(np.array(milestones))
-    consumed = plan.consumed(steps)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        spent = budget(config)
     report = {
         "sources": list(names),
         "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
         "smoothness": plan.mixture.smoothness(),
-        "samples": dict(zip(names, consumed.tolist())),
-        "epochs": None
-        if plan.sizes is None
-        else dict(zip(names, (consumed / np.array(plan.sizes)).tolist())),
+        "budget": spent,
+        "warnings": [str(w.message) for w in caught],
     }
     if args.json:
         print(json.dumps(report, indent=2))
@@ -42,10 +44,96 @@ def _preview(args: argparse.Namespace) -> int:
         f"{report['smoothness']:.3g}\n"
     )
     print("budget by the end of training")
-    print(f"{'source':>{width}} {'samples':>14} {'epochs':>10}")
-    for i, n in enumerate(names):
-        epochs = "-" if plan.sizes is None else f"{consumed[i] / plan.sizes[i]:.3f}"
-        print(f"{n:>{width}} {consumed[i]:>14,} {epochs:>10}")
+    print(f"{'source':>{width}} {'samples':>14} {'tokens':>16} {'epochs':>10}")
+    for n in names:
+        row = spent[n]
+        tokens = "-" if row["tokens"] is None else f"{row['tokens']:,}"
+        epochs = "-" if row["epochs"] is None else f"{row['epochs']:.3f}"
+        print(f"{n:>{width}} {row['samples']:>14,} {tokens:>16} {epochs:>10}")
+    for message in report["warnings"]:
+        print(f"warning: {message}")
+    return 0
+
+
+def _step_range(args: argparse.Namespace, num_steps: int) -> range:
+    if (args.step is None) == (args.steps is None):
+        raise ValueError("give one of --step N or --steps A:B")
+    if args.step is not None:
+        return range(args.step, args.step + 1)
+    try:
+        a, b = (int(x) for x in args.steps.split(":"))
+    except ValueError:
+        raise ValueError(
+            f"--steps must be A:B (first step, end step), got {args.steps!r}"
+        ) from None
+    if not 0 <= a < b:
+        raise ValueError(f"--steps A:B needs 0 <= A < B, got {args.steps!r}")
+    if b - a > 10_000:
+        raise ValueError(f"--steps {args.steps} spans {b - a} steps; inspect at most 10000 at once")
+    return range(a, b)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    plan = config.plan
+    steps = _step_range(args, config.num_steps)
+    shard = Shard(
+        global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
+    )
+    cols = shard.positions(0)
+    batch = plan.batches(steps.start, len(steps))
+    names = plan.mixture.sources
+    opened = {s.name: config.open_source(s.name) for s in config.sources if s.path is not None}
+    seq_lens = {s.name: s.seq_len for s in config.sources if s.seq_len is not None}
+    out = []
+    for row, step in enumerate(steps):
+        samples = []
+        for pos in range(cols.start, cols.stop):
+            name = names[int(batch.sources[row, pos])]
+            index = None if batch.indices is None else int(batch.indices[row, pos])
+            sample = {"position": pos, "source": name, "draw": int(batch.draws[row, pos])}
+            sample["index"] = index
+            if index is not None and name in opened:
+                file, first, end = opened[name].token_range(index)
+                sample["tokens"] = {"file": file, "start": first, "end": end}
+            elif index is not None and name in seq_lens:
+                first = index * seq_lens[name]
+                sample["tokens"] = {"file": None, "start": first, "end": first + seq_lens[name] + 1}
+            samples.append(sample)
+        out.append({"step": step, "rank": args.rank, "samples": samples})
+    if args.json:
+        print(json.dumps({"world_size": args.world_size, "steps": out}, indent=1))
+        return 0
+    print(
+        f"rank {args.rank} of {args.world_size}: positions {cols.start}..{cols.stop - 1} of each "
+        f"global batch of {plan.global_batch_size}"
+    )
+    print(f"{'step':>10} {'position':>8} {'source':>12} {'draw':>12} {'index':>12}  tokens")
+    for entry in out:
+        for s in entry["samples"]:
+            tokens = s.get("tokens")
+            where = (
+                ""
+                if tokens is None
+                else (
+                    f"[{tokens['start']}, {tokens['end']})"
+                    + (f" in {tokens['file']}" if tokens["file"] else "")
+                )
+            )
+            index = "-" if s["index"] is None else s["index"]
+            print(
+                f"{entry['step']:>10} {s['position']:>8} {s['source']:>12} {s['draw']:>12} "
+                f"{index:>12}  {where}"
+            )
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .plotting import plot_config
+
+    config = load_config(args.config)
+    plot_config(config, args.output, points=args.points)
+    print(f"wrote {args.output}")
     return 0
 
 
@@ -74,6 +162,32 @@ def main(argv: list[str] | None = None) -> int:
     preview.add_argument("config", help="path to a TOML mixture config")
     preview.add_argument("--json", action="store_true", help="print JSON instead of tables")
     preview.set_defaults(run=_preview)
+    inspect = sub.add_parser(
+        "inspect",
+        help="list the exact samples of a step's global batch (or one rank's share of it)",
+        description="Which source, draw number and sample index fills each position of the "
+        "global batch at a step, computed directly from the plan (no data is read but the "
+        "token files' sizes). Token ranges are [start, end) token offsets within the source "
+        "file. For debugging a loss spike at step N.",
+    )
+    inspect.add_argument("config", help="path to a TOML mixture config")
+    inspect.add_argument("--step", type=int, help="one optimizer step (0-based)")
+    inspect.add_argument("--steps", help="a range of steps A:B (A included, B not)")
+    inspect.add_argument("--rank", type=int, default=0, help="data-parallel rank (default 0)")
+    inspect.add_argument("--world-size", type=int, default=1, help="data-parallel ranks (1)")
+    inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect.set_defaults(run=_inspect)
+    plot = sub.add_parser(
+        "plot",
+        help="draw a config's scheduled weights and realized counts as a PNG",
+        description="Top: the scheduled weights (fractions of each global batch) over "
+        "optimizer steps, stacked, with the phases marked. Bottom: the realized share of each "
+        "source per step, averaged over bins of steps. Needs matplotlib (extra 'plot').",
+    )
+    plot.add_argument("config", help="path to a TOML mixture config")
+    plot.add_argument("-o", "--output", required=True, help="the PNG file to write")
+    plot.add_argument("--points", type=int, default=1000, help="steps sampled along the x axis")
+    plot.set_defaults(run=_plot)
     demo = sub.add_parser(
         "demo",
         help="train a small byte-level model under several mixing schedules and compare them",
@@ -87,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as err:
         print(f"annealmix: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader (head, less) went away: not an error
+        sys.stderr.close()
+        return 0

@@ -1,17 +1,40 @@
 """Sources: a sample index -> the sample.
 
-A random-access source is anything with ``len`` and ``[]`` (a Python sequence, a
-numpy array, a map-style dataset). Token data is cut into fixed-length samples by
-``TokenWindows``.
+A random-access source is anything with ``len`` and ``[]``: a Python sequence, a
+numpy array, a PyTorch map-style ``Dataset``, a Hugging Face ``datasets.Dataset``.
+Streams (an ``IterableDataset``, a Hugging Face streaming dataset, a generator) go
+through ``annealmix.torch``'s iterable path. Token data is cut into fixed-length
+samples by ``TokenWindows`` (one array) and ``TokenShards`` (many files), read
+memory-mapped from:
+
+- ``nanogpt``: flat binary tokens, no header (``uint16``, or ``uint32``);
+- ``llmc``: llm.c's files, a 256-int32 header (magic, version, count) then tokens;
+- ``npy``: a 1-D integer ``.npy`` array;
+- ``megatron``: Megatron-LM's indexed dataset pair ``PREFIX.bin`` + ``PREFIX.idx``
+  (as Megatron-LM's and BlendCorpus's preprocessing write them).
+
+A file whose size or header disagrees with its contents is an error when opened.
 """
 
 from __future__ import annotations
+
+import glob
+from pathlib import Path
 
 import numpy as np
 
 from . import _validate
 
-__all__ = ["TokenWindows"]
+__all__ = [
+    "FORMATS",
+    "MegatronIndexed",
+    "TokenShards",
+    "TokenWindows",
+    "open_token_source",
+    "read_llmc",
+    "read_nanogpt",
+    "read_npy",
+]
 
 
 class TokenWindows:
@@ -49,3 +72,218 @@ class TokenWindows:
             raise IndexError(f"sample {i} is out of range for {len(self)} samples")
         start = i * self.seq_len
         return np.asarray(self.tokens[start : start + self.seq_len + 1], dtype=np.int64)
+
+
+class TokenShards:
+    """Several token arrays (shards) as one source of ``seq_len + 1``-token samples.
+
+    Samples never cross a shard boundary; the shards' samples are numbered one
+    shard after another, so a uniform (shuffled) pick over the source takes each
+    shard in proportion to its size.
+
+    Args:
+        shards: 1-D integer arrays (in memory or memory-mapped).
+        seq_len: tokens per sample, not counting the extra target token.
+        names: a label per shard for messages (file names).
+    """
+
+    def __init__(
+        self, shards: list[np.ndarray], seq_len: int, names: list[str] | None = None
+    ) -> None:
+        if not shards:
+            raise ValueError("shards is empty; give at least one token array")
+        names = names or [f"shard {i}" for i in range(len(shards))]
+        self.shards = []
+        for name, tokens in zip(names, shards):
+            try:
+                self.shards.append(TokenWindows(tokens, seq_len))
+            except ValueError as err:
+                raise ValueError(f"{name}: {err}") from None
+        self.seq_len = self.shards[0].seq_len
+        self.names = names
+        self._ends = np.cumsum([len(s) for s in self.shards])
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def locate(self, i: int) -> tuple[int, int]:
+        """(shard, sample within it) of sample ``i``."""
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"sample {i} is out of range for {len(self)} samples")
+        shard = int(np.searchsorted(self._ends, i, side="right"))
+        return shard, i - (int(self._ends[shard - 1]) if shard else 0)
+
+    def token_range(self, i: int) -> tuple[str, int, int]:
+        """(shard name, first token, end token) of sample ``i``: what to look at in the file."""
+        shard, j = self.locate(i)
+        start = j * self.seq_len
+        return self.names[shard], start, start + self.seq_len + 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        shard, j = self.locate(i)
+        return self.shards[shard][j]
+
+
+FORMATS = ("llmc", "megatron", "nanogpt", "npy")
+_LLMC = {20240520: (1, np.uint16), 20240801: (7, np.uint32)}  # magic: (version, token type)
+_LLMC_HEADER = 256  # int32 words
+_MEGATRON_MAGIC = b"MMIDIDX\x00\x00"
+_MEGATRON_DTYPES = {
+    1: np.uint8,
+    2: np.int8,
+    3: np.int16,
+    4: np.int32,
+    5: np.int64,
+    6: np.float64,
+    7: np.float32,
+    8: np.uint16,
+}
+
+
+def read_nanogpt(path: str | Path, dtype: str = "uint16") -> np.ndarray:
+    """A flat binary token file (nanoGPT's ``.bin``: no header), memory-mapped."""
+    dtype = np.dtype(_validate.choice("dtype", dtype, ("uint16", "uint32")))
+    path = _existing(path)
+    size = path.stat().st_size
+    if size % dtype.itemsize:
+        raise ValueError(
+            f"{path}: {size} bytes is not a whole number of {dtype} tokens "
+            f"({dtype.itemsize} bytes each); is the file truncated, or is its dtype another?"
+        )
+    return np.memmap(path, dtype=dtype, mode="r")
+
+
+def read_llmc(path: str | Path) -> np.ndarray:
+    """An llm.c token file: a 256-int32 header (magic, version, count), then tokens."""
+    path = _existing(path)
+    header = np.fromfile(path, dtype="<i4", count=_LLMC_HEADER)
+    if header.size < 3 or int(header[0]) not in _LLMC:
+        found = int(header[0]) if header.size else None
+        raise ValueError(
+            f"{path}: not an llm.c token file (magic {found}, expected one of {sorted(_LLMC)})"
+        )
+    version, dtype = _LLMC[int(header[0])]
+    if int(header[1]) != version:
+        raise ValueError(f"{path}: llm.c version {int(header[1])}, expected {version}")
+    count = int(header[2])
+    expected = _LLMC_HEADER * 4 + count * np.dtype(dtype).itemsize
+    if path.stat().st_size != expected:
+        raise ValueError(
+            f"{path}: header says {count} tokens ({expected} bytes with the header) but the "
+            f"file has {path.stat().st_size} bytes; the file is truncated or corrupt"
+        )
+    return np.memmap(path, dtype=dtype, mode="r", offset=_LLMC_HEADER * 4, shape=(count,))
+
+
+def read_npy(path: str | Path) -> np.ndarray:
+    """A 1-D integer ``.npy`` array, memory-mapped."""
+    path = _existing(path)
+    try:
+        tokens = np.load(path, mmap_mode="r")
+    except ValueError as err:
+        raise ValueError(f"{path}: not a readable .npy file ({err})") from None
+    if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
+        raise ValueError(f"{path}: expected a 1-D integer array, got {tokens.shape} {tokens.dtype}")
+    return tokens
+
+
+class MegatronIndexed:
+    """A Megatron-LM indexed dataset (``PREFIX.bin`` + ``PREFIX.idx``), read with numpy.
+
+    The ``.idx`` holds the token type, each sequence's length and byte offset, and
+    the document boundaries; the ``.bin`` holds the tokens. ``tokens`` is the whole
+    ``.bin`` as one memory-mapped array (sequences back to back, as Megatron's GPT
+    dataset concatenates them); ``sequence(i)`` is one sequence.
+
+    Args:
+        prefix: the path without ``.bin``/``.idx`` (either extension is stripped).
+    """
+
+    def __init__(self, prefix: str | Path) -> None:
+        prefix = str(prefix)
+        for ext in (".bin", ".idx"):
+            prefix = prefix.removesuffix(ext)
+        idx, bin_ = _existing(prefix + ".idx"), _existing(prefix + ".bin")
+        with open(idx, "rb") as f:
+            head = f.read(9 + 8 + 1 + 8 + 8)
+        if len(head) < 34 or head[:9] != _MEGATRON_MAGIC:
+            raise ValueError(f"{idx}: not a Megatron index (magic {head[:9]!r})")
+        version = int.from_bytes(head[9:17], "little")
+        if version != 1:
+            raise ValueError(f"{idx}: Megatron index version {version}, expected 1")
+        code = head[17]
+        if code not in _MEGATRON_DTYPES:
+            raise ValueError(f"{idx}: unknown token type code {code}")
+        self.dtype = np.dtype(_MEGATRON_DTYPES[code])
+        count = int.from_bytes(head[18:26], "little")
+        docs = int.from_bytes(head[26:34], "little")
+        expected = 34 + count * 4 + count * 8 + docs * 8
+        if idx.stat().st_size < expected:
+            raise ValueError(
+                f"{idx}: counts {count} sequences and {docs} document boundaries, which need "
+                f"{expected} bytes, but the file has {idx.stat().st_size}; it is truncated"
+            )
+        self.lengths = np.memmap(idx, dtype="<i4", mode="r", offset=34, shape=(count,))
+        self.pointers = np.memmap(idx, dtype="<i8", mode="r", offset=34 + 4 * count, shape=(count,))
+        self.documents = np.memmap(
+            idx, dtype="<i8", mode="r", offset=34 + 12 * count, shape=(docs,)
+        )
+        total = int(self.lengths.sum(dtype=np.int64)) * self.dtype.itemsize
+        if bin_.stat().st_size != total:
+            raise ValueError(
+                f"{idx} and {bin_} disagree: the index counts {total} bytes of tokens, the "
+                f"data file has {bin_.stat().st_size}; rebuild the pair with one preprocessing run"
+            )
+        self.tokens = (
+            np.memmap(bin_, dtype=self.dtype, mode="r") if total else np.zeros(0, self.dtype)
+        )
+
+    def __len__(self) -> int:
+        return int(self.lengths.size)
+
+    def sequence(self, i: int) -> np.ndarray:
+        """Sequence ``i`` (one document, or part of one) as a token array."""
+        start = int(self.pointers[i]) // self.dtype.itemsize
+        return self.tokens[start : start + int(self.lengths[i])]
+
+
+def open_token_source(
+    paths: str | list[str], format: str, seq_len: int, dtype: str = "uint16"
+) -> TokenShards:
+    """Token files of one format as one source of ``seq_len + 1``-token samples.
+
+    ``paths`` is a file, a glob (``data/web/*.bin``, matched files sorted) or a list.
+    """
+    format = _validate.choice("format", format, FORMATS)
+    files = _expand(paths)
+    readers = {
+        "nanogpt": lambda p: read_nanogpt(p, dtype),
+        "llmc": read_llmc,
+        "npy": read_npy,
+        "megatron": lambda p: MegatronIndexed(p).tokens,
+    }
+    return TokenShards([readers[format](f) for f in files], seq_len, names=files)
+
+
+def _expand(paths: str | list[str]) -> list[str]:
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not items:
+        raise ValueError("path is empty; give a file, a glob or a list of files")
+    files = []
+    for item in map(str, items):
+        if any(c in item for c in "*?["):
+            matched = sorted(glob.glob(item))
+            if not matched:
+                raise FileNotFoundError(f"no files match {item!r}")
+            files += matched
+        else:
+            files.append(item)
+    return files
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"token file {str(path)!r} does not exist (a missing shard?)")
+    return path

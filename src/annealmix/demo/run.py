@@ -14,7 +14,7 @@ from typing import Any
 
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .report import summarise, write_outputs
-from .train import RunConfig
+from .settings import RunConfig
 
 __all__ = ["add_arguments", "main", "run"]
 

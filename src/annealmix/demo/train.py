@@ -8,9 +8,8 @@ every ``eval_every`` steps on fixed held-out samples; the gradient norm every st
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -22,49 +21,9 @@ from ..torch import MixtureDataLoader
 from .arms import Arm
 from .data import DOMAINS, domain_bytes, split
 from .model import GPT, GPTConfig, per_sample_loss
+from .settings import RunConfig
 
-__all__ = ["RunConfig", "train_one"]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RunConfig:
-    """Everything a run shares with the other arms (only the mix differs).
-
-    Args:
-        steps: optimizer steps.
-        batch: samples per step.
-        seq_len: bytes per sample (plus one target byte).
-        dim, layers, heads: model size.
-        lr: AdamW peak learning rate.
-        lr_schedule: ``"constant"`` (default: keeps the learning-rate effect out of
-            the switch) or ``"cosine"`` (decay to 10% over the run).
-        warmup: linear warm-up steps.
-        eval_every: steps between held-out evaluations.
-        eval_samples: held-out samples per domain per evaluation.
-        max_bytes: bytes read per domain (before the held-out split).
-        device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
-    """
-
-    steps: int = 600
-    batch: int = 32
-    seq_len: int = 64
-    dim: int = 64
-    layers: int = 2
-    heads: int = 4
-    lr: float = 3e-3
-    lr_schedule: str = "constant"
-    warmup: int = 30
-    eval_every: int = 25
-    eval_samples: int = 128
-    max_bytes: int = 1 << 21
-    device: str = "cpu"
-
-    def learning_rate(self, step: int) -> float:
-        warm = min(1.0, (step + 1) / max(1, self.warmup))
-        if self.lr_schedule == "constant":
-            return self.lr * warm
-        progress = step / max(1, self.steps - 1)
-        return self.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+__all__ = ["train_one"]
 
 
 def _sources(cfg: RunConfig) -> tuple[dict[str, TokenWindows], dict[str, torch.Tensor]]:
