@@ -14,3 +14,131 @@ def test_token_windows_cut_samples_of_seq_len_plus_one():
         TokenWindows(np.arange(5), seq_len=10)
     with pytest.raises(ValueError, match="1-D integer array"):
         TokenWindows(np.zeros(10), seq_len=2)
+
+
+from annealmix.sources import (  # noqa: E402
+    MegatronIndexed,
+    TokenShards,
+    open_token_source,
+    read_llmc,
+    read_nanogpt,
+    read_npy,
+)
+
+
+def write_llmc(path, tokens, magic=20240520, version=1, dtype=np.uint16, count=None):
+    header = np.zeros(256, dtype="<i4")
+    header[:3] = magic, version, len(tokens) if count is None else count
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(np.asarray(tokens, dtype=dtype).tobytes())
+
+
+def write_megatron(prefix, docs, dtype=np.uint16, code=8):
+    """The MMIDIDX pair as Megatron-LM's preprocessing writes it (one sequence per doc)."""
+    lengths = np.array([len(d) for d in docs], dtype="<i4")
+    pointers = (
+        np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype("<i8") * np.dtype(dtype).itemsize
+    )
+    with open(f"{prefix}.bin", "wb") as f:
+        for d in docs:
+            f.write(np.asarray(d, dtype=dtype).tobytes())
+    with open(f"{prefix}.idx", "wb") as f:
+        f.write(b"MMIDIDX\x00\x00")
+        f.write((1).to_bytes(8, "little"))
+        f.write(bytes([code]))
+        f.write(len(docs).to_bytes(8, "little"))
+        f.write((len(docs) + 1).to_bytes(8, "little"))
+        f.write(lengths.tobytes())
+        f.write(pointers.tobytes())
+        f.write(np.arange(len(docs) + 1, dtype="<i8").tobytes())
+
+
+def test_nanogpt_files_in_both_widths(tmp_path):
+    for dtype in ("uint16", "uint32"):
+        path = tmp_path / f"t.{dtype}.bin"
+        np.arange(100, dtype=dtype).tofile(path)
+        tokens = read_nanogpt(path, dtype)
+        assert isinstance(tokens, np.memmap) and tokens.dtype == dtype and tokens[99] == 99
+    odd = tmp_path / "odd.bin"
+    odd.write_bytes(b"\x00" * 7)
+    with pytest.raises(ValueError, match="7 bytes is not a whole number of uint16 tokens"):
+        read_nanogpt(odd)
+
+
+def test_llmc_files_gpt2_and_llama3(tmp_path):
+    write_llmc(tmp_path / "a.bin", range(50))
+    assert read_llmc(tmp_path / "a.bin").tolist() == list(range(50))
+    write_llmc(tmp_path / "b.bin", [70000, 1], magic=20240801, version=7, dtype=np.uint32)
+    assert read_llmc(tmp_path / "b.bin").tolist() == [70000, 1]
+    write_llmc(tmp_path / "c.bin", range(50), count=60)
+    with pytest.raises(ValueError, match="header says 60 tokens .* truncated or corrupt"):
+        read_llmc(tmp_path / "c.bin")
+    write_llmc(tmp_path / "d.bin", range(5), magic=1234)
+    with pytest.raises(ValueError, match="not an llm.c token file \\(magic 1234"):
+        read_llmc(tmp_path / "d.bin")
+
+
+def test_npy_files(tmp_path):
+    np.save(tmp_path / "a.npy", np.arange(20, dtype=np.int32))
+    assert read_npy(tmp_path / "a.npy")[19] == 19
+    np.save(tmp_path / "b.npy", np.zeros((2, 2), dtype=np.int32))
+    with pytest.raises(ValueError, match="expected a 1-D integer array"):
+        read_npy(tmp_path / "b.npy")
+
+
+def test_megatron_indexed_pair(tmp_path):
+    docs = [[1, 2, 3], [4, 5], [6, 7, 8, 9]]
+    write_megatron(tmp_path / "web_text_document", docs)
+    ds = MegatronIndexed(tmp_path / "web_text_document.bin")
+    assert len(ds) == 3 and ds.dtype == np.uint16
+    assert [ds.sequence(i).tolist() for i in range(3)] == docs
+    assert ds.tokens.tolist() == [t for d in docs for t in d]
+    with open(tmp_path / "web_text_document.bin", "ab") as f:
+        f.write(b"\x00\x00")
+    with pytest.raises(ValueError, match="disagree: the index counts 18 bytes .* has 20"):
+        MegatronIndexed(tmp_path / "web_text_document")
+    (tmp_path / "bad.idx").write_bytes(b"NOTMEGA" + bytes(40))
+    (tmp_path / "bad.bin").write_bytes(b"")
+    with pytest.raises(ValueError, match="not a Megatron index"):
+        MegatronIndexed(tmp_path / "bad")
+
+
+def test_shards_blend_by_size_and_name_token_ranges(tmp_path):
+    np.arange(0, 41, dtype=np.uint16).tofile(tmp_path / "s0.bin")  # 10 samples of 4 + 1
+    np.arange(100, 121, dtype=np.uint16).tofile(tmp_path / "s1.bin")  # 5 samples
+    source = open_token_source(str(tmp_path / "s*.bin"), "nanogpt", seq_len=4)
+    assert isinstance(source, TokenShards) and len(source) == 15
+    assert source[10].tolist() == [100, 101, 102, 103, 104]
+    assert source.token_range(11) == (str(tmp_path / "s1.bin"), 4, 9)
+    with pytest.raises(FileNotFoundError, match="s2.bin' does not exist \\(a missing shard\\?\\)"):
+        open_token_source([str(tmp_path / "s0.bin"), str(tmp_path / "s2.bin")], "nanogpt", 4)
+    with pytest.raises(FileNotFoundError, match="no files match"):
+        open_token_source(str(tmp_path / "x*.bin"), "nanogpt", 4)
+    with pytest.raises(ValueError, match="unknown format 'nanogtp' \\(did you mean 'nanogpt'"):
+        open_token_source(str(tmp_path / "s0.bin"), "nanogtp", 4)
+    np.arange(3, dtype=np.uint16).tofile(tmp_path / "tiny.bin")
+    with pytest.raises(ValueError, match="tiny.bin: tokens holds 3 tokens"):
+        open_token_source(str(tmp_path / "tiny.bin"), "nanogpt", 4)
+
+
+def test_any_sequence_or_torch_dataset_is_a_source():
+    torch = pytest.importorskip("torch")
+    from annealmix import Mixture, Plan
+    from annealmix.torch import MixtureDataLoader
+
+    class Squares(torch.utils.data.Dataset):
+        def __len__(self):
+            return 10
+
+        def __getitem__(self, i):
+            return torch.tensor([i * i])
+
+    sources = {"list": list(range(100, 120)), "torch": Squares()}
+    plan = Plan(
+        Mixture(weights={"list": 1, "torch": 1}),
+        global_batch_size=4,
+        sizes={"list": 20, "torch": 10},
+    )
+    batches = list(MixtureDataLoader(sources, plan, num_steps=5))
+    assert len(batches) == 5 and all(len(b["source"]) == 4 for b in batches)

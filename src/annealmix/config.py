@@ -300,7 +300,8 @@ def dump_config(config: MixConfig) -> str:
         f"warn_epochs = {_value(config.warn_epochs)}",
     ]
     specs = config.sources or tuple(
-        SourceSpec(name=n, weight=w) for n, w in plan.mixture.weights.items()
+        SourceSpec(name=n, weight=w, order=o)
+        for (n, w), o in zip(plan.mixture.weights.items(), plan.orders)
     )
     for k, spec in enumerate(specs):
         lines += ["", f"[sources.{_key(spec.name)}]", f"weight = {_value(spec.weight)}"]
@@ -312,7 +313,8 @@ def dump_config(config: MixConfig) -> str:
             lines.append(f"size = {plan.sizes[k]}")
         if spec.seq_len is not None:
             lines.append(f"seq_len = {spec.seq_len}")
-        lines.append(f"order = {_value(plan.orders[k])}")
+        if spec.order is not None:
+            lines.append(f"order = {_value(spec.order)}")
         if spec.max_epochs is not None:
             lines.append(f"max_epochs = {_value(spec.max_epochs)}")
     for phase in plan.mixture.phases:
