@@ -232,3 +232,20 @@ def test_relative_paths_are_read_from_the_config_folder(tmp_path, monkeypatch):
     assert len(config.open_source("web")) == 75
     with pytest.raises(ValueError, match="source 'books' has no path"):
         config.open_source("books")
+
+
+def test_progress_bar_appears_only_for_long_work(capsys):
+    import time
+
+    from annealmix._progress import Progress
+
+    quick = Progress(10, "steps", delay=10.0)
+    quick.update(5)
+    quick.close()
+    assert capsys.readouterr().err == ""
+    slow = Progress(10, "steps", delay=0.0)
+    time.sleep(0.01)
+    slow.update(5)
+    slow.close()
+    err = capsys.readouterr().err
+    assert "5/10 steps" in err and "10/10 steps" in err and err.endswith("\n")

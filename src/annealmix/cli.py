@@ -10,8 +10,24 @@ import warnings
 import numpy as np
 
 from . import __version__
+from ._progress import Progress
 from .config import budget, load_config
+from .plan import Plan
 from .shard import Shard
+
+
+def _walk(plan: Plan, step: int) -> None:
+    """Bring the plan's counts up to ``step`` in strides, with a bar if that takes a while.
+
+    The plan walks on from its last count, so the strides cost no more than one call.
+    """
+    bar = Progress(step, "steps replayed")
+    stride = max(1, step // 200)
+    for s in range(stride, step, stride):
+        plan.consumed(s)
+        bar.update(s)
+    plan.consumed(step)
+    bar.close()
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -20,6 +36,7 @@ def _preview(args: argparse.Namespace) -> int:
     names = plan.mixture.sources
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
     weights = plan.mixture.weights_at(np.array(milestones))
+    _walk(plan, steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         spent = budget(config)
@@ -81,6 +98,7 @@ def _inspect(args: argparse.Namespace) -> int:
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
     cols = shard.positions(0)
+    _walk(plan, steps.start)
     batch = plan.batches(steps.start, len(steps))
     names = plan.mixture.sources
     opened = {s.name: config.open_source(s.name) for s in config.sources if s.path is not None}

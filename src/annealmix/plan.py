@@ -109,6 +109,7 @@ class Plan:
         self._targets = Targets(mixture)
         self._exact = ExactCounts(mixture, self.global_batch_size)
         self._random_key = _hash.key(self.seed, 0xA11)
+        self._random_mark = (0, np.zeros(mixture.num_sources, dtype=np.int64))
         b = self.global_batch_size
         # Element e of a step (sources laid out one after another) goes to the
         # position whose golden-ratio point is the e-th smallest: a contiguous run of
@@ -164,10 +165,13 @@ class Plan:
         step = _validate.integer("step", step, minimum=0)
         if self.mode == "exact":
             return self._exact.before(step)
-        counts = np.zeros(self.mixture.num_sources, dtype=np.int64)
-        for a in range(0, step, 1024):
-            counts += self._random_counts(a, min(step, a + 1024)).sum(axis=0)
-        return counts
+        mark, counts = self._random_mark  # walk on from the last call, as exact mode does
+        if mark > step:
+            mark, counts = 0, np.zeros(self.mixture.num_sources, dtype=np.int64)
+        for a in range(mark, step, 1024):
+            counts = counts + self._random_counts(a, min(step, a + 1024)).sum(axis=0)
+        self._random_mark = (step, counts)
+        return counts.copy()
 
     def epochs(self, step: int) -> np.ndarray:
         """Passes over each source made by steps [0, step) (needs ``sizes``)."""

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
+from ._progress import Progress
 from .config import MixConfig
 
 __all__ = ["plot_config"]
+
+_CHUNK = 1 << 16
 
 
 def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Path:
@@ -26,14 +29,25 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     names = plan.mixture.sources
     xs = np.unique(np.linspace(0, steps - 1, min(points, steps)).round().astype(np.int64))
     weights = plan.mixture.weights_at(xs)
-    # Realized: the plan's counts of every step, averaged over as many bins as points.
-    counts = plan.counts(0, steps).astype(np.float64) / plan.global_batch_size
-    edges = np.linspace(0, steps, min(points, steps) + 1).round().astype(np.int64)
-    sums = np.add.reduceat(counts, edges[:-1], axis=0)
-    share = sums / np.diff(edges)[:, None]
+    # Realized: the plan's counts of every step, summed into as many bins as points,
+    # a chunk of steps at a time (memory stays flat however long the run).
+    bins = min(points, steps)
+    edges = np.linspace(0, steps, bins + 1).round().astype(np.int64)
+    sums = np.zeros((bins, len(names)))
+    consumed = np.zeros(len(names), dtype=np.int64)
+    bar = Progress(steps, "steps counted")
+    for a in range(0, steps, _CHUNK):
+        n = min(_CHUNK, steps - a)
+        counts = plan.counts(a, n, consumed)
+        consumed = consumed + counts.sum(axis=0)
+        which = np.searchsorted(edges, np.arange(a, a + n), side="right") - 1
+        np.add.at(sums, which, counts)
+        bar.update(a + n)
+    bar.close()
+    share = sums / (np.diff(edges)[:, None] * plan.global_batch_size)
     centres = (edges[:-1] + edges[1:] - 1) / 2
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6), sharex=True)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(10 + 1.2 * (len(names) > 16), 6), sharex=True)
     top.stackplot(xs, weights.T, labels=names, alpha=0.85)
     bottom.stackplot(centres, share.T, labels=names, alpha=0.85)
     for ax in (top, bottom):
@@ -44,7 +58,10 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
         ax.margins(x=0)
     top.set_title(f"scheduled weights ({len(plan.mixture.phases)} phase(s) shaded)", fontsize=10)
     top.set_ylabel("weight")
-    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
+    columns = -(-len(names) // 16)  # at most 16 names a column
+    top.legend(
+        loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8 if columns == 1 else 6, ncol=columns
+    )
     bottom.set_title(
         f"realized share of each global batch of {plan.global_batch_size} "
         f"(mean per {steps / len(share):.3g} steps), {plan.mode} mode",

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .report import summarise, write_outputs
 from .settings import RunConfig
@@ -68,18 +68,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _progress(done: int, total: int, started: float) -> None:
-    width = 30
-    filled = int(width * done / max(1, total))
-    spent = time.perf_counter() - started
-    left = spent / done * (total - done) if done else 0.0
-    sys.stderr.write(
-        f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} steps "
-        f"{spent:5.0f}s elapsed, ~{left:4.0f}s left "
-    )
-    sys.stderr.flush()
-
-
 def _job(arm: Arm, seed: int, cfg: RunConfig, queue: Any) -> dict[str, Any]:
     import torch
 
@@ -92,8 +80,7 @@ def _job(arm: Arm, seed: int, cfg: RunConfig, queue: Any) -> dict[str, Any]:
 def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str, Any]]:
     """Train every arm with every seed; returns the records in (arm, seed) order."""
     tasks = [(arm, seed) for arm in arms for seed in range(seeds)]
-    total = len(tasks) * cfg.steps
-    started, done = time.perf_counter(), 0
+    bar, done = Progress(len(tasks) * cfg.steps, "steps", delay=0.0), 0
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         queue = manager.Queue()
@@ -106,12 +93,11 @@ def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str
                 records[futures[f]] = f.result()
                 pending.discard(f)
             if done != shown:  # redraw on progress only (logs stay short)
-                _progress(min(done, total), total, started)
+                bar.update(done)
                 shown = done
             if pending:
                 time.sleep(0.2)
-        _progress(total, total, started)
-    sys.stderr.write("\n")
+        bar.close()
     return [records[(a.name, s)] for a, s in tasks]
 
 
