@@ -254,3 +254,40 @@ class SamplerRun:
 
 def test_batch_sampler_resumes():
     assert_resume_equivalent(SamplerRun, SamplerRun.advance, total=30, seed=4)
+
+
+def test_hugging_face_datasets_map_style_and_streaming():
+    datasets = pytest.importorskip("datasets")
+    web = datasets.Dataset.from_dict({"x": list(range(300))})  # map-style: len and []
+    math = datasets.Dataset.from_dict({"x": [2000 + i for i in range(50)]})
+
+    def gen():
+        yield from ({"x": 10_000 + i} for i in range(10**6))
+
+    code = datasets.IterableDataset.from_generator(gen)  # streamed: read in order
+    sources = {"web": web, "code": code, "math": math}
+    orders = {"web": "shuffle", "code": "sequential", "math": "shuffle"}
+    p = Plan(
+        MIX,
+        global_batch_size=BATCH,
+        seed=5,
+        sizes={"web": 300, "code": 70, "math": 50},
+        order=orders,
+    )
+    ref = p.batches(0, STEPS)
+    want = np.select(
+        [ref.sources == 0, ref.sources == 1], [ref.indices, 10_000 + ref.draws], 2000 + ref.indices
+    )
+
+    def run(loader):
+        return [batch["sample"]["x"].tolist() for batch in loader]
+
+    got = run(MixtureDataLoader(sources, p, num_steps=STEPS))
+    assert got == want.tolist()
+    first = MixtureDataLoader(sources, p, num_steps=STEPS)
+    it = iter(first)
+    for _ in range(6):
+        next(it)
+    resumed = MixtureDataLoader(sources, p, num_steps=STEPS)
+    resumed.load_state_dict(first.state_dict())  # the stream skips through its own skip()
+    assert run(resumed) == got[6:]

@@ -241,9 +241,12 @@ class _StreamReader:
     """Draw ``d`` of a stream is its ``d``-th item: read forward, keep what is asked."""
 
     def __init__(self, source: Any, start: int) -> None:
-        self._it = iter(source)
-        self._next = 0
-        self.read([start - 1] if start else [], keep=False)
+        if start and callable(getattr(source, "skip", None)):
+            # Hugging Face streaming datasets skip inside their own reader.
+            self._it, self._next = iter(source.skip(start)), start
+        else:
+            self._it, self._next = iter(source), 0
+            self.read([start - 1] if start else [], keep=False)
 
     def read(self, draws: list[int], keep: bool = True) -> dict[int, Any]:
         """Items at ``draws`` (increasing, none before the last read)."""
