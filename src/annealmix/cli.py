@@ -155,6 +155,18 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import SYSTEMS, report
+
+    sources = [int(x) for x in args.sources.split(",")]
+    wanted = [w.strip().lower() for w in args.systems.split(",")] if args.systems else []
+    systems = [n for n in SYSTEMS if not wanted or any(w in n.lower() for w in wanted)]
+    if not systems:
+        raise ValueError(f"--systems {args.systems!r} matches none of: {', '.join(SYSTEMS)}")
+    print(report(sources, args.samples, args.budget, systems=systems))
+    return 0
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     from .demo.run import add_arguments  # numpy only: torch is imported by the runs
 
@@ -215,6 +227,20 @@ def main(argv: list[str] | None = None) -> int:
         "held-out cross-entropy in nats per byte. Needs torch (and matplotlib for plots).",
     )
     demo.set_defaults(run=_demo)
+    bench = sub.add_parser(
+        "bench",
+        help="a short run of the benchmark against other mixing libraries",
+        description="Samples per second served from in-memory integer sources, setup time "
+        "(seconds), peak memory (MB), per-batch mix error (standard deviation of a source's "
+        "share in each batch of 1024 minus its weight) and what resuming at sample 10^7 costs, "
+        "for annealmix and every installed peer (extra 'bench'), each in a fresh process. "
+        "benchmarks/bench_peers.py runs the full version.",
+    )
+    bench.add_argument("--sources", default="2", help="source counts, comma-separated (2)")
+    bench.add_argument("--samples", type=int, default=300_000, help="samples asked of each system")
+    bench.add_argument("--budget", type=float, default=3.0, help="seconds of serving per system")
+    bench.add_argument("--systems", help="only systems whose names contain one of these words")
+    bench.set_defaults(run=_bench)
     _demo_arguments(demo)
     args = parser.parse_args(argv)
     try:
