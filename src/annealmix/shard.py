@@ -126,14 +126,14 @@ class ShardStream(Iterator[MicroBatch]):
         self.step, self.micro = step, micro
         self._offset = offset  # added to every draw after a re-plan
         self._plan_consumed = consumed  # the plan's own counts before self.step
-        self._origin = step * self.shard.micro_batches + micro
+        self.origin = step * self.shard.micro_batches + micro  # micro-batches before the mark
         self._history: deque[tuple[int, np.ndarray]] = deque(maxlen=_HISTORY)
         self._history.append((step, consumed))
         self._cache = None
 
     def mark(self) -> None:
         """Count produced micro-batches from the current position (for ``state_at``)."""
-        self._origin = self.step * self.shard.micro_batches + self.micro
+        self.origin = self.step * self.shard.micro_batches + self.micro
 
     # -- iteration ----------------------------------------------------------------
 
@@ -188,7 +188,7 @@ class ShardStream(Iterator[MicroBatch]):
 
     def state_at(self, produced: int) -> dict[str, Any]:
         """The state after the first ``produced`` micro-batches since the last ``mark()``."""
-        position = self._origin + _validate.integer("produced", produced, minimum=0)
+        position = self.origin + _validate.integer("produced", produced, minimum=0)
         step, micro = divmod(position, self.shard.micro_batches)
         for known, plan_consumed in reversed(self._history):
             if known == step:

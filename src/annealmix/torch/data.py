@@ -345,7 +345,7 @@ class MixtureDataLoader(DataLoader):
         s = self.stream
         if s.num_steps is None:
             raise TypeError("an endless MixtureDataLoader has no length; give num_steps")
-        return max(0, (s.num_steps - s.step) * s.shard.micro_batches - s.micro - self._handed)
+        return max(0, s.num_steps * s.shard.micro_batches - s.origin - self._handed)
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_at(self._handed)
