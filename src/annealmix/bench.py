@@ -99,6 +99,18 @@ def _mix_error(values: np.ndarray, work: Work) -> float:
 # -- systems: each returns (setup seconds, an iterator of value arrays, resume text) --------
 
 
+def _chunks(items: Any, size: int, field: str | None = None) -> Iterator[np.ndarray]:
+    """A per-sample iterable served as arrays of ``size`` values, until it runs out."""
+    it = iter(items)
+    if field is not None:
+        it = (x[field] for x in it)
+    while True:
+        chunk = np.fromiter(itertools.islice(it, size), dtype=np.int64)
+        if not chunk.size:  # the peer's sources ran out
+            return
+        yield chunk
+
+
 def _annealmix(mode: str, order: str) -> Callable[[Work], Any]:
     def make(work: Work):
         from .mixture import Mixture, Phase
@@ -220,15 +232,8 @@ def _torchdata(work: Work):
     loader = Loader(MultiNodeWeightedSampler(nodes, weights, seed=0))
     setup = time.perf_counter() - start
 
-    def serve() -> Iterator[np.ndarray]:
-        it = iter(loader)
-        while True:
-            chunk = np.fromiter(itertools.islice(it, work.batch), dtype=np.int64)
-            if not chunk.size:  # the peer's sources ran out
-                return
-            yield chunk
-
-    return setup, serve(), "replay: its state restores each source node by fast-forwarding"
+    how = "replay: its state restores each source node by fast-forwarding"
+    return setup, _chunks(loader, work.batch), how
 
 
 def _stub_torchvision() -> str:
@@ -280,17 +285,9 @@ def _mosaic(work: Work):
     ds = StreamingDataset(streams=streams, batch_size=work.batch, shuffle=True, shuffle_seed=0)
     setup = time.perf_counter() - start
 
-    def serve() -> Iterator[np.ndarray]:
-        it = iter(ds)
-        while True:
-            chunk = np.fromiter((x["x"] for x in itertools.islice(it, work.batch)), np.int64)
-            if not chunk.size:
-                return
-            yield chunk
-
     how = "a rebuilt epoch: resuming re-derives the epoch's sample order (cost grows with data)"
     note = f"{_MDS_SIZE:,} samples per source" + ("; " + note if note else "")
-    return setup, serve(), f"{how} ({note})"
+    return setup, _chunks(ds, work.batch, "x"), f"{how} ({note})"
 
 
 def _lhotse(work: Work):
@@ -303,15 +300,7 @@ def _lhotse(work: Work):
     )
     setup = time.perf_counter() - start
 
-    def serve() -> Iterator[np.ndarray]:
-        it = iter(mux)
-        while True:
-            chunk = np.fromiter(itertools.islice(it, work.batch), dtype=np.int64)
-            if not chunk.size:  # the peer's sources ran out
-                return
-            yield chunk
-
-    return setup, serve(), "replay: the multiplexer re-draws from the start"
+    return setup, _chunks(mux, work.batch), "replay: the multiplexer re-draws from the start"
 
 
 def _megatron(work: Work):

@@ -75,10 +75,7 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
             ax.set_ylabel("nats/byte", fontsize=8)
     for ax in axes[-1]:
         ax.set_xlabel("step (shaded: where the arm's mix moves; dashed: an abrupt switch)")
-    fig.tight_layout()
-    paths.append(out / "losses.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "losses.png"))
 
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for arm, recs in arms.items():
@@ -88,10 +85,7 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_xlabel("step")
     ax.set_ylabel("gradient norm (5-step mean, before clipping)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "grad_norm.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "grad_norm.png"))
 
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for arm, recs in arms.items():
@@ -102,8 +96,14 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
     ax.set_ylabel("share of code in the batch")
     ax.set_title("scheduled weight (lines) and realized share per batch (dots)", fontsize=9)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(out / "mix.png")
-    fig.savefig(paths[-1], dpi=110)
-    plt.close(fig)
+    paths.append(_save(fig, out / "mix.png"))
     return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
