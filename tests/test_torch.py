@@ -291,3 +291,16 @@ def test_hugging_face_datasets_map_style_and_streaming():
     resumed = MixtureDataLoader(sources, p, num_steps=STEPS)
     resumed.load_state_dict(first.state_dict())  # the stream skips through its own skip()
     assert run(resumed) == got[6:]
+
+
+def test_resuming_with_another_worker_count_continues_the_stream():
+    full = [b["sample"].tolist() for b in loader(rank=0, world_size=2, num_workers=0)]
+    first = loader(rank=0, world_size=2, num_workers=3)
+    it = iter(first)
+    for _ in range(7):
+        next(it)
+    state = first.state_dict()
+    for workers in (0, 1):
+        resumed = loader(rank=0, world_size=2, num_workers=workers)
+        resumed.load_state_dict(state)
+        assert [b["sample"].tolist() for b in resumed] == full[7:]
