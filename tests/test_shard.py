@@ -185,3 +185,7 @@ def test_step_metrics_follow_the_plan():
         "mix/rank_count/code": 0.0,
         "mix/rank_count/math": 2.0,
     }
+    with_tokens = rank_counts(np.array([0, 2, 2]), MIX.sources, lengths=np.array([5, 7, 9]))
+    assert with_tokens["mix/rank_tokens/math"] == 16.0 and with_tokens["mix/rank_tokens/code"] == 0
+    with pytest.raises(ValueError, match="lengths has 2 entries for 3 samples"):
+        rank_counts(np.array([0, 2, 2]), MIX.sources, lengths=np.array([1, 2]))

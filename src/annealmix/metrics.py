@@ -10,8 +10,9 @@ Keys are ``{prefix}/{kind}/{source}``:
 - ``epochs``: passes over the source, where the plan knows its size.
 
 Everything here follows from the plan, so every rank computes the same values
-without communication. What a rank realized itself (``rank_counts``) is summed over
-ranks by ``annealmix.torch.all_reduce_metrics``.
+without communication. What a rank realized itself (``rank_counts``: samples, and
+tokens of variable-length samples) is summed over ranks by
+``annealmix.torch.all_reduce_metrics``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from .plan import Plan
 
 __all__ = ["ADDITIVE", "rank_counts", "step_metrics"]
 
-ADDITIVE = ("count", "samples", "tokens", "rank_count")  # kinds summed across ranks
+ADDITIVE = ("count", "samples", "tokens", "rank_count", "rank_tokens")  # summed across ranks
 
 
 def step_metrics(
