@@ -71,8 +71,22 @@ def step_metrics(
 
 
 def rank_counts(
-    sources: np.ndarray, names: tuple[str, ...], prefix: str = "mix"
+    sources: np.ndarray,
+    names: tuple[str, ...],
+    lengths: np.ndarray | None = None,
+    prefix: str = "mix",
 ) -> dict[str, float]:
-    """Samples of each source in what one rank loaded (``sources`` ids), for all-reducing."""
-    counts = np.bincount(np.asarray(sources, dtype=np.int64).ravel(), minlength=len(names))
-    return {f"{prefix}/rank_count/{n}": float(c) for n, c in zip(names, counts)}
+    """What one rank loaded, per source, for all-reducing: samples, and tokens when
+    ``lengths`` (each sample's token count: variable-length samples) is given."""
+    ids = np.asarray(sources, dtype=np.int64).ravel()
+    counts = np.bincount(ids, minlength=len(names))
+    out = {f"{prefix}/rank_count/{n}": float(c) for n, c in zip(names, counts)}
+    if lengths is not None:
+        lengths = np.asarray(lengths, dtype=np.float64).ravel()
+        if lengths.shape != ids.shape:
+            raise ValueError(
+                f"lengths has {lengths.size} entries for {ids.size} samples; give one per sample"
+            )
+        tokens = np.bincount(ids, weights=lengths, minlength=len(names))
+        out |= {f"{prefix}/rank_tokens/{n}": float(t) for n, t in zip(names, tokens)}
+    return out
