@@ -62,3 +62,35 @@ def test_annealmix_bench_prints_the_tables(capsys):
     assert "**2 sources, fixed weights**" in out and "cosine schedule" in out
     assert out.count("| annealmix exact, shuffle |") == 2
     assert main(["bench", "--systems", "nothing-like-this"]) == 2
+
+
+def test_headline_summarises_two_source_counts():
+    from annealmix.bench import headline
+
+    def rows(rate):
+        return [
+            Result(
+                system="annealmix exact, shuffle",
+                samples_per_s=rate,
+                setup_s=0.0,
+                peak_mb=1,
+                mix_error=0.0005,
+                resume="nothing: next batch from the saved state in 0.001 s",
+            ),
+            Result(
+                system="peer",
+                samples_per_s=rate / 20,
+                setup_s=1.0,
+                peak_mb=9,
+                mix_error=0.01,
+                resume="replay: from the start (about 9 s at its measured rate)",
+            ),
+            Result(system="absent", note="skipped: absent is not installed"),
+        ]
+
+    text = headline(rows(10e6), rows(8e6), (2, 8))
+    assert (
+        "| peer | 0.5 M/s | 0.4 M/s | 20.0x / 20.0x | 0.0100 | 9 MB | replay: from the start |"
+        in text
+    )
+    assert "| absent | skipped: absent is not installed |" in text

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SYSTEMS", "Result", "report", "run", "table", "versions"]
+__all__ = ["SYSTEMS", "Result", "headline", "report", "run", "table", "versions"]
 
 RESUME_AT = 10**7
 _MDS_SIZE = 200_000
@@ -491,14 +491,41 @@ def versions() -> str:
     return ", ".join(out)
 
 
+def headline(small: list[Result], large: list[Result], sizes: tuple[int, int]) -> str:
+    """One row per system over two source counts: the README's summary table."""
+    a, b = sizes
+    lines = [
+        f"| system | {a} sources | {b} sources | annealmix exact / it ({a} / {b}) "
+        f"| mix error ({b}) | peak memory ({b}) | resume at sample 10^7 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    ref = [
+        next(r.samples_per_s for r in rs if r.system.startswith("annealmix exact"))
+        for rs in (small, large)
+    ]
+    for x, y in zip(small, large):
+        if x.samples_per_s is None or y.samples_per_s is None:
+            lines.append(f"| {x.system} | {x.note or y.note} | | | | | |")
+            continue
+        resume = y.resume.split(". Rate")[0].split(" (")[0]
+        lines.append(
+            f"| {x.system} | {x.samples_per_s / 1e6:.3g} M/s | {y.samples_per_s / 1e6:.3g} M/s "
+            f"| {ref[0] / x.samples_per_s:.1f}x / {ref[1] / y.samples_per_s:.1f}x "
+            f"| {y.mix_error:.4f} | {y.peak_mb:.0f} MB | {resume} |"
+        )
+    return "\n".join(lines)
+
+
 def report(
     sources: list[int], samples: int, budget_s: float, systems: list[str] | None = None
 ) -> str:
-    """Every table: fixed weights for each source count, then the cosine schedule."""
-    parts = []
+    """Every table: fixed weights for each source count, then the cosine schedule;
+    with two source counts, a summary table first."""
+    parts, runs = [], []
     for n in sources:
         print(f"{n} sources, fixed weights:", file=sys.stderr)
         results = run(n, samples, budget_s=budget_s, systems=systems)
+        runs.append(results)
         parts.append(table(results, f"{n} sources, fixed weights"))
     scheduled = [s for s in SCHEDULE_SYSTEMS if systems is None or s in systems]
     if scheduled:
@@ -508,4 +535,7 @@ def report(
         parts.append(
             table(run(n, samples, schedule=True, budget_s=budget_s, systems=scheduled), title)
         )
+    if len(runs) == 2:
+        summary = headline(runs[0], runs[1], (sources[0], sources[1]))
+        parts.insert(0, "**Summary**\n\n" + summary)
     return "\n\n".join(parts)
