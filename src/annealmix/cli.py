@@ -19,10 +19,11 @@ from .shard import Shard
 def _walk(plan: Plan, step: int) -> None:
     """Bring the plan's counts up to ``step`` in strides, with a bar if that takes a while.
 
-    The plan walks on from its last count, so the strides cost no more than one call.
+    The plan walks on from its last count, and the strides fall on its replay chunks,
+    so they cost no more than one call.
     """
     bar = Progress(step, "steps replayed")
-    stride = max(1, step // 200)
+    stride = plan.replay_chunk  # strides on the replay's own boundaries cost nothing extra
     for s in range(stride, step, stride):
         plan.consumed(s)
         bar.update(s)

@@ -153,6 +153,12 @@ class Plan:
         """A hash of ``spec()``: equal fingerprints, equal streams."""
         return hashlib.sha256(json.dumps(self.spec(), sort_keys=True).encode()).hexdigest()[:16]
 
+    @property
+    def replay_chunk(self) -> int:
+        """Steps an exact replay computes at once: walking the counts forward in
+        multiples of it (``consumed(k * replay_chunk)``) adds no work."""
+        return self._exact.chunk
+
     # -- counts -------------------------------------------------------------------
 
     def targets(self, step: int) -> np.ndarray:
