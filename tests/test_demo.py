@@ -110,3 +110,20 @@ def test_measures_on_a_known_curve():
     assert m["prose_rise"] == 0 and m["prose_rise_steps"] == 0  # prose only falls
     assert m["forgetting"] == pytest.approx(2.2 - 1.9)
     assert m["final_mean"] == pytest.approx((2.2 + 1.8) / 2)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--arms", "abrupt,cosin"], "unknown arm 'cosin' (did you mean 'cosine'?)"),
+        (["--arms", ","], "--arms is empty"),
+        (["--device", "tpu"], "unknown --device 'tpu'"),
+    ],
+)
+def test_demo_refuses_bad_arms_and_devices_before_training(tmp_path, capsys, args, message):
+    pytest.importorskip("torch")
+    from annealmix.cli import main
+
+    assert main(["demo", "--quick", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "results.json").exists()

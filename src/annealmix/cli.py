@@ -1,4 +1,4 @@
-"""The ``annealmix`` command line."""
+"""annealmix: mix training-data sources with weights that anneal smoothly over training."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .. import _validate
 from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .report import summarise, write_outputs
@@ -101,6 +102,22 @@ def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str
     return [records[(a.name, s)] for a, s in tasks]
 
 
+def _check_device(device: str) -> None:
+    import torch
+
+    kind = device.split(":")[0]
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": getattr(torch.backends, "mps", None) is not None
+        and torch.backends.mps.is_available(),
+    }
+    if kind not in available:
+        raise ValueError(f"unknown --device {device!r}; use cpu, cuda or mps")
+    if not available[kind]:
+        raise ValueError(f"--device {device!r} is not available on this machine; use --device cpu")
+
+
 def main(args: argparse.Namespace) -> int:
     cfg = QUICK if args.quick else RunConfig()
     if not args.quick:
@@ -111,12 +128,10 @@ def main(args: argparse.Namespace) -> int:
         arms = load_arms(args.arms_config)
     else:
         names = [n.strip() for n in args.arms.split(",") if n.strip()]
-        unknown = [n for n in names if n not in ARMS]
-        if unknown or not names:
-            raise SystemExit(
-                f"unknown arm {unknown[0] if unknown else '(none)'}; valid: {', '.join(ARMS)}"
-            )
-        arms = [ARMS[n] for n in names]
+        if not names:
+            raise ValueError(f"--arms is empty; give arm names from: {', '.join(ARMS)}")
+        arms = [ARMS[_validate.choice("arm", n, ARMS)] for n in names]
+    _check_device(cfg.device)
     print(
         f"annealmix demo: {len(arms)} arms x {seeds} seeds, {cfg.steps} steps of "
         f"{cfg.batch} x {cfg.seq_len} bytes, lr {cfg.lr} ({cfg.lr_schedule}), "
