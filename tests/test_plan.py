@@ -197,16 +197,18 @@ def test_state_is_small_json():
     it.take(5)
     state = json.loads(json.dumps(it.state_dict()))
     assert state["step"] == 5 and sum(state["consumed"].values()) == 40
-    assert set(state) == {"version", "step", "consumed", "fingerprint"}
+    assert set(state) == {"version", "step", "consumed", "fingerprint", "plan"}
 
 
 def test_state_from_another_plan_is_refused():
     state = Plan(GOLDEN_MIX, global_batch_size=8).iterate().state_dict()
     other = Plan(GOLDEN_MIX, global_batch_size=16).iterate()
-    with pytest.raises(ValueError, match="saved from a different plan"):
+    with pytest.raises(ValueError, match="different plan: global_batch_size changed"):
         other.load_state_dict(state)
     with pytest.raises(ValueError, match="lacks"):
         other.load_state_dict({"step": 3})
+    with pytest.raises(ValueError, match="state version 99 is not 1"):
+        other.load_state_dict({**state, "version": 99})
 
 
 @pytest.mark.parametrize(

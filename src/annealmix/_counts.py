@@ -174,7 +174,8 @@ class ExactCounts:
         # steps are chunked never changes a count, only the memory it takes.
         self.chunk = max(CHUNK, _CHUNK_ENTRIES // self.n)
         self._checkpoint = (0, [0] * self.n)  # (step s, C(s - 1)) of the last replay
-        self._ahead = (0, np.zeros((0, self.n), dtype=np.int64), None)  # rows kept by range()
+        empty = np.zeros((0, self.n), dtype=np.int64)
+        self._ahead = (0, empty, np.zeros(self.n, dtype=np.int64))  # rows kept by range()
 
     def before(self, step: int) -> np.ndarray:
         """C(step - 1): samples of each source in steps [0, step)."""
@@ -201,16 +202,17 @@ class ExactCounts:
         ``AHEAD`` steps, not once per request. (Rows never depend on the chunking.)
         """
         end, out = start + num_steps, []
-        if self.n >= 3 and prev is None:
+        keep = self.n >= 3  # two sources have a closed form: nothing to read ahead
+        if keep and prev is None:
             prev = np.zeros(self.n, dtype=np.int64) if start == 0 else self.before(start)
         a = start
         while a < end:
-            rows = self._kept(a, prev) if self.n >= 3 else None
+            rows = self._kept(a, prev) if keep else None
             if rows is None:
-                b = min(max(end, a + AHEAD if self.n >= 3 else end), a + self.chunk)
+                b = min(max(end, a + AHEAD * keep), a + self.chunk)
                 rows = self._chunk(a, b, prev)
-                if self.n >= 3:
-                    self._ahead = (a, rows, None if prev is None else np.asarray(prev).copy())
+                if keep:
+                    self._ahead = (a, rows, np.asarray(prev).copy())
             rows = rows[: end - a]
             out.append(rows)
             prev = rows[-1]
@@ -223,7 +225,7 @@ class ExactCounts:
         if not first <= a < first + len(rows):
             return None
         expected = before_first if a == first else rows[a - first - 1]
-        if expected is None or not np.array_equal(expected, prev):
+        if not np.array_equal(expected, prev):
             return None
         return rows[a - first :]
 

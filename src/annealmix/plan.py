@@ -148,6 +148,18 @@ class Plan:
             "algorithm": STATE_VERSION,
         }
 
+    def changes(self, old: Mapping[str, Any] | None) -> str:
+        """Which parts of ``spec()`` differ from ``old`` (a saved spec), for messages."""
+        if old is None:
+            return "the plan (the state has no plan description)"
+        new = self.spec()
+        keys = [k for k in new if old.get(k) != new[k]]
+        if "mixture" in keys:
+            keys.remove("mixture")
+            o, n = old.get("mixture") or {}, new["mixture"]
+            keys += [f"mixture {k}" for k in ("weights", "phases") if o.get(k) != n.get(k)]
+        return ", ".join(keys) or "the plan"
+
     @property
     def fingerprint(self) -> str:
         """A hash of ``spec()``: equal fingerprints, equal streams."""
@@ -289,14 +301,29 @@ class Plan:
         return (u[:, :, None] >= edges[:, None, :]).sum(axis=2, dtype=SOURCE_DTYPE)
 
     def _random_counts(self, start: int, stop: int) -> np.ndarray:
-        sources = self._random_sources(start, stop)
-        n = self.mixture.num_sources
-        rows = np.arange(sources.shape[0])[:, None] * n
-        return np.bincount((rows + sources).ravel(), minlength=sources.shape[0] * n).reshape(-1, n)
+        return step_counts(self._random_sources(start, stop), self.mixture.num_sources)
 
     def iterate(self, start: int = 0) -> PlanIterator:
         """A resumable iterator over batches from ``start``."""
         return PlanIterator(self, start=start)
+
+
+def step_counts(sources: np.ndarray, n: int) -> np.ndarray:
+    """Samples of each source in each row of ``sources`` (steps, B): shape (steps, n)."""
+    rows = np.arange(sources.shape[0])[:, None] * n
+    return np.bincount((rows + sources).ravel(), minlength=sources.shape[0] * n).reshape(-1, n)
+
+
+def check_state(state: Mapping[str, Any], required: set[str], version: int) -> None:
+    """Refuse a state that lacks keys or was written by another state version."""
+    missing = required - set(state)
+    if missing:
+        raise ValueError(f"state lacks {sorted(missing)}; pass what state_dict() returned")
+    if state["version"] != version:
+        raise ValueError(
+            f"state version {state['version']!r} is not {version}; "
+            "it was written by another annealmix release"
+        )
 
 
 def _draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray:
@@ -319,8 +346,9 @@ def _draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray
 class PlanIterator(Iterator[Batch]):
     """Walks the plan step by step, carrying the O(N) state that makes it cheap.
 
-    Its ``state_dict`` is small plain JSON (version, step, per-source counts and the
-    plan's fingerprint); ``load_state_dict`` continues the exact stream.
+    Its ``state_dict`` is small plain JSON (version, step, per-source counts, the
+    plan's fingerprint and description); ``load_state_dict`` continues the exact
+    stream, and refuses a state from another plan naming what changed.
 
     Args:
         plan: the plan to walk.
@@ -354,22 +382,15 @@ class PlanIterator(Iterator[Batch]):
             "step": self.step,
             "consumed": dict(zip(self.plan.mixture.sources, self._consumed.tolist())),
             "fingerprint": self.plan.fingerprint,
+            "plan": self.plan.spec(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        missing = {"version", "step", "consumed", "fingerprint"} - set(state)
-        if missing:
-            raise ValueError(f"state_dict lacks {sorted(missing)}; pass what state_dict() returned")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(
-                f"state_dict version {state['version']!r} is not {STATE_VERSION}; "
-                "it was written by another annealmix release"
-            )
+        check_state(state, {"version", "step", "consumed", "fingerprint"}, STATE_VERSION)
         if state["fingerprint"] != self.plan.fingerprint:
             raise ValueError(
-                f"state_dict was saved from a different plan (fingerprint {state['fingerprint']} "
-                f"!= {self.plan.fingerprint}): the mixture, batch size, seed, mode, sizes or "
-                "order changed"
+                f"state was saved from a different plan: {self.plan.changes(state.get('plan'))} "
+                "changed; resume with the original configuration"
             )
         names = self.plan.mixture.sources
         if sorted(state["consumed"]) != sorted(names):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from .plan import Plan
+from .plan import Plan, check_state, step_counts
 
 __all__ = ["MicroBatch", "Shard", "ShardStream"]
 
@@ -169,7 +169,7 @@ class ShardStream(Iterator[MicroBatch]):
             self.step, steps, self._plan_consumed, draw_offset=self._offset
         )
         n = self.plan.mixture.num_sources
-        self._step_counts = np.stack([np.bincount(r, minlength=n) for r in self._cache.sources])
+        self._step_counts = step_counts(self._cache.sources, n)
         return self._cache
 
     # -- state --------------------------------------------------------------------
@@ -219,15 +219,8 @@ class ShardStream(Iterator[MicroBatch]):
         repeats nothing. (Per-source counts then stay within two samples of the
         old counts plus the new plan's targets from that step on.)
         """
-        missing = {"version", "step", "micro", "micro_batches", "consumed", "fingerprint"}
-        missing -= set(state)
-        if missing:
-            raise ValueError(f"state lacks {sorted(missing)}; pass what state_dict() returned")
-        if state["version"] != STATE_VERSION:
-            raise ValueError(
-                f"state version {state['version']!r} is not {STATE_VERSION}; "
-                "it was written by another annealmix release"
-            )
+        required = {"version", "step", "micro", "micro_batches", "consumed", "fingerprint"}
+        check_state(state, required, STATE_VERSION)
         step = _validate.integer("state step", state["step"], minimum=0)
         micro = _validate.integer("state micro", state["micro"], minimum=0)
         if micro and (
@@ -249,23 +242,10 @@ class ShardStream(Iterator[MicroBatch]):
             return
         if not replan:
             raise ValueError(
-                f"state was saved from a different plan: {_changes(state.get('plan'), self.plan)} "
+                f"state was saved from a different plan: {self.plan.changes(state.get('plan'))} "
                 "changed. Resume with the original configuration, or pass replan=True to "
                 f"continue with the new one from step {step}"
             )
         plan_consumed = self.plan.consumed(step)
         actual = np.array([saved.get(n, 0) for n in names], dtype=np.int64)
         self._seek(step, 0, plan_consumed, actual - plan_consumed)
-
-
-def _changes(old: Mapping[str, Any] | None, plan: Plan) -> str:
-    """The names of the plan fields that differ, for the refusal message."""
-    if old is None:
-        return "the plan (state has no plan description)"
-    new = plan.spec()
-    keys = [k for k in new if old.get(k) != new[k]]
-    if "mixture" in keys:
-        o, n = old["mixture"], new["mixture"]
-        keys.remove("mixture")
-        keys += [f"mixture {k}" for k in ("weights", "phases") if o.get(k) != n.get(k)]
-    return ", ".join(keys) or "the plan"
