@@ -21,7 +21,7 @@ import time
 import numpy as np
 from _machine import describe
 
-from annealmix import Mixture, Phase, Plan
+from annealmix import Mixture, Phase, Plan, indexed
 
 B = 1024
 
@@ -102,7 +102,7 @@ def main() -> None:
         pairs = steps * B
         r_exact = pairs / best_of(lambda p=exact, z=zeros: p.batches(0, steps, z))
         r_random = pairs / best_of(lambda p=rand, z=zeros: p.batches(0, steps, z))
-        r_shuffle = pairs / best_of(lambda p=shuffled, z=zeros: p.batches(0, steps, z))
+        r_shuffle = pairs / best_of(lambda p=shuffled, z=zeros: indexed(p, p.batches(0, steps, z)))
         r_loop = post_loop(n, min(pairs, 300_000))
         r_mega = megatron(n, pairs)
         long_anneal = mixture(n, 10**6)

@@ -31,7 +31,7 @@ from annealmix.demo.data import domain_bytes, split
 from annealmix.demo.model import GPT, GPTConfig, per_sample_loss
 from annealmix.metrics import rank_counts
 from annealmix.sources import TokenWindows
-from annealmix.torch import MixtureDataLoader, all_reduce_metrics, loss_by_source
+from annealmix.torch import MixtureDataLoader, all_reduce_metrics, loss_by_source, resolve_shard
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,12 +96,9 @@ def main() -> None:
         for name in ("code", "prose")
     }
     plan = build_plan(args, sources)
+    shard = resolve_shard(args.global_batch, micro_batches=args.micro_batches)
     loader = MixtureDataLoader(
-        sources,
-        plan,
-        micro_batches=args.micro_batches,
-        num_steps=args.steps,
-        num_workers=args.num_workers,
+        sources, plan, shard, num_steps=args.steps, num_workers=args.num_workers
     )
     model = DDP(GPT(GPTConfig(seq_len=args.seq_len, num_layers=2, dim=64)))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)

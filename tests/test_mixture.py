@@ -128,3 +128,39 @@ def test_dict_round_trip():
         phases=[Phase(start_step=1, end_step=9, weights={"a": 1}, schedule="sigmoid")],
     )
     assert Mixture.from_dict(mix.to_dict()) == mix
+
+
+def test_smoothness_of_a_huge_phase_is_found_without_a_walk():
+    step = Mixture(
+        weights={"a": 1, "b": 0},
+        phases=[Phase(start_step=5, end_step=10**12, weights={"b": 1}, schedule=Step(at=0.3))],
+    )
+    assert step.smoothness() == pytest.approx(1.0)
+    ramp = Mixture(
+        weights={"a": 1, "b": 0},
+        phases=[Phase(start_step=0, end_step=10**12, weights={"b": 1}, schedule=Linear())],
+    )
+    assert ramp.smoothness() == pytest.approx(1e-12, rel=1e-3)
+
+
+def test_segments_cover_every_step_in_order():
+    mix = Mixture(
+        weights={"a": 1, "b": 1},
+        phases=[
+            Phase(start_step=10, end_step=20, weights={"a": 1}),
+            Phase(start_step=20, end_step=30, weights={"b": 1}),
+            Phase(start_step=40, end_step=50, weights={"a": 1, "b": 3}),
+        ],
+    )
+    segs = mix.segments()
+    assert [(s.start, s.stop, s.phase) for s in segs] == [
+        (0, 10, None), (10, 20, 0), (20, 31, 1), (31, 40, None), (40, 51, 2), (51, None, None),
+    ]  # fmt: skip
+    for seg in segs:
+        if seg.weights is not None:
+            assert np.allclose(mix.weights_at(seg.start), seg.weights)
+
+
+def test_booleans_are_not_weights():
+    with pytest.raises(TypeError, match="weight for source 'a' must be a number, got True"):
+        Mixture(weights={"a": True, "b": 1})

@@ -1,3 +1,5 @@
+import tracemalloc
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -30,6 +32,17 @@ def test_huge_sources_cost_no_memory():
     draws = np.arange(10**10 - 5, 10**10 + 5)
     idx = sample_indices("shuffle", draws, size=10**10, seed=0, source_id=0)
     assert ((idx >= 0) & (idx < 10**10)).all() and len(set(idx[:5].tolist())) == 5
+
+    def peak(size):  # traced bytes while mapping 10^5 draws of a source of `size` samples
+        draws = np.arange(10**5)
+        tracemalloc.start()
+        sample_indices("shuffle", draws, size=size, seed=0, source_id=0)
+        top = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return top
+
+    small, huge = peak(10**6), peak(10**12)
+    assert huge < 1.5 * small + 65536, (small, huge)  # the same, whatever the source size
 
 
 def test_any_draw_is_computed_directly():

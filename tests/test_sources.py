@@ -99,7 +99,7 @@ def test_megatron_indexed_pair(tmp_path):
     with pytest.raises(ValueError, match="disagree: the index counts 18 bytes .* has 20"):
         MegatronIndexed(tmp_path / "web_text_document")
     (tmp_path / "bad.idx").write_bytes(b"NOTMEGA" + bytes(40))
-    (tmp_path / "bad.bin").write_bytes(b"")
+    (tmp_path / "bad.bin").write_bytes(b"\x00\x00")
     with pytest.raises(ValueError, match="not a Megatron index"):
         MegatronIndexed(tmp_path / "bad")
 
@@ -140,5 +140,67 @@ def test_any_sequence_or_torch_dataset_is_a_source():
         global_batch_size=4,
         sizes={"list": 20, "torch": 10},
     )
-    batches = list(MixtureDataLoader(sources, plan, num_steps=5))
+    as_tensor = lambda sample, k: torch.as_tensor(sample).reshape(1)  # noqa: E731
+    batches = list(MixtureDataLoader(sources, plan, num_steps=5, transform=as_tensor))
     assert len(batches) == 5 and all(len(b["source"]) == 4 for b in batches)
+    for b in batches:
+        for k, i, x in zip(b["source"].tolist(), b["index"].tolist(), b["sample"][:, 0].tolist()):
+            assert x == (100 + i if k == 0 else i * i)
+
+
+def _corrupt_index(prefix, field, value):
+    """Rewrite one entry of a Megatron index: lengths, pointers or the document index."""
+    idx = np.fromfile(f"{prefix}.idx", dtype=np.uint8)
+    count = int.from_bytes(idx[18:26].tobytes(), "little")
+    offsets = {"lengths": (34, "<i4"), "pointers": (34 + 4 * count, "<i8"),
+               "documents": (34 + 12 * count, "<i8")}  # fmt: skip
+    at, dtype = offsets[field]
+    idx[at : at + np.dtype(dtype).itemsize] = np.frombuffer(
+        np.array([value], dtype=dtype).tobytes(), np.uint8
+    )
+    idx.tofile(f"{prefix}.idx")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("lengths", -2, "sequence 0 has a negative length -2"),
+        ("pointers", 10**6, "sequence 0 spans bytes \\[1000000, 1000006\\) but the .bin has 18"),
+        ("documents", 2, "document index must rise from 0 to the sequence count 3"),
+    ],
+)
+def test_a_corrupt_megatron_index_is_refused(tmp_path, field, value, message):
+    write_megatron(tmp_path / "d", [[1, 2, 3], [4, 5], [6, 7, 8, 9]])
+    _corrupt_index(tmp_path / "d", field, value)
+    with pytest.raises(ValueError, match=message):
+        MegatronIndexed(tmp_path / "d")
+
+
+def test_a_glob_over_a_megatron_pair_opens_it_once(tmp_path):
+    write_megatron(tmp_path / "web", [list(range(20)), list(range(20, 41))])
+    source = open_token_source(str(tmp_path / "web*"), "megatron", seq_len=4)
+    assert len(source) == 10 and source.names == [str(tmp_path / "web")]
+
+
+def test_files_opened_as_the_wrong_format_are_refused(tmp_path):
+    write_llmc(tmp_path / "llmc.bin", range(1, 300))
+    with pytest.raises(ValueError, match='starts with llm.c\'s header .* use format = "llmc"'):
+        open_token_source(str(tmp_path / "llmc.bin"), "nanogpt", 8)
+    write_megatron(tmp_path / "mega", [list(range(1, 50))])
+    with pytest.raises(ValueError, match="Megatron index mega.idx lies beside it"):
+        open_token_source(str(tmp_path / "mega.bin"), "nanogpt", 8)
+    np.arange(1, 5000, dtype=np.uint32).tofile(tmp_path / "wide.bin")
+    with pytest.raises(ValueError, match='uint32 tokens read as uint16 .* dtype = "uint32"'):
+        open_token_source(str(tmp_path / "wide.bin"), "nanogpt", 8)
+    assert len(open_token_source(str(tmp_path / "wide.bin"), "nanogpt", 8, "uint32")) == 624
+    np.array([5, 70, 3, 0] * 100, dtype=np.uint16).tofile(tmp_path / "ids.bin")
+    with pytest.raises(ValueError, match="holds token id 70, not below vocab_size = 64"):
+        open_token_source(str(tmp_path / "ids.bin"), "nanogpt", 8, vocab_size=64)
+    assert len(open_token_source(str(tmp_path / "ids.bin"), "nanogpt", 8, vocab_size=71)) == 49
+
+
+def test_an_empty_token_file_is_named(tmp_path):
+    (tmp_path / "empty.bin").write_bytes(b"")
+    for format in ("nanogpt", "llmc", "npy"):
+        with pytest.raises(ValueError, match="empty.bin' is empty \\(0 bytes\\)"):
+            open_token_source(str(tmp_path / "empty.bin"), format, 8)

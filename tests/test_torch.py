@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -6,13 +7,16 @@ from helpers import assert_resume_equivalent
 
 torch = pytest.importorskip("torch")
 
-from annealmix import Mixture, Phase, Plan  # noqa: E402
+from annealmix import Mixture, Phase, Plan, Shard, indexed  # noqa: E402
+from annealmix._counts import AHEAD, LOOKAHEAD, Targets  # noqa: E402
+from annealmix.metrics import step_metrics  # noqa: E402
 from annealmix.torch import (  # noqa: E402
     MixtureBatchSampler,
     MixtureDataLoader,
     loss_by_source,
     mix_losses,
     resolve_rank,
+    resolve_shard,
 )
 
 MIX = Mixture(
@@ -35,14 +39,18 @@ def plan() -> Plan:
     return Plan(MIX, global_batch_size=BATCH, seed=5, sizes={k: len(v) for k, v in SOURCES.items()})
 
 
-def loader(sources=SOURCES, **kw) -> MixtureDataLoader:
+def shard(rank=0, world=1, micro=1) -> Shard:
+    return Shard(global_batch_size=BATCH, rank=rank, world_size=world, micro_batches=micro)
+
+
+def loader(sources=SOURCES, rank=0, world=1, micro=1, p=None, **kw) -> MixtureDataLoader:
     kw.setdefault("num_steps", STEPS)
-    return MixtureDataLoader(sources, plan(), **kw)
+    return MixtureDataLoader(sources, p or plan(), shard(rank, world, micro), **kw)
 
 
 def expected_samples(p: Plan) -> np.ndarray:
     """What every position of every global batch should hold (the sample values)."""
-    ref = p.batches(0, STEPS)
+    ref = indexed(p, p.batches(0, STEPS))
     return ref.indices * 10 + ref.sources
 
 
@@ -62,7 +70,7 @@ class Stream:
 def gather(world: int, micro: int, workers: int, sources=SOURCES) -> np.ndarray:
     out = np.full((STEPS, BATCH), -1)
     for rank in range(world):
-        dl = loader(sources, rank=rank, world_size=world, micro_batches=micro, num_workers=workers)
+        dl = loader(sources, rank, world, micro, num_workers=workers)
         for i, batch in enumerate(dl):
             step, m = divmod(i, micro)
             cols = dl.stream.shard.positions(m)
@@ -87,7 +95,7 @@ def test_micro_batches_cover_the_rank_share():
 def test_stream_sources_are_read_in_plan_order(world, workers):
     sources = {"web": Stream(0), "code": Stream(1), "math": SOURCES["math"]}
     p = Plan(MIX, global_batch_size=BATCH, seed=5, sizes={k: len(v) for k, v in SOURCES.items()})
-    ref = p.batches(0, STEPS)
+    ref = indexed(p, p.batches(0, STEPS))
     want = np.where(ref.sources == 2, ref.indices * 10 + 2, ref.sources * 1000 + ref.draws)
     with pytest.warns(UserWarning, match="source 'web' is a stream, read in order"):
         got = gather(world, 1, workers, sources)
@@ -98,7 +106,7 @@ class LoaderRun:
     """Adapts a loader to the resume helper: advance = next batch, state = the loader's."""
 
     def __init__(self, workers: int, sources=SOURCES) -> None:
-        self.loader = loader(sources, rank=1, world_size=2, micro_batches=2, num_workers=workers)
+        self.loader = loader(sources, 1, 2, 2, num_workers=workers)
         self._it = None
 
     def advance(self):
@@ -144,7 +152,7 @@ def test_stateful_dataloader_resumes_the_sampler():
     from annealmix.torch import MixedDataset
 
     def make():
-        sampler = MixtureBatchSampler(plan(), rank=0, world_size=2, num_steps=STEPS)
+        sampler = MixtureBatchSampler(plan(), shard(0, 2), num_steps=STEPS)
         dataset = MixedDataset([SOURCES[n] for n in MIX.sources])
         return sdl.StatefulDataLoader(dataset, batch_sampler=sampler, num_workers=2)
 
@@ -230,6 +238,7 @@ def test_torch_api_is_frozen_and_sorted():
         "loss_by_source",
         "mix_losses",
         "resolve_rank",
+        "resolve_shard",
     ]
 
 
@@ -237,7 +246,7 @@ class SamplerRun:
     """The batch sampler under the resume helper: advance = the next keys it yields."""
 
     def __init__(self) -> None:
-        self.sampler = MixtureBatchSampler(plan(), rank=0, world_size=2, micro_batches=3)
+        self.sampler = MixtureBatchSampler(plan(), shard(0, 2, 3))
         self._it = None
 
     def advance(self):
@@ -256,51 +265,138 @@ def test_batch_sampler_resumes():
     assert_resume_equivalent(SamplerRun, SamplerRun.advance, total=30, seed=4)
 
 
-def test_hugging_face_datasets_map_style_and_streaming():
+def _hf_sources(num_shards: int):
     datasets = pytest.importorskip("datasets")
     web = datasets.Dataset.from_dict({"x": list(range(300))})  # map-style: len and []
     math = datasets.Dataset.from_dict({"x": [2000 + i for i in range(50)]})
 
-    def gen():
-        yield from ({"x": 10_000 + i} for i in range(10**6))
+    def gen(shards):
+        for shard in shards:  # items numbered across shards, in shard order
+            yield from ({"x": 10_000 + shard * 1000 + i} for i in range(1000))
 
-    code = datasets.IterableDataset.from_generator(gen)  # streamed: read in order
-    sources = {"web": web, "code": code, "math": math}
-    orders = {"web": "shuffle", "code": "sequential", "math": "shuffle"}
-    p = Plan(
-        MIX,
-        global_batch_size=BATCH,
-        seed=5,
-        sizes={"web": 300, "code": 70, "math": 50},
-        order=orders,
+    # Streamed, read in order; a dataset with several shards is what HF splits
+    # between DataLoader workers when left to itself.
+    code = datasets.IterableDataset.from_generator(
+        gen, gen_kwargs={"shards": list(range(num_shards))}
     )
-    ref = p.batches(0, STEPS)
+    assert code.num_shards == num_shards
+    return {"web": web, "code": code, "math": math}
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3])
+@pytest.mark.parametrize("num_shards", [1, 4])
+def test_hugging_face_map_style_and_streaming_sources_are_exact_with_workers(workers, num_shards):
+    sources = _hf_sources(num_shards)
+    orders = {"web": "shuffle", "code": "sequential", "math": "shuffle"}
+    p = Plan(MIX, global_batch_size=BATCH, seed=5, sizes={"web": 300, "code": 70, "math": 50},
+             order=orders)  # fmt: skip
+    ref = indexed(p, p.batches(0, STEPS))
     want = np.select(
         [ref.sources == 0, ref.sources == 1], [ref.indices, 10_000 + ref.draws], 2000 + ref.indices
     )
 
-    def run(loader):
-        return [batch["sample"]["x"].tolist() for batch in loader]
+    def run(dl):
+        return [batch["sample"]["x"].tolist() for batch in dl]
 
-    got = run(MixtureDataLoader(sources, p, num_steps=STEPS))
-    assert got == want.tolist()
-    first = MixtureDataLoader(sources, p, num_steps=STEPS)
-    it = iter(first)
-    for _ in range(6):
-        next(it)
-    resumed = MixtureDataLoader(sources, p, num_steps=STEPS)
-    resumed.load_state_dict(first.state_dict())  # the stream skips through its own skip()
-    assert run(resumed) == got[6:]
+    def make():
+        return MixtureDataLoader(sources, p, shard(), num_steps=STEPS, num_workers=workers)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # read in full by every worker: said once, tested below
+        got = run(make())
+        assert got == want.tolist()
+        first = make()
+        it = iter(first)
+        for _ in range(6):
+            next(it)
+        resumed = make()
+        resumed.load_state_dict(first.state_dict())  # the stream skips through its own skip()
+        assert run(resumed) == got[6:]
+
+
+def test_a_stream_read_by_many_workers_says_what_it_costs():
+    sources = {"web": Stream(0), "code": SOURCES["code"], "math": SOURCES["math"]}
+    with pytest.warns(UserWarning, match="read in full by each of the 2 rank\\(s\\) x 3 worker"):
+        loader(sources, 0, 2, num_workers=3)
+    with pytest.raises(ValueError, match="persistent_workers=True cannot be used with stream"):
+        loader(sources, num_workers=1, persistent_workers=True)
+
+
+def test_a_generator_source_iterated_again_after_a_break_loses_nothing():
+    def numbers(k):
+        n = 0
+        while True:
+            yield k * 1000 + n
+            n += 1
+
+    sources = {"web": numbers(0), "code": SOURCES["code"], "math": numbers(2)}
+    p = plan()
+    ref = indexed(p, p.batches(0, STEPS))
+    want = np.where(ref.sources == 1, ref.indices * 10 + 1, ref.sources * 1000 + ref.draws)
+    with pytest.warns(UserWarning, match="is a stream, read in order"):
+        dl = loader(sources, 0, 1, 2, p=p)  # two micro-batches: a break can fall inside a step
+    got = []
+    for i, batch in enumerate(dl):
+        got.append(batch)
+        if i in (2, 9):
+            break
+    for i, batch in enumerate(dl):
+        got.append(batch)
+        if i == 3:
+            break
+    got += list(dl)
+    assert len(got) == 2 * STEPS
+    samples = np.concatenate([b["sample"].numpy() for b in got]).reshape(STEPS, BATCH)
+    assert np.array_equal(samples, want)
+
+
+def test_state_dict_and_metrics_after_a_deep_resume_do_not_replay(monkeypatch):
+    names = [f"s{i}" for i in range(8)]
+    mix = Mixture(weights=dict.fromkeys(names, 1.0),
+                  phases=[Phase(start_step=0, end_step=10**6, weights={"s0": 1})])  # fmt: skip
+    p = Plan(mix, global_batch_size=64, sizes=dict.fromkeys(names, 10**6))
+    sources = {n: np.arange(10**6) for n in names}
+    step = 200_000
+    counts = p.consumed(step).tolist()
+    state = {"version": 2, "step": step, "micro": 0, "world_size": 1, "micro_batches": 1,
+             "counts": counts, "offset": None, "plan": p.fingerprints}  # fmt: skip
+    dl = MixtureDataLoader(sources, p, Shard(global_batch_size=64), num_steps=step + 10)
+    dl.load_state_dict(state)  # checks the counts: the one replay
+
+    rows = []  # steps whose weights are computed: a replay computes every one before `step`
+    compute = Targets._compute
+    monkeypatch.setattr(Targets, "_compute", lambda t, a, b: rows.append(b - a) or compute(t, a, b))
+    assert dl.state_dict() == state
+    assert dl.metrics(step)["mix/samples/s0"] > 0
+    batches = iter(dl)
+    next(batches)
+    assert dl.state_dict()["step"] == step + 1 and dl.metrics(step)["mix/count/s1"] >= 0
+    assert sum(rows) < 3 * (AHEAD + LOOKAHEAD), sum(rows)  # a chunk and its look-ahead, not 2e5
+
+
+def test_loader_metrics_are_the_plans():
+    dl = loader(num_workers=2)
+    for step, _ in enumerate(dl):
+        assert dl.metrics(step) == step_metrics(plan(), step)
+
+
+def test_the_shard_is_found_once_at_the_edge(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert resolve_shard(24, micro_batches=2) == Shard(global_batch_size=24, rank=1, world_size=4,
+                                                        micro_batches=2)  # fmt: skip
+    dl = MixtureDataLoader(SOURCES, plan(), num_steps=2)
+    assert dl.stream.shard.rank == 1 and dl.stream.shard.world_size == 4
 
 
 def test_resuming_with_another_worker_count_continues_the_stream():
-    full = [b["sample"].tolist() for b in loader(rank=0, world_size=2, num_workers=0)]
-    first = loader(rank=0, world_size=2, num_workers=3)
+    full = [b["sample"].tolist() for b in loader(world=2, num_workers=0)]
+    first = loader(world=2, num_workers=3)
     it = iter(first)
     for _ in range(7):
         next(it)
     state = first.state_dict()
     for workers in (0, 1):
-        resumed = loader(rank=0, world_size=2, num_workers=workers)
+        resumed = loader(world=2, num_workers=workers)
         resumed.load_state_dict(state)
         assert [b["sample"].tolist() for b in resumed] == full[7:]

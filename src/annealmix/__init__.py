@@ -6,8 +6,8 @@ matplotlib are imported only by the modules that use them.
 
 from .metrics import step_metrics
 from .mixture import Mixture, Phase
-from .order import ORDERS, sample_indices
-from .plan import MODES, Batch, Plan, PlanIterator
+from .order import indexed, sample_indices
+from .plan import MODES, ORDERS, Batch, Cursor, Plan
 from .post import MixtureSampler, make_schedule
 from .schedules import (
     SCHEDULES,
@@ -21,8 +21,9 @@ from .schedules import (
     get_schedule,
     schedule_from_dict,
 )
-from .shard import MicroBatch, Shard, ShardStream
+from .shard import Shard
 from .sources import TokenWindows
+from .stream import MicroBatch, Position, State, Stream
 
 __version__ = "0.1.0"
 
@@ -30,6 +31,7 @@ __all__ = [
     "Batch",
     "Constant",
     "Cosine",
+    "Cursor",
     "Linear",
     "MODES",
     "MicroBatch",
@@ -39,16 +41,18 @@ __all__ = [
     "Phase",
     "PiecewiseLinear",
     "Plan",
-    "PlanIterator",
+    "Position",
     "SCHEDULES",
     "Schedule",
     "Shard",
-    "ShardStream",
     "Sigmoid",
+    "State",
     "Step",
+    "Stream",
     "TokenWindows",
     "__version__",
     "get_schedule",
+    "indexed",
     "make_schedule",
     "sample_indices",
     "schedule_from_dict",

@@ -11,12 +11,12 @@ The cumulative count ``C_k(t)`` is ``floor(T_k(t))`` plus a bonus bit ``b_k(t)``
 bits of a step sum to ``r(t) = B (t + 1) - sum_k floor(T_k(t))``. So every count is
 within one sample of its target. Counts never fall, so a bit held at step t-1 by a
 source whose floor did not advance must be held at t (the *forced* set F). The free
-bits go by priority:
+bits go by priority, and the strategy is chosen once per plan:
 
-- two sources: the larger fractional part, which is nearest rounding,
+- ``Nearest`` (two sources): the larger fractional part, which is nearest rounding,
   ``C_0 = floor(T_0 + 1/2)``, within one half of the target; it never needs F, so
   any step is O(1) from ``U(t)``;
-- more sources: earliest deadline first, the deadline of a source being the step at
+- ``EarliestDeadline`` (three or more): the deadline of a source is the step at
   which its target reaches the next integer. Nearest rounding can strand more
   forced bits than a step has room for when weights jump; EDF on the known
   schedule cannot (Tijdeman's chairman assignment: an assignment within one sample
@@ -24,16 +24,21 @@ bits go by priority:
   deadlines off the schedule ``LOOKAHEAD`` steps ahead of itself and projects them
   at that step's rate beyond, which is exact once the weights stop moving; a
   step's deadlines depend on the step alone, so chunking never changes a count.
+- ``Bernoulli`` (random mode): every position draws its source from a keyed hash
+  of its position; the counts are whatever the draws give.
 
-Replaying N >= 3 sources is vectorised: the memoryless choice (top r(t) by priority)
-is computed for a chunk of steps at once, checked against the forced bits for all
-rows at once, and a Python loop visits only the rare rows that need repair.
+Strategies are immutable. Whatever one remembers between calls (where the last
+replay stopped, rows computed ahead) lives in a ``Cursor`` that the caller owns:
+a plan shared between threads or workers never changes.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
+from . import _hash
 from .mixture import Mixture
 
 Q_BITS = 40
@@ -42,7 +47,9 @@ CHUNK = 8192
 LOOKAHEAD = 8192
 AHEAD = 4096  # rows a short replay request computes and keeps
 _CHUNK_ENTRIES = 1 << 20
+_RANDOM_CHUNK = 1024
 _NEVER = np.int64(1) << np.int64(61)
+SOURCE_DTYPE = np.int16  # source ids per position, as Megatron's blending index stores them
 
 
 def quantize(weights: np.ndarray) -> np.ndarray:
@@ -63,51 +70,60 @@ def quantize(weights: np.ndarray) -> np.ndarray:
     return quanta
 
 
+@dataclass(eq=False)
+class Cursor:
+    """What a walk over one plan remembers between calls, owned by the walker.
+
+    Every field is a cache: a fresh cursor gives the same counts, only slower.
+
+    Attributes:
+        targets_at: ``(s, U(s - 1))``: quanta summed over steps before ``s``.
+        counts_at: ``(s, C(s - 1))``: counts before ``s``, where the last replay stopped.
+        ahead: ``(first, rows, C(first - 1))``: cumulative counts computed ahead.
+        window: ``(first, quanta)``: the last quanta computed (look-ahead reuse).
+    """
+
+    targets_at: tuple[int, list[int]] | None = None
+    counts_at: tuple[int, np.ndarray] | None = None
+    ahead: tuple[int, np.ndarray, np.ndarray] | None = None
+    window: tuple[int, np.ndarray] | None = field(default=None, repr=False)
+
+
 class Targets:
     """Exact cumulative targets of a mixture: integer weight quanta summed over steps."""
 
     def __init__(self, mixture: Mixture) -> None:
         self.mixture = mixture
-        n = mixture.num_sources
-        # Segments [lo, hi) of constant weights (row) or of a moving phase (None).
-        held = quantize(mixture._starts)
-        self._segments: list[tuple[int, int | None, np.ndarray | None]] = []
-        cursor = 0
-        for i, phase in enumerate(mixture.phases):
-            if phase.start_step > cursor:
-                self._segments.append((cursor, phase.start_step, held[i]))
-            nxt = mixture.phases[i + 1].start_step if i + 1 < len(mixture.phases) else None
-            cursor = phase.end_step + 1 if nxt is None else min(phase.end_step + 1, nxt)
-            self._segments.append((phase.start_step, cursor, None))
-        self._segments.append((cursor, None, held[-1]))
-        self._moving_end = cursor  # weights are constant from here on
-        self._totals: dict[int, list[int]] = {}  # whole moving segments, once summed
-        self._mark = (0, [0] * n)  # (step, U(step - 1)) of the last call to before()
-        self._window = (0, np.zeros((0, n), dtype=np.int64))  # last quanta() result
+        self.n = mixture.num_sources
+        self.segments = mixture.segments()
+        # Held segments' quanta, one row each (None for moving segments).
+        self._rows = [
+            None if seg.weights is None else quantize(seg.weights[None])[0] for seg in self.segments
+        ]
+        self.moving_end = self.segments[-1].start  # weights are constant from here on
 
-    def quanta(self, start: int, stop: int) -> np.ndarray:
+    def quanta(self, start: int, stop: int, cursor: Cursor | None = None) -> np.ndarray:
         """Per-step quanta for steps [start, stop), shape (stop - start, N).
 
-        Consecutive calls overlap (a chunk's look-ahead is the next chunk), so rows
-        already computed by the previous call are reused.
+        With a cursor, rows its previous call computed are reused (a replay chunk's
+        look-ahead is the next chunk).
         """
-        cached_start, cached = self._window
-        reuse = (
-            cached[start - cached_start :]
-            if cached_start <= start < cached_start + len(cached)
-            else cached[:0]
-        )
-        reuse = reuse[: stop - start]
+        reuse = np.zeros((0, self.n), dtype=np.int64)
+        if cursor is not None and cursor.window is not None:
+            first, rows = cursor.window
+            if first <= start < first + len(rows):
+                reuse = rows[start - first : stop - first]
         fresh = self._compute(start + len(reuse), stop)
         out = fresh if not len(reuse) else np.concatenate([reuse, fresh])
-        self._window = (start, out)
+        if cursor is not None:
+            cursor.window = (start, out)
         return out
 
     def _compute(self, start: int, stop: int) -> np.ndarray:
         steps = np.arange(start, stop, dtype=np.int64)
-        out = np.empty((steps.size, self.mixture.num_sources), dtype=np.int64)
-        for lo, hi, row in self._segments:
-            a, b = max(lo, start), stop if hi is None else min(hi, stop)
+        out = np.empty((steps.size, self.n), dtype=np.int64)
+        for seg, row in zip(self.segments, self._rows):
+            a, b = max(seg.start, start), stop if seg.stop is None else min(seg.stop, stop)
             if a >= b:
                 continue
             if row is not None:
@@ -117,37 +133,31 @@ class Targets:
                 out[a - start : b - start] = quantize(weights)
         return out
 
-    def before(self, step: int) -> list[int]:
+    def before(self, step: int, cursor: Cursor | None = None) -> list[int]:
         """U(step - 1): quanta summed over steps [0, step), as exact Python ints.
 
-        Walks on from the previous call when it can, so a run of increasing steps
-        costs the steps between them, not a re-sum from step 0.
+        Held segments add in closed form; moving ones are summed in chunks. With a
+        cursor, the sum walks on from its last call when that lies before ``step``.
         """
-        mark, total = self._mark
-        if mark > step:
-            mark, total = 0, [0] * self.mixture.num_sources
-        for i, (lo, hi, row) in enumerate(self._segments):
-            a, b = max(lo, mark), step if hi is None else min(hi, step)
+        mark, total = 0, [0] * self.n
+        known = None if cursor is None else cursor.targets_at
+        if known is not None and known[0] <= step:
+            mark, total = known
+        for seg, row in zip(self.segments, self._rows):
+            a, b = max(seg.start, mark), step if seg.stop is None else min(seg.stop, step)
             if a >= b:
                 continue
             if row is not None:
                 add = [int(v) * (b - a) for v in row.tolist()]
-            elif (a, b) == (lo, hi) and i in self._totals:
-                add = self._totals[i]
             else:
-                add = [0] * len(total)
+                add = [0] * self.n
                 for c in range(a, b, CHUNK):
                     part = self._compute(c, min(b, c + CHUNK)).sum(axis=0).tolist()
                     add = [x + y for x, y in zip(add, part)]
-                if (a, b) == (lo, hi):
-                    self._totals[i] = add
             total = [x + y for x, y in zip(total, add)]
-        self._mark = (step, total)
+        if cursor is not None:
+            cursor.targets_at = (step, total)
         return total
-
-    def walked(self, step: int, total: list[int]) -> None:
-        """Record U(step - 1), known to a caller that summed the quanta itself."""
-        self._mark = (step, total)
 
     def levels(self, base: list[int], quanta: np.ndarray, batch: int):
         """floor and fractional part (in units of 1/Q) of B * U / Q after each step.
@@ -163,8 +173,8 @@ class Targets:
         return level, frac, v, hi
 
 
-class ExactCounts:
-    """Cumulative per-source counts C(t) of the exact plan, any step on demand."""
+class _Strategy:
+    """Cumulative counts C(t) of a plan: ``before(step)`` and ``range(start, n)``."""
 
     def __init__(self, mixture: Mixture, batch: int) -> None:
         self.targets = Targets(mixture)
@@ -173,55 +183,81 @@ class ExactCounts:
         # Rows per replay chunk: about a million entries per (rows, N) array. How
         # steps are chunked never changes a count, only the memory it takes.
         self.chunk = max(CHUNK, _CHUNK_ENTRIES // self.n)
-        self._checkpoint = (0, [0] * self.n)  # (step s, C(s - 1)) of the last replay
-        empty = np.zeros((0, self.n), dtype=np.int64)
-        self._ahead = (0, empty, np.zeros(self.n, dtype=np.int64))  # rows kept by range()
 
-    def before(self, step: int) -> np.ndarray:
+    def before(self, step: int, cursor: Cursor) -> np.ndarray:
         """C(step - 1): samples of each source in steps [0, step)."""
-        if step == 0:
-            return np.zeros(self.n, dtype=np.int64)
-        if self.n == 2:
-            return self.range(step - 1, 1, None)[0]
-        start, counts = self._checkpoint
-        if start > step:
-            start, counts = 0, [0] * self.n
+        start, counts = 0, np.zeros(self.n, dtype=np.int64)
+        if cursor.counts_at is not None and cursor.counts_at[0] <= step:
+            start, counts = cursor.counts_at
         while start < step:
             stop = min(step, start + self.chunk)
-            counts = self.range(start, stop - start, np.array(counts))[-1].tolist()
+            counts = self.range(start, stop - start, counts, cursor)[-1]
             start = stop
-        self._checkpoint = (start, counts)
-        return np.array(counts, dtype=np.int64)
+        cursor.counts_at = (step, counts)
+        return counts.copy()
 
-    def range(self, start: int, num_steps: int, prev: np.ndarray | None) -> np.ndarray:
-        """C(t) for t in [start, start + num_steps); ``prev`` is C(start - 1).
+    def range(
+        self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
+    ) -> np.ndarray:
+        """C(t) for t in [start, start + num_steps); ``prev`` is C(start - 1) if known."""
+        raise NotImplementedError
 
-        With three or more sources a replay chunk reads ``LOOKAHEAD`` rows past its
-        end, so a short request computes ``AHEAD`` rows at least and keeps them: a
-        loader asking for a few steps at a time pays the look-ahead once per
-        ``AHEAD`` steps, not once per request. (Rows never depend on the chunking.)
-        """
-        end, out = start + num_steps, []
-        keep = self.n >= 3  # two sources have a closed form: nothing to read ahead
-        if keep and prev is None:
-            prev = np.zeros(self.n, dtype=np.int64) if start == 0 else self.before(start)
-        a = start
+
+class Nearest(_Strategy):
+    """Two sources: ``C_0(t) = floor(T_0(t) + 1/2)``, any step in O(1) from U(t)."""
+
+    def before(self, step: int, cursor: Cursor) -> np.ndarray:
+        if step == 0:
+            return np.zeros(self.n, dtype=np.int64)
+        return self.range(step - 1, 1, None, cursor)[0]
+
+    def range(
+        self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
+    ) -> np.ndarray:
+        t, out = self.targets, []
+        for a in range(start, start + num_steps, self.chunk):
+            b = min(start + num_steps, a + self.chunk)
+            level, frac, v, hi = t.levels(t.before(a, cursor), t.quanta(a, b), self.batch)
+            cursor.targets_at = (b, [h * Q + u for h, u in zip(hi.tolist(), v[-1].tolist())])
+            first = level[:, 0] + (frac[:, 0] >= Q // 2)
+            total = self.batch * np.arange(a + 1, b + 1, dtype=np.int64)
+            out.append(np.stack([first, total - first], axis=1))
+        return np.concatenate(out)
+
+
+class EarliestDeadline(_Strategy):
+    """Three or more sources: earliest deadline first, replayed in vectorised chunks.
+
+    A replay chunk reads ``LOOKAHEAD`` rows past its end, so a short request computes
+    ``AHEAD`` rows at least and keeps them in the cursor: a loader asking for a few
+    steps at a time pays the look-ahead once per ``AHEAD`` steps, not once per
+    request. (Rows never depend on the chunking.)
+    """
+
+    def range(
+        self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
+    ) -> np.ndarray:
+        if prev is None:
+            prev = self.before(start, cursor)
+        end, out, a = start + num_steps, [], start
         while a < end:
-            rows = self._kept(a, prev) if keep else None
+            rows = self._kept(a, prev, cursor)
             if rows is None:
-                b = min(max(end, a + AHEAD * keep), a + self.chunk)
-                rows = self._chunk(a, b, prev)
-                if keep:
-                    self._ahead = (a, rows, np.asarray(prev).copy())
+                b = min(max(end, a + AHEAD), a + self.chunk)
+                rows = self._chunk(a, b, prev, cursor)
+                cursor.ahead = (a, rows, np.asarray(prev).copy())
             rows = rows[: end - a]
             out.append(rows)
             prev = rows[-1]
             a += len(rows)
         return np.concatenate(out)
 
-    def _kept(self, a: int, prev: np.ndarray) -> np.ndarray | None:
+    @staticmethod
+    def _kept(a: int, prev: np.ndarray, cursor: Cursor) -> np.ndarray | None:
         """Kept rows from step ``a`` on, if they were computed from the same counts."""
-        first, rows, before_first = self._ahead
+        if cursor.ahead is None:
+            return None
+        first, rows, before_first = cursor.ahead
         if not first <= a < first + len(rows):
             return None
         expected = before_first if a == first else rows[a - first - 1]
@@ -229,19 +265,14 @@ class ExactCounts:
             return None
         return rows[a - first :]
 
-    def _chunk(self, start: int, stop: int, prev: np.ndarray | None) -> np.ndarray:
+    def _chunk(self, start: int, stop: int, prev: np.ndarray, cursor: Cursor) -> np.ndarray:
         t = self.targets
-        base = t.before(start)
+        base = t.before(start, cursor)
         steps = stop - start
-        if self.n == 2:
-            level, frac, _, _ = t.levels(base, t.quanta(start, stop), self.batch)
-            first = level[:, 0] + (frac[:, 0] >= Q // 2)
-            total = self.batch * np.arange(start + 1, stop + 1, dtype=np.int64)
-            return np.stack([first, total - first], axis=1)
-        ahead = min(stop + LOOKAHEAD, max(stop, t._moving_end + 1))
-        quanta = t.quanta(start, ahead)
+        ahead = min(stop + LOOKAHEAD, max(stop, t.moving_end + 1))
+        quanta = t.quanta(start, ahead, cursor)
         level, frac, v, hi = t.levels(base, quanta, self.batch)
-        t.walked(stop, [h * Q + u for h, u in zip(hi.tolist(), v[steps - 1].tolist())])
+        cursor.targets_at = (stop, [h * Q + u for h, u in zip(hi.tolist(), v[steps - 1].tolist())])
         deadline = self._deadlines(steps, level, v, hi, quanta)
         level, frac = level[:steps], frac[:steps]
         key = np.where(frac > 0, deadline * self.n + np.arange(self.n), _NEVER)
@@ -250,8 +281,6 @@ class ExactCounts:
         r = self.batch * np.arange(start + 1, stop + 1, dtype=np.int64) - level.sum(axis=1)
         free = rank < r[:, None]  # the memoryless choice: top r(t) by deadline
         prev_level = np.array([(self.batch * u) >> Q_BITS for u in base], dtype=np.int64)
-        if prev is None:
-            prev = prev_level if start == 0 else self.before(start)
         advanced = np.diff(level, axis=0, prepend=prev_level[None, :]) > 0
         # A row may take its free choice when the bits forced on it (held by the row
         # before, floor not advanced) are inside it. Rows after an unrepaired row
@@ -318,3 +347,43 @@ class ExactCounts:
         steps = np.where(rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - width)
         nxt[r, k] = p + steps
         return nxt
+
+
+class Bernoulli(_Strategy):
+    """Random mode: position ``j`` of step ``t`` draws its source with probabilities
+    w(t) from a keyed hash of ``t * B + j``; counts are what the draws give, so a
+    cold ``before(step)`` hashes every earlier position (a cursor walks on)."""
+
+    def __init__(self, mixture: Mixture, batch: int, seed: int) -> None:
+        super().__init__(mixture, batch)
+        self.chunk = _RANDOM_CHUNK
+        self._key = _hash.key(seed, 0xA11)
+
+    def sources(self, start: int, stop: int) -> np.ndarray:
+        """Source id per position for steps [start, stop), shape (stop - start, B)."""
+        b = self.batch
+        positions = np.arange(start * b, stop * b, dtype=np.int64).reshape(-1, b)
+        u = (_hash.hash_counter(self._key, positions) >> np.uint64(64 - Q_BITS)).astype(np.int64)
+        edges = np.cumsum(self.targets.quanta(start, stop), axis=1)[:, :-1]
+        return (u[:, :, None] >= edges[:, None, :]).sum(axis=2, dtype=SOURCE_DTYPE)
+
+    def range(
+        self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
+    ) -> np.ndarray:
+        if prev is None:
+            prev = self.before(start, cursor)
+        per_step = step_counts(self.sources(start, start + num_steps), self.n)
+        return prev + np.cumsum(per_step, axis=0)
+
+
+def step_counts(sources: np.ndarray, n: int) -> np.ndarray:
+    """Samples of each source in each row of ``sources`` (steps, B): shape (steps, n)."""
+    rows = np.arange(sources.shape[0])[:, None] * n
+    return np.bincount((rows + sources).ravel(), minlength=sources.shape[0] * n).reshape(-1, n)
+
+
+def strategy(mixture: Mixture, batch: int, mode: str, seed: int) -> _Strategy:
+    """The counting strategy of a plan, chosen once."""
+    if mode == "random":
+        return Bernoulli(mixture, batch, seed)
+    return Nearest(mixture, batch) if mixture.num_sources == 2 else EarliestDeadline(mixture, batch)

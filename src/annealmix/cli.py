@@ -11,24 +11,27 @@ import numpy as np
 
 from . import __version__
 from ._progress import Progress
-from .config import budget, load_config
-from .plan import Plan
+from .config import budget, budget_is_exact, load_config
+from .order import indexed
+from .plan import Cursor, Plan
 from .shard import Shard
 
 
-def _walk(plan: Plan, step: int) -> None:
-    """Bring the plan's counts up to ``step`` in strides, with a bar if that takes a while.
+def _walk(plan: Plan, step: int) -> tuple[np.ndarray, Cursor]:
+    """The plan's counts before ``step`` and the cursor standing there, replayed in
+    strides with a bar if that takes a while.
 
-    The plan walks on from its last count, and the strides fall on its replay chunks,
-    so they cost no more than one call.
+    The cursor walks on from its last count, and the strides fall on the plan's
+    replay chunks, so they cost no more than one call.
     """
+    cursor = plan.cursor()
     bar = Progress(step, "steps replayed")
-    stride = plan.replay_chunk  # strides on the replay's own boundaries cost nothing extra
-    for s in range(stride, step, stride):
-        plan.consumed(s)
+    for s in range(plan.replay_chunk, step, plan.replay_chunk):
+        plan.consumed(s, cursor=cursor)
         bar.update(s)
-    plan.consumed(step)
+    consumed = plan.consumed(step, cursor=cursor)
     bar.close()
+    return consumed, cursor
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -37,10 +40,11 @@ def _preview(args: argparse.Namespace) -> int:
     names = plan.mixture.sources
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
     weights = plan.mixture.weights_at(np.array(milestones))
-    _walk(plan, steps)
+    exact = budget_is_exact(config)
+    cursor = _walk(plan, steps)[1] if exact else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spent = budget(config)
+        spent = budget(config, cursor=cursor)
     report = {
         "sources": list(names),
         "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
@@ -61,13 +65,16 @@ def _preview(args: argparse.Namespace) -> int:
         f"\nsmoothness (largest total-variation change between consecutive steps): "
         f"{report['smoothness']:.3g}\n"
     )
-    print("budget by the end of training")
+    print(
+        "budget by the end of training"
+        + ("" if exact else " (scheduled targets: the exact counts are within one sample)")
+    )
     print(f"{'source':>{width}} {'samples':>14} {'tokens':>16} {'epochs':>10}")
     for n in names:
         row = spent[n]
-        tokens = "-" if row["tokens"] is None else f"{row['tokens']:,}"
+        tokens = "-" if row["tokens"] is None else f"{row['tokens']:,.0f}"
         epochs = "-" if row["epochs"] is None else f"{row['epochs']:.3f}"
-        print(f"{n:>{width}} {row['samples']:>14,} {tokens:>16} {epochs:>10}")
+        print(f"{n:>{width}} {row['samples']:>14,.0f} {tokens:>16} {epochs:>10}")
     for message in report["warnings"]:
         print(f"warning: {message}")
     return 0
@@ -77,6 +84,13 @@ def _step_range(args: argparse.Namespace, num_steps: int) -> range:
     if (args.step is None) == (args.steps is None):
         raise ValueError("give one of --step N or --steps A:B")
     if args.step is not None:
+        if not 0 <= args.step < num_steps:
+            raise ValueError(
+                f"--step {args.step} is past the run's last step {num_steps - 1} "
+                f"(num_steps = {num_steps})"
+                if args.step >= 0
+                else f"--step must be >= 0, got {args.step}"
+            )
         return range(args.step, args.step + 1)
     try:
         a, b = (int(x) for x in args.steps.split(":"))
@@ -88,6 +102,11 @@ def _step_range(args: argparse.Namespace, num_steps: int) -> range:
         raise ValueError(f"--steps A:B needs 0 <= A < B, got {args.steps!r}")
     if b - a > 10_000:
         raise ValueError(f"--steps {args.steps} spans {b - a} steps; inspect at most 10000 at once")
+    if b > num_steps:
+        raise ValueError(
+            f"--steps {args.steps} runs past the run's last step {num_steps - 1} "
+            f"(num_steps = {num_steps})"
+        )
     return range(a, b)
 
 
@@ -99,8 +118,10 @@ def _inspect(args: argparse.Namespace) -> int:
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
     cols = shard.positions(0)
-    _walk(plan, steps.start)
-    batch = plan.batches(steps.start, len(steps))
+    consumed, cursor = _walk(plan, steps.start)
+    batch = plan.batches(steps.start, len(steps), consumed, cursor=cursor)
+    if plan.sizes is not None:
+        batch = indexed(plan, batch)
     names = plan.mixture.sources
     opened = {s.name: config.open_source(s.name) for s in config.sources if s.path is not None}
     seq_lens = {s.name: s.seq_len for s in config.sources if s.seq_len is not None}
@@ -153,18 +174,6 @@ def _plot(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     plot_config(config, args.output, points=args.points)
     print(f"wrote {args.output}")
-    return 0
-
-
-def _bench(args: argparse.Namespace) -> int:
-    from .bench import SYSTEMS, report
-
-    sources = [int(x) for x in args.sources.split(",")]
-    wanted = [w.strip().lower() for w in args.systems.split(",")] if args.systems else []
-    systems = [n for n in SYSTEMS if not wanted or any(w in n.lower() for w in wanted)]
-    if not systems:
-        raise ValueError(f"--systems {args.systems!r} matches none of: {', '.join(SYSTEMS)}")
-    print(report(sources, args.samples, args.budget, systems=systems))
     return 0
 
 
@@ -228,20 +237,6 @@ def main(argv: list[str] | None = None) -> int:
         "held-out cross-entropy in nats per byte. Needs torch (and matplotlib for plots).",
     )
     demo.set_defaults(run=_demo)
-    bench = sub.add_parser(
-        "bench",
-        help="a short run of the benchmark against other mixing libraries",
-        description="Samples per second served from in-memory integer sources, setup time "
-        "(seconds), peak memory (MB), per-batch mix error (standard deviation of a source's "
-        "share in each batch of 1024 minus its weight) and what resuming at sample 10^7 costs, "
-        "for annealmix and every installed peer (extra 'bench'), each in a fresh process. "
-        "benchmarks/bench_peers.py runs the full version.",
-    )
-    bench.add_argument("--sources", default="2", help="source counts, comma-separated (2)")
-    bench.add_argument("--samples", type=int, default=300_000, help="samples asked of each system")
-    bench.add_argument("--budget", type=float, default=3.0, help="seconds of serving per system")
-    bench.add_argument("--systems", help="only systems whose names contain one of these words")
-    bench.set_defaults(run=_bench)
     _demo_arguments(demo)
     args = parser.parse_args(argv)
     try:

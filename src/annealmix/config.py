@@ -1,4 +1,4 @@
-"""Mixture config files (TOML) <-> the dataclasses the Python API uses.
+"""Mixture config files (TOML) <-> ``MixConfig``, the file as data.
 
 ::
 
@@ -6,20 +6,21 @@
     global_batch_size = 1024
     num_steps = 10000
     mode = "exact"              # or "random"
-    replacement = false         # default order: false = "shuffle", true = "replacement"
+    order = "shuffle"           # every source's default: "shuffle", "replacement", "sequential"
     warn_epochs = 4             # warn when a source is read more often than this
 
     [sources.web]               # one table per source, in id order
     weight = 0.8                # starting weight (relative)
     size = 5_000_000            # samples, for planning without data ...
-    order = "shuffle"           # or "replacement", "sequential"
+    order = "shuffle"           # this source's order
     max_epochs = 1              # optional: an error if the plan needs more passes
 
     [sources.code]
     weight = 0.2
     path = "data/code/*.bin"    # ... or token files (a glob or a list), sized from them
-    format = "nanogpt"          # "nanogpt" (flat uint16), "llmc", "npy" or "megatron"
+    format = "nanogpt"          # "nanogpt" (flat tokens), "llmc", "npy" or "megatron"
     seq_len = 1024              # samples of seq_len + 1 tokens
+    vocab_size = 50304          # optional: token ids must be below it (checked on open)
 
     [[phases]]
     start_step = 8000
@@ -27,8 +28,9 @@
     schedule = "cosine"         # or { name = "sigmoid", steepness = 12 }
     weights = { web = 0.3, code = 0.7 }
 
-``load_config`` reads it into a ``MixConfig``; ``dump_config`` writes one back,
-so that loading what it wrote gives the same plan (the same fingerprint).
+``load_config`` reads it into a ``MixConfig``, which holds what the file says and
+nothing else; its ``plan`` is built from those fields, so the two cannot disagree.
+``dump_config`` writes it back: loading what it wrote gives the same plan.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ import re
 import tomllib
 import warnings
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -45,29 +48,29 @@ import numpy as np
 
 from . import _validate
 from .mixture import Mixture, Phase
-from .order import ORDERS
-from .plan import MODES, Plan
+from .plan import MODES, ORDERS, Cursor, Plan
 
 __all__ = ["MixConfig", "SourceSpec", "budget", "dump_config", "load_config", "save_config"]
 
-_TOP = (
-    "seed",
-    "global_batch_size",
-    "num_steps",
-    "mode",
-    "replacement",
-    "warn_epochs",
-    "sources",
-    "phases",
-)
-_SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len")
+_TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "sources",
+        "phases")  # fmt: skip
+_SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len",
+           "vocab_size")  # fmt: skip
 _PHASE = ("start_step", "end_step", "schedule", "weights")
+# Steps x sources an exact budget may replay before preview integrates the schedule
+# instead (about ten seconds here); the replay is O(steps x sources).
+_EXACT_BUDGET = 3 * 10**8
 
 
 def _check_keys(where: str, table: Any, valid: tuple[str, ...]) -> None:
     if not isinstance(table, dict):
         raise ValueError(f"{where} must be a table, got {table!r}")
     for key in table:
+        if where == "the config" and key == "replacement":
+            raise ValueError(
+                "'replacement' is gone: give the default order instead, "
+                'order = "replacement" (was true) or order = "shuffle" (was false)'
+            )
         if key not in valid:
             _validate.choice(f"key in {where}:", key, valid)
 
@@ -88,6 +91,7 @@ class SourceSpec:
         dtype: the token type of ``nanogpt`` files (``"uint16"`` or ``"uint32"``).
         seq_len: tokens per sample, plus one target token (also counts tokens in
             ``budget`` for a source planned by size).
+        vocab_size: token ids must lie below it; checked when the files are opened.
     """
 
     name: str
@@ -99,40 +103,95 @@ class SourceSpec:
     format: str | None = None
     dtype: str | None = None
     seq_len: int | None = None
+    vocab_size: int | None = None
 
 
-@dataclass(frozen=True, kw_only=True, slots=True)
+@dataclass(frozen=True, kw_only=True)
 class MixConfig:
-    """A whole run's mixing set-up, as read from a config file.
+    """A whole run's mixing set-up: the config file's fields, checked.
 
     Args:
-        plan: the plan (mixture, batch size, seed, mode, sizes, orders).
+        global_batch_size: samples per optimizer step, across all ranks.
         num_steps: optimizer steps the run will take.
-        sources: each source as the config describes it.
-        replacement: the default order's kind (``True``: with replacement).
+        sources: each source as the config describes it, in id order.
+        phases: the mixture's phases.
+        seed: keys every random choice.
+        mode: ``"exact"`` or ``"random"``.
+        order: every source's order unless it names its own.
         warn_epochs: passes over a source above which ``budget`` warns.
         base: the folder relative source paths are read from (the config's).
     """
 
-    plan: Plan
+    global_batch_size: int
     num_steps: int
-    sources: tuple[SourceSpec, ...] = field(default=())
-    replacement: bool = False
+    sources: tuple[SourceSpec, ...]
+    phases: tuple[Phase, ...] = ()
+    seed: int = 0
+    mode: str = "exact"
+    order: str = "shuffle"
     warn_epochs: float = 4.0
-    base: Path = Path(".")
+    base: Path = field(default=Path("."), compare=False)
+
+    def __post_init__(self) -> None:
+        _validate.integer("num_steps", self.num_steps, minimum=1)
+        _validate.choice("mode", self.mode, MODES)
+        _validate.choice("order", self.order, ORDERS)
+        if _validate.real("warn_epochs", self.warn_epochs) <= 0:
+            raise ValueError(f"warn_epochs must be > 0, got {self.warn_epochs!r}")
+        last = self.num_steps - 1
+        for i, phase in enumerate(self.plan.mixture.phases):  # building the plan checks the rest
+            if phase.end_step > last:
+                raise ValueError(
+                    f"phases[{i}] ends at step {phase.end_step}, after the run's last step "
+                    f"{last} (num_steps = {self.num_steps}): the anneal would never complete; "
+                    f"end it by step {last} or raise num_steps"
+                )
+
+    @cached_property
+    def plan(self) -> Plan:
+        """The plan these fields describe."""
+        sized = all(s.size is not None for s in self.sources)
+        return Plan(
+            Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases),
+            global_batch_size=self.global_batch_size,
+            seed=self.seed,
+            mode=self.mode,
+            sizes={s.name: s.size for s in self.sources} if sized else None,
+            order={s.name: s.order or self.order for s in self.sources},
+        )
+
+    def spec(self, name: str) -> SourceSpec:
+        """The named source's spec."""
+        for spec in self.sources:
+            if spec.name == name:
+                return spec
+        _validate.choice("source", name, [s.name for s in self.sources])
+        raise AssertionError  # unreachable: choice raised
 
     def open_source(self, name: str) -> Any:
         """The named source's data, from its token files (needs ``path``)."""
-        spec = next((s for s in self.sources if s.name == name), None)
-        if spec is None:
-            _validate.choice("source", name, [s.name for s in self.sources])
+        spec = self.spec(name)
         if spec.path is None:
             raise ValueError(f"source {name!r} has no path in the config; it is planned by size")
-        from .sources import open_token_source
+        return _open(spec, self.base)
 
-        paths = spec.path if isinstance(spec.path, list) else [spec.path]
-        paths = [p if Path(p).is_absolute() else str(self.base / p) for p in paths]
-        return open_token_source(paths, spec.format, spec.seq_len, spec.dtype or "uint16")
+    def open_sources(self) -> dict[str, Any]:
+        """Every source's data, by name, after checking the budget (``max_epochs``)."""
+        budget(self)
+        return {s.name: self.open_source(s.name) for s in self.sources}
+
+
+def _open(spec: SourceSpec, base: Path) -> Any:
+    from .sources import open_token_source
+
+    paths = spec.path if isinstance(spec.path, list) else [spec.path]
+    resolved = [str(p if Path(p).is_absolute() else base / p) for p in paths]
+    try:
+        return open_token_source(
+            resolved, spec.format, spec.seq_len, spec.dtype or "uint16", vocab_size=spec.vocab_size
+        )
+    except (ValueError, FileNotFoundError) as err:
+        raise type(err)(f"sources.{spec.name}: {err}") from None
 
 
 def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
@@ -143,28 +202,34 @@ def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
         raise ValueError(
             f"sources.{name} has both 'path' and 'size'; the size comes from the files"
         )
-    size = table.get("size")
     path = table.get("path")
+    if path is not None and not (
+        isinstance(path, str)
+        or (isinstance(path, list) and path and all(isinstance(p, str) for p in path))
+    ):
+        raise ValueError(
+            f"sources.{name} path must be a file, a glob or a list of them (strings), got {path!r}"
+        )
     if path is not None:
         for key in ("format", "seq_len"):
             if key not in table:
                 raise ValueError(f"sources.{name} has a path but no {key!r}")
-        from .sources import open_token_source
-
-        paths = path if isinstance(path, list) else [path]
-        resolved = [str(p if Path(p).is_absolute() else base / p) for p in paths]
-        dtype = table.get("dtype", "uint16")
-        size = len(open_token_source(resolved, table["format"], table["seq_len"], dtype))
-    elif "format" in table or "dtype" in table:
-        raise ValueError(f"sources.{name} has a format or dtype but no path to read")
+    elif "format" in table or "dtype" in table or "vocab_size" in table:
+        raise ValueError(f"sources.{name} has a format, dtype or vocab_size but no path to read")
+    size = table.get("size")
+    if size is not None:
+        size = _validate.integer(f"sources.{name} size", size, minimum=1)
     max_epochs = table.get("max_epochs")
     if max_epochs is not None:
         max_epochs = _validate.real(f"sources.{name} max_epochs", max_epochs)
         if max_epochs <= 0:
             raise ValueError(f"sources.{name} max_epochs must be > 0, got {max_epochs!r}")
-        if size is None:
+        if size is None and path is None:
             raise ValueError(f"sources.{name} has max_epochs but no size or path to count it by")
-    return SourceSpec(
+    for key in ("seq_len", "vocab_size"):
+        if table.get(key) is not None:
+            _validate.integer(f"sources.{name} {key}", table[key], minimum=1)
+    spec = SourceSpec(
         name=name,
         weight=table["weight"],
         size=size,
@@ -174,12 +239,22 @@ def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
         format=table.get("format"),
         dtype=table.get("dtype"),
         seq_len=table.get("seq_len"),
+        vocab_size=table.get("vocab_size"),
     )
+    if path is not None:  # the files decide the size
+        spec = SourceSpec(**{**_fields(spec), "size": len(_open(spec, base))})
+    return spec
+
+
+def _fields(spec: SourceSpec) -> dict[str, Any]:
+    return {k: getattr(spec, k) for k in SourceSpec.__slots__}
 
 
 def load_config(path: str | Path) -> MixConfig:
     """Read and validate a TOML mixture config; errors name the key and the fix."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"config {str(path)!r} is a folder; give the TOML file inside it")
     try:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
@@ -189,7 +264,9 @@ def load_config(path: str | Path) -> MixConfig:
     return config_from_dict(raw, where=str(path), base=path.parent)
 
 
-def config_from_dict(raw: dict[str, Any], *, where: str = "the config", base: Path = Path(".")):
+def config_from_dict(
+    raw: dict[str, Any], *, where: str = "the config", base: Path = Path(".")
+) -> MixConfig:
     """A ``MixConfig`` from the parsed TOML (paths relative to ``base``)."""
     _check_keys("the config", raw, _TOP)
     for key in ("global_batch_size", "num_steps", "sources"):
@@ -202,56 +279,51 @@ def config_from_dict(raw: dict[str, Any], *, where: str = "the config", base: Pa
     if sized and len(sized) != len(specs):
         lacking = next(s.name for s in specs if s.size is None)
         raise ValueError(f"sources.{lacking} lacks 'size' or 'path'; give every source one or none")
-    replacement = raw.get("replacement", False)
-    if not isinstance(replacement, bool):
-        raise ValueError(f"replacement must be true or false, got {replacement!r}")
-    default = "replacement" if replacement else "shuffle"
     phases = []
     for i, table in enumerate(raw.get("phases", [])):
         _check_keys(f"phases[{i}]", table, _PHASE)
         phases.append(Phase(**table))
-    mixture = Mixture(weights={s.name: s.weight for s in specs}, phases=phases)
-    plan = Plan(
-        mixture,
-        global_batch_size=raw["global_batch_size"],
-        seed=raw.get("seed", 0),
-        mode=_validate.choice("mode", raw.get("mode", "exact"), MODES),
-        sizes={s.name: s.size for s in specs} if sized else None,
-        order={s.name: _validate.choice("order", s.order or default, ORDERS) for s in specs},
-    )
-    warn = _validate.real("warn_epochs", raw.get("warn_epochs", 4.0))
-    if warn <= 0:
-        raise ValueError(f"warn_epochs must be > 0, got {warn!r}")
-    num_steps = _validate.integer("num_steps", raw["num_steps"], minimum=1)
     return MixConfig(
-        plan=plan,
-        num_steps=num_steps,
+        global_batch_size=raw["global_batch_size"],
+        num_steps=raw["num_steps"],
         sources=specs,
-        replacement=replacement,
-        warn_epochs=warn,
+        phases=tuple(phases),
+        seed=raw.get("seed", 0),
+        mode=raw.get("mode", "exact"),
+        order=raw.get("order", "shuffle"),
+        warn_epochs=raw.get("warn_epochs", 4.0),
         base=base,
     )
 
 
-def budget(config: MixConfig) -> dict[str, dict[str, float | None]]:
+def budget(
+    config: MixConfig, *, cursor: Cursor | None = None
+) -> dict[str, dict[str, float | bool | None]]:
     """Each source's samples, tokens and epochs by the end of training.
 
-    Warns when a source is read more than ``warn_epochs`` times; raises when a
-    source with ``max_epochs`` cannot supply its share within that many passes.
+    Exact (the plan's counts) when replaying ``num_steps`` is affordable; past
+    ``_EXACT_BUDGET`` steps x sources, the scheduled targets (summed weights, which
+    the exact counts follow within one sample), marked ``"exact": False``. Warns when
+    a source is read more than ``warn_epochs`` times; raises when a source with
+    ``max_epochs`` cannot supply its share within that many passes.
     """
     plan = config.plan
-    consumed = plan.consumed(config.num_steps)
+    exact = budget_is_exact(config)
+    if exact:
+        consumed = plan.consumed(config.num_steps, cursor=cursor)
+    else:
+        consumed = plan.global_batch_size * _summed_weights(plan.mixture, config.num_steps)
     out = {}
-    for k, spec in enumerate(config.sources or ()):
-        samples = int(consumed[k])
+    for k, spec in enumerate(config.sources):
+        samples = int(consumed[k]) if exact else float(consumed[k])
         epochs = None if plan.sizes is None else samples / plan.sizes[k]
         tokens = None if spec.seq_len is None else samples * spec.seq_len
-        out[spec.name] = {"samples": samples, "tokens": tokens, "epochs": epochs}
+        out[spec.name] = {"samples": samples, "tokens": tokens, "epochs": epochs, "exact": exact}
         if epochs is None:
             continue
         if spec.max_epochs is not None and epochs > spec.max_epochs:
             raise ValueError(
-                f"source {spec.name!r} cannot supply its share: the plan takes {samples:,} "
+                f"source {spec.name!r} cannot supply its share: the plan takes {samples:,.0f} "
                 f"samples, {epochs:.3g} passes over its {plan.sizes[k]:,}, above its "
                 f"max_epochs = {spec.max_epochs:g}; give it more data, a lower weight, "
                 "or fewer steps"
@@ -263,6 +335,31 @@ def budget(config: MixConfig) -> dict[str, dict[str, float | None]]:
                 stacklevel=2,
             )
     return out
+
+
+def budget_is_exact(config: MixConfig) -> bool:
+    """Whether ``budget`` replays the plan (else it sums the scheduled weights)."""
+    return config.mode == "exact" and config.num_steps * len(config.sources) <= _EXACT_BUDGET
+
+
+def _summed_weights(mixture: Mixture, num_steps: int) -> np.ndarray:
+    """sum of w(s) over s < num_steps: held segments exactly, moving ones on a grid of
+    at most 10^6 points per segment (trapezoids; schedules are smooth or steps)."""
+    total = np.zeros(mixture.num_sources)
+    for seg in mixture.segments():
+        stop = num_steps if seg.stop is None else min(seg.stop, num_steps)
+        if stop <= seg.start:
+            continue
+        if seg.weights is not None:
+            total += seg.weights * (stop - seg.start)
+            continue
+        if stop - seg.start <= 10**6:
+            total += mixture.weights_at(np.arange(seg.start, stop)).sum(axis=0)
+            continue
+        grid = np.unique(np.linspace(seg.start, stop - 1, 10**6).round().astype(np.int64))
+        w = mixture.weights_at(grid)
+        total += (0.5 * (w[1:] + w[:-1]) * np.diff(grid)[:, None]).sum(axis=0) + w[0]
+    return total
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -290,41 +387,30 @@ def _value(value: Any) -> str:
 
 def dump_config(config: MixConfig) -> str:
     """The config as TOML text; ``load_config`` on it gives the same plan."""
-    plan = config.plan
     lines = [
-        f"seed = {plan.seed}",
-        f"global_batch_size = {plan.global_batch_size}",
+        f"seed = {config.seed}",
+        f"global_batch_size = {config.global_batch_size}",
         f"num_steps = {config.num_steps}",
-        f"mode = {_value(plan.mode)}",
-        f"replacement = {_value(config.replacement)}",
+        f"mode = {_value(config.mode)}",
+        f"order = {_value(config.order)}",
         f"warn_epochs = {_value(config.warn_epochs)}",
     ]
-    specs = config.sources or tuple(
-        SourceSpec(name=n, weight=w, order=o)
-        for (n, w), o in zip(plan.mixture.weights.items(), plan.orders)
-    )
-    for k, spec in enumerate(specs):
+    for spec in config.sources:
         lines += ["", f"[sources.{_key(spec.name)}]", f"weight = {_value(spec.weight)}"]
         if spec.path is not None:
             lines += [f"path = {_value(spec.path)}", f"format = {_value(spec.format)}"]
-            if spec.dtype is not None:
-                lines.append(f"dtype = {_value(spec.dtype)}")
-        elif plan.sizes is not None:
-            lines.append(f"size = {plan.sizes[k]}")
-        if spec.seq_len is not None:
-            lines.append(f"seq_len = {spec.seq_len}")
-        if spec.order is not None:
-            lines.append(f"order = {_value(spec.order)}")
-        if spec.max_epochs is not None:
-            lines.append(f"max_epochs = {_value(spec.max_epochs)}")
-    for phase in plan.mixture.phases:
-        schedule = phase.schedule.to_dict()
+        elif spec.size is not None:
+            lines.append(f"size = {spec.size}")
+        for key in ("dtype", "seq_len", "vocab_size", "order", "max_epochs"):
+            if getattr(spec, key) is not None:
+                lines.append(f"{key} = {_value(getattr(spec, key))}")
+    for phase in config.phases:
         lines += [
             "",
             "[[phases]]",
             f"start_step = {phase.start_step}",
             f"end_step = {phase.end_step}",
-            f"schedule = {_value(schedule)}",
+            f"schedule = {_value(phase.schedule.to_dict())}",
             f"weights = {_value(dict(phase.weights))}",
         ]
     return "\n".join(lines) + "\n"

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _validate
-from .plan import Plan
+from .plan import Cursor, Plan
 
 __all__ = ["ADDITIVE", "rank_counts", "step_metrics"]
 
@@ -34,6 +34,7 @@ def step_metrics(
     step: int,
     *,
     consumed: np.ndarray | None = None,
+    cursor: Cursor | None = None,
     tokens_per_sample: Mapping[str, int] | None = None,
     prefix: str = "mix",
 ) -> dict[str, float]:
@@ -43,13 +44,16 @@ def step_metrics(
         plan: the plan the run follows.
         step: the optimizer step.
         consumed: ``plan.consumed(step)`` when already known (saves a replay).
+        cursor: the caller's replay cursor, to walk on rather than replay.
         tokens_per_sample: tokens in one sample of a source, by name (fixed-length
             token sources); sources not named report no tokens.
         prefix: the first part of every key.
     """
     step = _validate.integer("step", step, minimum=0)
-    before = plan.consumed(step) if consumed is None else np.asarray(consumed, dtype=np.int64)
-    counts = plan.counts(step, 1, before)[0]
+    if consumed is None:
+        consumed = plan.consumed(step, cursor=cursor)
+    before = np.asarray(consumed, dtype=np.int64)
+    counts = plan.counts(step, 1, before, cursor=cursor)[0]
     after = before + counts
     weights = plan.mixture.weights_at(step)
     tokens = dict(tokens_per_sample or {})

@@ -12,13 +12,14 @@ The n-th draw from a source of ``size`` samples maps to an index by one of:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from . import _hash, _validate
+from .plan import ORDERS, Batch, Plan
 
-__all__ = ["ORDERS", "range_indices", "sample_indices"]
-
-ORDERS = ("replacement", "sequential", "shuffle")
+__all__ = ["ORDERS", "indexed", "range_indices", "sample_indices"]
 _CHUNK = 1 << 15
 _MUL = np.uint64(0xD6E8FEB86659FD93)
 _ROUNDS = 4  # Luby-Rackoff: four rounds of a keyed round function give a strong PRP.
@@ -137,3 +138,22 @@ def range_indices(
 def _uniform(source_key: int, draws: np.ndarray, size: int) -> np.ndarray:
     bits = _hash.hash_counter(source_key, draws) >> np.uint64(11)
     return np.floor(bits * (size / 2.0**53)).astype(np.int64)
+
+
+def indexed(plan: Plan, batch: Batch) -> Batch:
+    """``batch`` (planned by ``plan``) with each position's sample index filled in.
+
+    A source's draws over a range of steps are one run ``first, first + 1, ...``:
+    each run is mapped in one go into a shared buffer, then gathered into position
+    order. Needs the plan's source sizes.
+    """
+    if plan.sizes is None:
+        raise ValueError("sample indices need source sizes: build the Plan with sizes=")
+    sources, draws, first = batch.sources, batch.draws, batch.first_draws
+    totals = np.bincount(sources.ravel(), minlength=plan.num_sources)
+    buffer = np.empty(int(totals.sum()), dtype=np.int64)
+    shift = np.cumsum(totals) - totals - first  # buffer slot of draw d of source k: d + shift[k]
+    for k, (size, order) in enumerate(zip(plan.sizes, plan.orders)):
+        run = buffer[shift[k] + first[k] : shift[k] + first[k] + totals[k]]
+        range_indices(order, int(first[k]), run, size=size, seed=plan.seed, source_id=k)
+    return dataclasses.replace(batch, indices=buffer.take(shift.take(sources) + draws))

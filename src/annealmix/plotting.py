@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._progress import Progress
-from .config import MixConfig
+from .config import MixConfig, budget_is_exact
 
 __all__ = ["plot_config"]
 
@@ -33,12 +33,14 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     # a chunk of steps at a time (memory stays flat however long the run).
     bins = min(points, steps)
     edges = np.linspace(0, steps, bins + 1).round().astype(np.int64)
+    counted = budget_is_exact(config)  # else replaying every step would take hours or days
     sums = np.zeros((bins, len(names)))
     consumed = np.zeros(len(names), dtype=np.int64)
+    cursor = plan.cursor()
     bar = Progress(steps, "steps counted")
-    for a in range(0, steps, _CHUNK):
+    for a in range(0, steps if counted else 0, _CHUNK):
         n = min(_CHUNK, steps - a)
-        counts = plan.counts(a, n, consumed)
+        counts = plan.counts(a, n, consumed, cursor=cursor)
         consumed = consumed + counts.sum(axis=0)
         which = np.searchsorted(edges, np.arange(a, a + n), side="right") - 1
         np.add.at(sums, which, counts)
@@ -64,7 +66,10 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     )
     bottom.set_title(
         f"realized share of each global batch of {plan.global_batch_size} "
-        f"(mean per {steps / len(share):.3g} steps), {plan.mode} mode",
+        f"(mean per {steps / len(share):.3g} steps), {plan.mode} mode"
+        if counted
+        else f"realized share not counted: {steps:,} steps x {len(names)} sources are too many "
+        "to replay (see preview's budget)",
         fontsize=10,
     )
     bottom.set_ylabel("share")

@@ -13,7 +13,12 @@ memory-mapped from:
 - ``megatron``: Megatron-LM's indexed dataset pair ``PREFIX.bin`` + ``PREFIX.idx``
   (as Megatron-LM's and BlendCorpus's preprocessing write them).
 
-A file whose size or header disagrees with its contents is an error when opened.
+A file whose size or header disagrees with its contents is an error when opened,
+and so is a file opened as the wrong format where that can be seen: an llm.c
+header read as ``nanogpt`` tokens, a Megatron ``.bin`` whose ``.idx`` lies beside it,
+``uint32`` tokens read as ``uint16`` (every second 16-bit word zero), token ids at or
+above a declared ``vocab_size``, a Megatron index whose pointers, lengths or
+document boundaries do not fit its data.
 """
 
 from __future__ import annotations
@@ -151,7 +156,27 @@ def read_nanogpt(path: str | Path, dtype: str = "uint16") -> np.ndarray:
             f"{path}: {size} bytes is not a whole number of {dtype} tokens "
             f"({dtype.itemsize} bytes each); is the file truncated, or is its dtype another?"
         )
-    return np.memmap(path, dtype=dtype, mode="r")
+    if path.suffix == ".bin" and path.with_suffix(".idx").is_file():
+        raise ValueError(
+            f"{path}: a Megatron index {path.with_suffix('.idx').name} lies beside it, so this "
+            'is a Megatron .bin (sequences, not one flat stream); use format = "megatron"'
+        )
+    head = np.fromfile(path, dtype="<i4", count=3)
+    if head.size == 3 and int(head[0]) in _LLMC and int(head[1]) == _LLMC[int(head[0])][0]:
+        raise ValueError(
+            f"{path}: starts with llm.c's header (magic {int(head[0])}, version {int(head[1])}); "
+            'read as flat tokens its header would become tokens: use format = "llmc"'
+        )
+    tokens = np.memmap(path, dtype=dtype, mode="r")
+    if dtype == np.uint16:
+        sample = np.asarray(tokens[: 1 << 16])
+        if sample.size >= 64 and not sample[1::2].any() and sample[0::2].any():
+            raise ValueError(
+                f"{path}: every second 16-bit word of its first {sample.size} is zero, as in "
+                "uint32 tokens read as uint16 (which would double the samples and halve every "
+                'token); use dtype = "uint32"'
+            )
+    return tokens
 
 
 def read_llmc(path: str | Path) -> np.ndarray:
@@ -167,6 +192,8 @@ def read_llmc(path: str | Path) -> np.ndarray:
     if int(header[1]) != version:
         raise ValueError(f"{path}: llm.c version {int(header[1])}, expected {version}")
     count = int(header[2])
+    if count <= 0:
+        raise ValueError(f"{path}: llm.c header counts {count} tokens; the file holds no data")
     expected = _LLMC_HEADER * 4 + count * np.dtype(dtype).itemsize
     if path.stat().st_size != expected:
         raise ValueError(
@@ -229,6 +256,8 @@ class MegatronIndexed:
         self.documents = np.memmap(
             idx, dtype="<i8", mode="r", offset=34 + 12 * count, shape=(docs,)
         )
+        _check_index(idx, self.lengths, self.pointers, self.documents, self.dtype.itemsize,
+                     bin_.stat().st_size)  # fmt: skip
         total = int(self.lengths.sum(dtype=np.int64)) * self.dtype.itemsize
         if bin_.stat().st_size != total:
             raise ValueError(
@@ -248,22 +277,78 @@ class MegatronIndexed:
         return self.tokens[start : start + int(self.lengths[i])]
 
 
+def _check_index(
+    idx: Path,
+    lengths: np.ndarray,
+    pointers: np.ndarray,
+    documents: np.ndarray,
+    itemsize: int,
+    bin_bytes: int,
+) -> None:
+    """Megatron index internals, checked vectorised: a corrupt index would hand out
+    tokens from the wrong place without a word."""
+    lengths, pointers = np.asarray(lengths, dtype=np.int64), np.asarray(pointers)
+    count = lengths.size
+    if (lengths < 0).any():
+        i = int(np.flatnonzero(lengths < 0)[0])
+        raise ValueError(f"{idx}: sequence {i} has a negative length {int(lengths[i])}; corrupt")
+    ends = pointers + lengths * itemsize
+    bad = (pointers < 0) | (ends > bin_bytes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"{idx}: sequence {i} spans bytes [{int(pointers[i])}, {int(ends[i])}) but the .bin "
+            f"has {bin_bytes}; the index does not belong to this data file"
+        )
+    docs = np.asarray(documents)
+    if docs.size and (int(docs[0]) != 0 or int(docs[-1]) != count or (np.diff(docs) < 0).any()):
+        raise ValueError(
+            f"{idx}: its document index must rise from 0 to the sequence count {count}, "
+            f"got {docs[:3].tolist()} ... {docs[-3:].tolist()}; the index is corrupt"
+        )
+
+
+def _check_vocab(name: str, tokens: np.ndarray, vocab_size: int) -> None:
+    chunk = 1 << 24
+    for a in range(0, tokens.size, chunk):
+        top = int(np.asarray(tokens[a : a + chunk]).max(initial=0))
+        if top >= vocab_size:
+            raise ValueError(
+                f"{name}: holds token id {top}, not below vocab_size = {vocab_size}; the "
+                "file is another tokenizer's, or its dtype or format is another"
+            )
+
+
 def open_token_source(
-    paths: str | list[str], format: str, seq_len: int, dtype: str = "uint16"
+    paths: str | list[str],
+    format: str,
+    seq_len: int,
+    dtype: str = "uint16",
+    *,
+    vocab_size: int | None = None,
 ) -> TokenShards:
     """Token files of one format as one source of ``seq_len + 1``-token samples.
 
-    ``paths`` is a file, a glob (``data/web/*.bin``, matched files sorted) or a list.
+    ``paths`` is a file, a glob (``data/web/*.bin``, matched files sorted) or a list;
+    for ``megatron``, a ``.bin`` and its ``.idx`` name one pair. With ``vocab_size``,
+    every token id is checked to lie below it (a pass over the files).
     """
     format = _validate.choice("format", format, FORMATS)
     files = _expand(paths)
+    if format == "megatron":  # PREFIX.bin and PREFIX.idx are one pair: open it once
+        files = list(dict.fromkeys(f.removesuffix(".bin").removesuffix(".idx") for f in files))
     readers = {
         "nanogpt": lambda p: read_nanogpt(p, dtype),
         "llmc": read_llmc,
         "npy": read_npy,
         "megatron": lambda p: MegatronIndexed(p).tokens,
     }
-    return TokenShards([readers[format](f) for f in files], seq_len, names=files)
+    shards = [readers[format](f) for f in files]
+    if vocab_size is not None:
+        vocab_size = _validate.integer("vocab_size", vocab_size, minimum=1)
+        for name, tokens in zip(files, shards):
+            _check_vocab(name, tokens, vocab_size)
+    return TokenShards(shards, seq_len, names=files)
 
 
 def _expand(paths: str | list[str]) -> list[str]:
@@ -286,4 +371,6 @@ def _existing(path: str | Path) -> Path:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"token file {str(path)!r} does not exist (a missing shard?)")
+    if path.stat().st_size == 0:
+        raise ValueError(f"token file {str(path)!r} is empty (0 bytes); remove it or rebuild it")
     return path

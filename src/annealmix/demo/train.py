@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..plan import Plan
+from ..shard import Shard
 from ..sources import TokenWindows
 from ..torch import MixtureDataLoader
 from .arms import Arm
@@ -60,7 +61,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         seed=seed,
         sizes={n: len(s) for n, s in train.items()},
     )
-    loader = MixtureDataLoader(train, plan, rank=0, world_size=1, num_steps=cfg.steps)
+    loader = MixtureDataLoader(train, plan, Shard(global_batch_size=cfg.batch), num_steps=cfg.steps)
     model = GPT(
         GPTConfig(seq_len=cfg.seq_len, num_layers=cfg.layers, num_heads=cfg.heads, dim=cfg.dim)
     ).to(cfg.device)

@@ -10,8 +10,8 @@ The only package that imports torch (extra ``torch``). Two paths, one loader:
   streaming dataset, a generator): ``MixtureIterableDataset`` reads each stream in
   order and keeps the draws the plan gives this rank and worker.
 
-``MixtureDataLoader`` picks the path and counts what the loop consumed, so its
-``state_dict()`` is exact however far the workers prefetched. Every sample comes
+``MixtureDataLoader`` picks the path; every batch travels with the stream position
+after it, so its ``state_dict()`` is exact however far the workers prefetched. Every sample comes
 with its source id: ``{"source": id, "index": index, "sample": sample}``.
 
 Modules: ``data`` (datasets, sampler, loader), ``dist`` (rank discovery and
@@ -25,7 +25,7 @@ from .data import (
     MixtureIterableDataset,
     collated,
 )
-from .dist import all_reduce_metrics, resolve_rank
+from .dist import all_reduce_metrics, resolve_rank, resolve_shard
 from .losses import loss_by_source, mix_losses
 
 __all__ = [
@@ -38,4 +38,5 @@ __all__ = [
     "loss_by_source",
     "mix_losses",
     "resolve_rank",
+    "resolve_shard",
 ]

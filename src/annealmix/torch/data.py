@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
+from torch.utils.data._utils.pin_memory import pin_memory as _pin
 
 from .. import metrics as _metrics
 from ..plan import Plan
-from ..shard import MicroBatch, Shard, ShardStream
-from .dist import resolve_rank
+from ..shard import Shard
+from ..stream import MicroBatch, Position, Stream
+from .dist import resolve_shard
 
 __all__ = [
     "MixedDataset",
@@ -33,10 +36,11 @@ def _is_stream(source: Any) -> bool:
 def _ordered(sources: Mapping[str, Any], plan: Plan) -> list[Any]:
     """Sources in the plan's id order, checked against the plan's names and sizes."""
     names = plan.mixture.sources
-    if sorted(sources) != sorted(names):
+    if not isinstance(sources, Mapping) or sorted(sources) != sorted(names):
+        given = sorted(sources) if isinstance(sources, Mapping) else type(sources).__name__
         raise ValueError(
-            f"sources {sorted(sources)} do not match the plan's sources {sorted(names)}; "
-            "give one source per name in the mixture"
+            f"sources {given} do not match the plan's sources {sorted(names)}; "
+            "give a dict with one source per name in the mixture"
         )
     out = [sources[n] for n in names]
     for k, (name, source) in enumerate(zip(names, out)):
@@ -59,6 +63,32 @@ def _ordered(sources: Mapping[str, Any], plan: Plan) -> list[Any]:
                 f"{plan.sizes[k]}; build the Plan with sizes from the sources themselves"
             )
     return out
+
+
+class _Tagged:
+    """A micro-batch (keys, samples or the collated batch) with the stream position
+    after it: the position travels with the batch through workers and queues, so
+    the loader knows the state of exactly what it handed to the loop."""
+
+    __slots__ = ("value", "after")
+
+    def __init__(self, value: Any, after: Position) -> None:
+        self.value, self.after = value, after
+
+    def pin_memory(self, device: Any = None) -> _Tagged:  # DataLoader(pin_memory=True)
+        return _Tagged(_pin(self.value, device), self.after)
+
+
+class _TaggedCollate:
+    """Applies the loader's collate function inside a ``_Tagged``."""
+
+    def __init__(self, collate_fn: Callable[[Any], Any]) -> None:
+        self.collate_fn = collate_fn
+
+    def __call__(self, data: Any) -> Any:
+        if isinstance(data, _Tagged):
+            return _Tagged(self.collate_fn(data.value), data.after)
+        return self.collate_fn(data)
 
 
 def _keys(mb: MicroBatch) -> np.ndarray:
@@ -98,6 +128,8 @@ class MixedDataset(Dataset):
         return {"source": k, "index": i, "sample": self._sample(k, i)}
 
     def __getitems__(self, keys: Any) -> Any:
+        if isinstance(keys, _Tagged):
+            return _Tagged(self.__getitems__(keys.value), keys.after)
         keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
         if not self.batched:
             return [self[key] for key in keys]
@@ -130,83 +162,70 @@ class MixtureBatchSampler(Sampler):
     """Yields this rank's micro-batches as ``(source id, index)`` rows (int64 arrays).
 
     Stateful (``state_dict``/``load_state_dict``): the state after the keys it
-    produced last, which is what ``StatefulDataLoader`` snapshots.
+    produced last, which is what torchdata's ``StatefulDataLoader`` snapshots.
 
     Args:
         plan: the plan.
-        rank, world_size, group: see ``resolve_rank``.
-        micro_batches: gradient-accumulation micro-batches per step on each rank.
+        shard: this rank's part of each batch; by default found once from
+            ``torch.distributed`` or the launcher's environment (``resolve_shard``).
         num_steps: the run's steps (``None``: endless).
     """
 
-    def __init__(
-        self,
-        plan: Plan,
-        *,
-        rank: int | None = None,
-        world_size: int | None = None,
-        group: Any = None,
-        micro_batches: int = 1,
-        num_steps: int | None = None,
-    ) -> None:
-        r, w = resolve_rank(rank, world_size, group)
-        shard = Shard(
-            global_batch_size=plan.global_batch_size,
-            rank=r,
-            world_size=w,
-            micro_batches=micro_batches,
-        )
-        self.stream = ShardStream(plan, shard, num_steps=num_steps)
+    def __init__(self, plan: Plan, shard: Shard | None = None, *, num_steps: int | None = None):
+        shard = resolve_shard(plan.global_batch_size) if shard is None else shard
+        self.stream = Stream(plan, shard, num_steps=num_steps)
+        self._tagged = False  # MixtureDataLoader: each key array carries its position
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        self.stream.mark()
+    def __iter__(self) -> Iterator[Any]:
         for mb in self.stream:
-            yield _keys(mb)
+            yield _Tagged(_keys(mb), mb.after) if self._tagged else _keys(mb)
 
     def __len__(self) -> int:
-        s = self.stream
-        if s.num_steps is None:
-            raise TypeError("an endless MixtureBatchSampler has no length; give num_steps")
-        return max(0, (s.num_steps - s.step) * s.shard.micro_batches - s.micro)
+        return len(self.stream)
 
     def state_dict(self) -> dict[str, Any]:
         return self.stream.state_dict()
 
-    def load_state_dict(self, state: Mapping[str, Any], *, replan: bool = False) -> None:
-        self.stream.load_state_dict(state, replan=replan)
+    def load_state_dict(self, state: Mapping[str, Any], **kwargs: Any) -> None:
+        """``Stream.load_state_dict`` (``replan``, ``previous_sources``)."""
+        self.stream.load_state_dict(state, **kwargs)
 
 
 class MixtureIterableDataset(IterableDataset):
     """This rank's micro-batches as an iterable dataset, for sources that are streams.
 
     DataLoader worker ``w`` of ``n`` produces micro-batches ``w, w + n, ...``, which
-    the DataLoader returns round-robin: the original order. A stream is read in
-    order on every rank and worker, keeping the draws the plan gives it (as Hugging
-    Face's ``split_dataset_by_node`` does for streams), so its order is always
-    sequential; on resume it is read past the draws already consumed. Each item is
-    already a list of samples: use ``batch_size=None`` and the loader's collate.
+    the DataLoader returns round-robin: the original order. A stream has no random
+    access, so draw ``d`` of a stream source is its ``d``-th item, and every rank and
+    worker reads the whole stream up to the draws the plan gives it (reading only a
+    share would change which item each draw gets); on resume it skips the items
+    already drawn (through the source's own ``skip`` where it has one). A Hugging
+    Face streaming dataset is read whole in every worker too (left to itself it
+    would give each worker only some of its shards). Each item is a list of samples:
+    use ``batch_size=None``.
 
     Args:
         sources: the sources in the plan's id order.
-        stream: this rank's ``ShardStream`` (its position is where iteration starts).
+        stream: this rank's ``Stream`` (its position is where iteration starts).
         transform: applied to every sample as ``transform(sample, source_id)``.
     """
 
     def __init__(
         self,
         sources: list[Any],
-        stream: ShardStream,
+        stream: Stream,
         transform: Callable[[Any, int], Any] | None = None,
     ) -> None:
         self.sources, self.stream, self.transform = sources, stream, transform
+        self._readers: dict[int, _StreamReader] = {}  # one-shot iterators read on from here
 
-    def __iter__(self) -> Iterator[list[dict[str, Any]]]:
+    def __iter__(self) -> Iterator[_Tagged]:
         info = get_worker_info()
         worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        stream = ShardStream(self.stream.plan, self.stream.shard, num_steps=self.stream.num_steps)
-        stream.load_state_dict(self.stream.state_dict())
+        stream = self.stream.copy()
+        consumed = stream.consumed
         readers = {
-            k: _StreamReader(s, int(stream.consumed[k]))
+            k: self._reader(k, s, int(consumed[k]))
             for k, s in enumerate(self.sources)
             if _is_stream(s)
         }
@@ -219,13 +238,24 @@ class MixtureIterableDataset(IterableDataset):
                 pending = []
         yield from self._emit(pending, readers)
 
+    def _reader(self, k: int, source: Any, start: int) -> _StreamReader:
+        """A reader at draw ``start``: a fresh pass over a re-iterable source, the
+        same reader again for a one-shot iterator (a generator cannot restart)."""
+        if iter(source) is not source:
+            return _StreamReader(source, start)
+        reader = self._readers.get(k)
+        if reader is None:
+            reader = self._readers[k] = _StreamReader(source, start)
+        reader.rewind(start)
+        return reader
+
     def _emit(
         self, pending: list[MicroBatch], readers: dict[int, _StreamReader]
-    ) -> Iterator[list[dict[str, Any]]]:
+    ) -> Iterator[_Tagged]:
         read: dict[int, dict[int, Any]] = {}
         for k, reader in readers.items():
             wanted = np.concatenate([mb.draws[mb.sources == k] for mb in pending] or [[]])
-            read[k] = reader.read(np.sort(wanted).tolist())
+            read[k] = reader.read(np.sort(wanted).astype(np.int64).tolist())
         for mb in pending:
             out = []
             index = mb.draws if mb.indices is None else mb.indices
@@ -234,38 +264,69 @@ class MixtureIterableDataset(IterableDataset):
                 if self.transform is not None:
                     sample = self.transform(sample, k)
                 out.append({"source": k, "index": i, "sample": sample})
-            yield out
+            yield _Tagged(out, mb.after)
+
+
+def _items(source: Any, start: int) -> Iterator[Any]:
+    """The items of a stream from ``start`` on, every item whatever the worker."""
+    if start and callable(getattr(source, "skip", None)):
+        source = source.skip(start)  # Hugging Face streams skip inside their own reader
+    if type(source).__module__.startswith("datasets") and callable(getattr(source, "iter", None)):
+        # A Hugging Face IterableDataset in a DataLoader worker reads only the worker's
+        # shards through __iter__; its batch iterator reads them all.
+        return (
+            {key: column[0] for key, column in batch.items()} for batch in source.iter(batch_size=1)
+        )
+    return iter(source)
 
 
 class _StreamReader:
-    """Draw ``d`` of a stream is its ``d``-th item: read forward, keep what is asked."""
+    """Draw ``d`` of a stream is its ``d``-th item: read forward, keep what is asked.
+
+    The items of the last read are kept, so that a one-shot iterator resumed a step
+    back (a loop that stopped inside a step) serves them again.
+    """
 
     def __init__(self, source: Any, start: int) -> None:
-        if start and callable(getattr(source, "skip", None)):
-            # Hugging Face streaming datasets skip inside their own reader.
-            self._it, self._next = iter(source.skip(start)), start
-        else:
-            self._it, self._next = iter(source), 0
-            self.read([start - 1] if start else [], keep=False)
+        skips = start and callable(getattr(source, "skip", None))
+        self._it = _items(source, start)
+        self._next = start if skips else 0
+        self._last: dict[int, Any] = {}
+        if self._next < start:
+            self.read([start - 1], keep=False)
+
+    def rewind(self, start: int) -> None:
+        """Read on to draw ``start`` if the reader stands before it."""
+        if start > self._next:
+            self.read([start - 1], keep=False)
 
     def read(self, draws: list[int], keep: bool = True) -> dict[int, Any]:
-        """Items at ``draws`` (increasing, none before the last read)."""
+        """Items at ``draws`` (increasing; earlier ones only from the last read)."""
         out = {}
         for d in draws:
             if d < self._next:
-                raise RuntimeError(f"stream draw {d} was asked after draw {self._next - 1}")
+                if d not in self._last:
+                    raise RuntimeError(
+                        f"stream item {d} was asked after item {self._next - 1} was read; a "
+                        "one-shot source (a generator) cannot go back: pass a re-iterable one "
+                        "(an IterableDataset, or a class whose __iter__ makes a new generator)"
+                    )
+                out[d] = self._last[d]
+                continue
             try:
                 for _ in range(d - self._next):
                     next(self._it)
                 item = next(self._it)
             except StopIteration:
                 raise RuntimeError(
-                    f"a stream source ended before its sample {d} that the plan asks for; "
+                    f"a stream source ended before its item {d} that the plan asks for; "
                     "give it more data, a lower weight, or fewer steps"
                 ) from None
             self._next = d + 1
             if keep:
                 out[d] = item
+        if keep:
+            self._last = out
         return out
 
 
@@ -273,18 +334,19 @@ class MixtureDataLoader(DataLoader):
     """A DataLoader over named sources that follows the plan, with exact resume.
 
     Picks the map-style path when every source is random-access, the iterable path
-    when any is a stream. ``state_dict()`` is the state after the batches this loader
-    has handed to the loop (prefetched ones do not count), and fits
-    ``torch.distributed.checkpoint``'s Stateful protocol; loading it on another world
-    size continues the same global stream. A new iteration (``for batch in loader``
-    again) continues where the loop stopped.
+    when any is a stream. Every batch travels with the stream position after it, so
+    ``state_dict()`` is the state after the last batch handed to the loop, however
+    far the workers prefetched, with no replay; it fits ``torch.distributed.checkpoint``'s
+    Stateful protocol, and loading it on another world size continues the same
+    global stream. A new iteration (``for batch in loader`` again) continues where
+    the loop stopped.
 
     Args:
         sources: the sources by name (each random-access or a stream).
         plan: the plan, its sizes those of the random-access sources.
-        rank, world_size, group: see ``resolve_rank``.
-        micro_batches: gradient-accumulation micro-batches per step on each rank;
-            each batch the loader yields is one micro-batch.
+        shard: this rank's part of each batch (rank, world size, micro-batches);
+            by default found once from ``torch.distributed`` or the launcher's
+            environment, one micro-batch per step (``resolve_shard``).
         num_steps: the run's steps (``None``: endless).
         transform: applied to every sample as ``transform(sample, source_id)``.
         **kwargs: passed to ``torch.utils.data.DataLoader`` (``num_workers``,
@@ -295,11 +357,8 @@ class MixtureDataLoader(DataLoader):
         self,
         sources: Mapping[str, Any],
         plan: Plan,
+        shard: Shard | None = None,
         *,
-        rank: int | None = None,
-        world_size: int | None = None,
-        group: Any = None,
-        micro_batches: int = 1,
         num_steps: int | None = None,
         transform: Callable[[Any, int], Any] | None = None,
         **kwargs: Any,
@@ -308,52 +367,103 @@ class MixtureDataLoader(DataLoader):
             if arg in kwargs:
                 raise TypeError(f"MixtureDataLoader sets {arg} from the plan; remove {arg}=")
         ordered = _ordered(sources, plan)
-        sampler = MixtureBatchSampler(
-            plan,
-            rank=rank,
-            world_size=world_size,
-            group=group,
-            micro_batches=micro_batches,
-            num_steps=num_steps,
-        )
-        if any(_is_stream(s) for s in ordered):
-            kwargs.setdefault("collate_fn", torch.utils.data.default_collate)
-            dataset = MixtureIterableDataset(ordered, sampler.stream, transform)
-            super().__init__(dataset, batch_size=None, **kwargs)
+        sampler = MixtureBatchSampler(plan, shard, num_steps=num_steps)
+        sampler._tagged = True
+        self.stream = sampler.stream
+        streams = [n for n, s in zip(plan.mixture.sources, ordered) if _is_stream(s)]
+        if streams:
+            _check_stream_loader(streams, self.stream.shard, kwargs)
+            collate = kwargs.pop("collate_fn", torch.utils.data.default_collate)
+            dataset = MixtureIterableDataset(ordered, self.stream, transform)
+            super().__init__(dataset, batch_size=None, collate_fn=_TaggedCollate(collate), **kwargs)
         else:  # without a collate_fn of the user's, whole batches are collated at once
             batched = "collate_fn" not in kwargs
-            kwargs.setdefault("collate_fn", collated)
+            collate = kwargs.pop("collate_fn", collated)
             dataset = MixedDataset(ordered, transform, batched=batched)
-            super().__init__(dataset, batch_sampler=sampler, **kwargs)
-        self.stream = sampler.stream
+            super().__init__(
+                dataset, batch_sampler=sampler, collate_fn=_TaggedCollate(collate), **kwargs
+            )
         self.names = plan.mixture.sources
-        self._handed = 0  # batches handed to the loop since the stream's mark
+        self._after = self.stream.position  # the position after the last batch handed out
+        self._boundaries = {0: self._after.consumed}  # step -> plan counts before it (recent)
+        self._metrics_cursor = plan.cursor()
 
     def __iter__(self) -> Iterator[Any]:
-        if self._handed:  # drop what was prefetched but never handed out
-            self.stream.load_state_dict(self.state_dict())
-        self.stream.mark()
-        self._handed = 0
-        for batch in super().__iter__():
-            self._handed += 1
+        self.stream.seek(self._after)  # drop what was prefetched but never handed out
+        for tagged in super().__iter__():
+            self._handed(tagged.after)
+            batch = tagged.value
             if isinstance(batch, dict) and isinstance(batch.get("source"), np.ndarray):
                 batch["source"] = torch.from_numpy(batch["source"])
                 batch["index"] = torch.from_numpy(batch["index"])
             yield batch
 
+    def _handed(self, after: Position) -> None:
+        self._after = after
+        if after.micro == 0:
+            self._boundaries[after.step] = after.consumed
+            if len(self._boundaries) > 2:
+                del self._boundaries[min(self._boundaries)]
+
     def __len__(self) -> int:
-        s = self.stream
-        if s.num_steps is None:
-            raise TypeError("an endless MixtureDataLoader has no length; give num_steps")
-        return max(0, s.num_steps * s.shard.micro_batches - s.origin - self._handed)
+        """Micro-batches left to hand out (needs ``num_steps``)."""
+        stream = self.stream.copy()
+        stream.seek(self._after)
+        return len(stream)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.stream.state_at(self._handed)
+        """The state after the last batch handed to the loop (no replay)."""
+        return self.stream.state_dict(self._after)
 
-    def load_state_dict(self, state: Mapping[str, Any], *, replan: bool = False) -> None:
-        self.stream.load_state_dict(state, replan=replan)
-        self._handed = 0
+    def load_state_dict(self, state: Mapping[str, Any], **kwargs: Any) -> None:
+        """``Stream.load_state_dict`` (``replan``, ``previous_sources``)."""
+        self.stream.load_state_dict(state, **kwargs)
+        self._after = self.stream.position
+        self._boundaries = {self._after.step: self._after.consumed}
+        # The check of the loaded counts left the stream's cursor at the step: metrics
+        # walk on from there (the cursor's fields are replaced, never changed in place).
+        self._metrics_cursor = dataclasses.replace(self.stream.cursor)
 
     def metrics(self, step: int, tokens_per_sample: Mapping[str, int] | None = None):
-        """``annealmix.metrics.step_metrics`` of this loader's plan at ``step``."""
-        return _metrics.step_metrics(self.stream.plan, step, tokens_per_sample=tokens_per_sample)
+        """``annealmix.metrics.step_metrics`` of this loader's plan at ``step``.
+
+        The steps the loop is at (and the one before) cost no replay: their counts
+        travelled with the batches.
+        """
+        plan, offset = self.stream.plan, self.stream.offset
+        consumed = self._boundaries.get(step)
+        out = _metrics.step_metrics(
+            plan,
+            step,
+            consumed=consumed,
+            cursor=self._metrics_cursor,
+            tokens_per_sample=tokens_per_sample,
+        )
+        if offset is not None:  # a re-planned run: cumulative figures include the old draws
+            for k, name in enumerate(plan.mixture.sources):
+                key = f"mix/samples/{name}"
+                out[key] += float(offset[k])
+                if f"mix/tokens/{name}" in out:
+                    out[f"mix/tokens/{name}"] = out[key] * tokens_per_sample[name]
+                if plan.sizes is not None:
+                    out[f"mix/epochs/{name}"] = out[key] / plan.sizes[k]
+        return out
+
+
+def _check_stream_loader(streams: Sequence[str], shard: Shard, kwargs: Mapping[str, Any]) -> None:
+    if kwargs.get("persistent_workers"):
+        raise ValueError(
+            f"persistent_workers=True cannot be used with stream sources ({', '.join(streams)}): "
+            "a persistent worker keeps reading from where its previous pass stopped; leave "
+            "persistent_workers unset"
+        )
+    readers = shard.world_size * max(1, int(kwargs.get("num_workers", 0)))
+    if readers > 1:
+        warnings.warn(
+            f"stream sources {', '.join(streams)} are read in full by each of the "
+            f"{shard.world_size} rank(s) x {max(1, int(kwargs.get('num_workers', 0)))} "
+            f"worker(s): {readers} reads of every item (a stream has no random access, and "
+            "reading only a share would change which item each draw gets). For large data, "
+            "use a map-style source (a Hugging Face Dataset, token files)",
+            stacklevel=3,
+        )

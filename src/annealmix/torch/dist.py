@@ -10,8 +10,9 @@ import torch
 import torch.distributed as dist
 
 from .. import metrics as _metrics
+from ..shard import Shard
 
-__all__ = ["all_reduce_metrics", "resolve_rank"]
+__all__ = ["all_reduce_metrics", "resolve_rank", "resolve_shard"]
 
 # (rank, world size) variables, in the order launchers are tried: torchrun and ezpz,
 # MPICH/Intel MPI (PMI), Open MPI, SLURM.
@@ -52,6 +53,17 @@ def resolve_rank(
                     "or pass rank= and world_size="
                 ) from None
     return 0, 1
+
+
+def resolve_shard(global_batch_size: int, *, micro_batches: int = 1, group: Any = None) -> Shard:
+    """This process's ``Shard``: rank and world size from ``resolve_rank(group=group)``."""
+    rank, world = resolve_rank(group=group)
+    return Shard(
+        global_batch_size=global_batch_size,
+        rank=rank,
+        world_size=world,
+        micro_batches=micro_batches,
+    )
 
 
 def all_reduce_metrics(values: Mapping[str, float], group: Any = None) -> dict[str, float]:

@@ -16,7 +16,8 @@ in a fresh process, so that its peak memory is its own. Measured per system:
 - resume: what the system must redo to continue at sample 10^7, measured where it
   is a lookup, and from the measured serving rate where it is a replay.
 
-A peer that is not installed is skipped with a note. Peers come with the ``bench``
+The harness behind ``bench_peers.py``; it lives beside the benchmarks, not in the
+library. A peer that is not installed is skipped with a note. Peers come with the ``bench``
 extra. Schedules: only annealmix and the post's loop can change weights during a
 run; every peer here takes fixed weights, so the schedule rows list only those two.
 """
@@ -113,8 +114,7 @@ def _chunks(items: Any, size: int, field: str | None = None) -> Iterator[np.ndar
 
 def _annealmix(mode: str, order: str) -> Callable[[Work], Any]:
     def make(work: Work):
-        from .mixture import Mixture, Phase
-        from .plan import Plan
+        from annealmix import Mixture, Phase, Plan, Position, Stream
 
         names = [f"s{k}" for k in range(work.num_sources)]
         weights = dict(zip(names, work.weights.tolist()))
@@ -137,14 +137,16 @@ def _annealmix(mode: str, order: str) -> Callable[[Work], Any]:
         flat = table.ravel()
 
         def serve() -> Iterator[np.ndarray]:
-            it = plan.iterate()
+            it = Stream(plan)
             while True:
                 b = it.take(64)
                 yield flat.take(b.sources.astype(np.int64) * work.size + b.indices).ravel()
 
         # What a checkpoint at sample 10^7 holds: the step and the per-source counts.
         step = RESUME_AT // work.batch
-        state = plan.iterate(step).state_dict()
+        saved = Stream(plan)
+        saved.seek(Position(step, 0, plan.consumed(step)))
+        state = saved.state_dict()
         t0 = time.perf_counter()
         fresh = Plan(
             plan.mixture,
@@ -153,8 +155,8 @@ def _annealmix(mode: str, order: str) -> Callable[[Work], Any]:
             sizes=dict.fromkeys(names, work.size),
             order=order,
         )
-        it = fresh.iterate()
-        it.load_state_dict(state)
+        it = Stream(fresh)
+        it.load_state_dict(state)  # checks the counts against the plan, then serves
         b = it.take(1)
         flat.take(b.sources.astype(np.int64) * work.size + b.indices)
         spent = time.perf_counter() - t0
@@ -323,8 +325,7 @@ def _megatron(work: Work):
             s = dataset_index[a : a + work.batch * 64].astype(np.intp)
             yield table[s, sample_index[a : a + work.batch * 64] % work.size]
 
-    from .mixture import Mixture
-    from .plan import Plan
+    from annealmix import Mixture, Plan
 
     plan = Plan(
         Mixture(weights={f"s{k}": float(w) for k, w in enumerate(work.weights)}),

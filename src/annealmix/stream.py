@@ -1,0 +1,437 @@
+"""The stream: a walk over the plan for one shard, and the one state it resumes from.
+
+A ``Stream`` yields one rank's micro-batches in order (the global walk is the
+default shard: one rank, one micro-batch, the whole batch). It owns the replay
+``Cursor`` of its plan, so walking on costs only the steps walked. Its ``State``
+is the only resume format in annealmix: a small versioned JSON dict holding
+
+- ``step``, ``micro``: the next micro-batch;
+- ``world_size``, ``micro_batches``: the shard layout it was taken under (a state
+  taken inside a step resumes only under the same layout);
+- ``counts``: samples drawn from each source before ``step``, all ranks together,
+  in the plan's source order;
+- ``offset``: after a re-plan, what each source had drawn beyond the new plan's own
+  counts (``None`` otherwise);
+- ``plan``: a fingerprint per part of the plan (sources, weights, phases, batch
+  size, seed, mode, sizes, orders, algorithm), so that a refusal names what changed.
+
+A loaded state is checked, not trusted: its counts must be the plan's counts at its
+step (exact mode: recomputed by a replay, once, that also positions the cursor;
+random mode, whose counts cost a hash per earlier position: they must add up to
+the step's samples).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from ._counts import step_counts
+from .order import indexed
+from .plan import PARTS, Batch, Plan
+from .shard import Shard
+
+__all__ = ["MicroBatch", "Position", "State", "Stream"]
+
+STATE_VERSION = 2
+_KEYS = ("version", "step", "micro", "world_size", "micro_batches", "counts", "offset", "plan")
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a stream stands: the next micro-batch, and the plan's own counts before
+    its step (without a re-plan offset). Cheap to keep and to send between processes.
+    """
+
+    step: int
+    micro: int
+    consumed: np.ndarray
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MicroBatch:
+    """One rank's micro-batch: parallel arrays over its samples.
+
+    Args:
+        step: the optimizer step.
+        micro: the micro-batch within the step, in [0, micro_batches).
+        sources: source id of each sample (int16).
+        draws: draw number of each sample within its source.
+        indices: sample index within its source; ``None`` for a plan without sizes.
+        after: where the stream stands once this micro-batch is consumed: the state
+            a checkpoint taken after it must hold (``Stream.state(after)``).
+    """
+
+    step: int
+    micro: int
+    sources: np.ndarray
+    draws: np.ndarray
+    indices: np.ndarray | None
+    after: Position
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class State:
+    """A stream's resume state (see the module doc); ``to_dict`` is plain JSON.
+
+    Args:
+        step: the next micro-batch's step.
+        micro: the next micro-batch within the step.
+        world_size: data-parallel ranks when the state was taken.
+        micro_batches: micro-batches per step when the state was taken.
+        counts: samples of each source before ``step``, all ranks, in source order.
+        offset: per-source draws beyond the plan's counts after a re-plan, or ``None``.
+        plan: the plan's per-part fingerprints (``Plan.fingerprints``).
+    """
+
+    step: int
+    micro: int
+    world_size: int
+    micro_batches: int
+    counts: tuple[int, ...]
+    offset: tuple[int, ...] | None
+    plan: Mapping[str, str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "step": self.step,
+            "micro": self.micro,
+            "world_size": self.world_size,
+            "micro_batches": self.micro_batches,
+            "counts": list(self.counts),
+            "offset": None if self.offset is None else list(self.offset),
+            "plan": dict(self.plan),
+        }
+
+    @classmethod
+    def from_dict(cls, state: Any) -> State:
+        """Check a saved state's shape and values; errors say what is wrong and the fix."""
+        if isinstance(state, (str, bytes)):
+            raise TypeError(
+                "state must be the dict that state_dict() returned, got a string; "
+                "if you saved it as JSON, pass json.loads(text)"
+            )
+        if not isinstance(state, Mapping):
+            raise TypeError(
+                f"state must be the dict that state_dict() returned, got {type(state).__name__}"
+            )
+        missing = [k for k in _KEYS if k not in state]
+        if missing:
+            raise ValueError(f"state lacks {missing}; pass what state_dict() returned")
+        unknown = sorted(set(state) - set(_KEYS))
+        if unknown:
+            raise ValueError(f"state has unknown keys {unknown}; pass what state_dict() returned")
+        if state["version"] != STATE_VERSION:
+            raise ValueError(
+                f"state version {state['version']!r} is not {STATE_VERSION}; "
+                "it was written by another annealmix release"
+            )
+        step = _validate.integer("state step", state["step"], minimum=0)
+        micro = _validate.integer("state micro", state["micro"], minimum=0)
+        world = _validate.integer("state world_size", state["world_size"], minimum=1)
+        micro_batches = _validate.integer("state micro_batches", state["micro_batches"], minimum=1)
+        if micro >= micro_batches:
+            raise ValueError(f"state micro {micro} must be < its micro_batches {micro_batches}")
+        counts = _vector("state counts", state["counts"], minimum=0)
+        offset = state["offset"]
+        if offset is not None:
+            offset = _vector("state offset", offset, minimum=None)
+            if len(offset) != len(counts):
+                raise ValueError(
+                    f"state offset has {len(offset)} entries for {len(counts)} counts; "
+                    "pass what state_dict() returned"
+                )
+        plan = state["plan"]
+        if not isinstance(plan, Mapping) or any(not isinstance(plan.get(k), str) for k in PARTS):
+            raise ValueError(
+                f"state plan must map each of {list(PARTS)} to a fingerprint, got {plan!r}"
+            )
+        return cls(
+            step=step,
+            micro=micro,
+            world_size=world,
+            micro_batches=micro_batches,
+            counts=counts,
+            offset=offset,
+            plan={k: plan[k] for k in PARTS},
+        )
+
+
+def _vector(name: str, values: Any, minimum: int | None) -> tuple[int, ...]:
+    if isinstance(values, (str, bytes, Mapping)) or not isinstance(values, Sequence):
+        raise ValueError(f"{name} must be a list of integers, got {values!r}")
+    return tuple(
+        _validate.integer(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(values)
+    )
+
+
+class Stream(Iterator[MicroBatch]):
+    """One shard's micro-batches from the plan, in order, with resumable state.
+
+    Args:
+        plan: the plan.
+        shard: this rank's part of each batch; by default the whole global batch
+            (one rank, one micro-batch).
+        num_steps: stop after this many steps (``None``: never stop).
+        chunk_steps: steps planned at once (speed; never changes the stream); by
+            default about 64K samples' worth.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        shard: Shard | None = None,
+        *,
+        num_steps: int | None = None,
+        chunk_steps: int | None = None,
+    ) -> None:
+        if not isinstance(plan, Plan):
+            raise TypeError(f"plan must be an annealmix.Plan, got {type(plan).__name__}")
+        shard = Shard(global_batch_size=plan.global_batch_size) if shard is None else shard
+        if shard.global_batch_size != plan.global_batch_size:
+            raise ValueError(
+                f"shard global_batch_size {shard.global_batch_size} != plan's "
+                f"{plan.global_batch_size}; build both from one batch size"
+            )
+        self.plan, self.shard = plan, shard
+        self.num_steps = (
+            None if num_steps is None else _validate.integer("num_steps", num_steps, minimum=0)
+        )
+        if chunk_steps is None:
+            chunk_steps = min(4096, max(1, (1 << 16) // plan.global_batch_size))
+        self.chunk_steps = _validate.integer("chunk_steps", chunk_steps, minimum=1)
+        self.cursor = plan.cursor()
+        self.offset: np.ndarray | None = None  # added to every draw after a re-plan
+        self.position = Position(0, 0, np.zeros(plan.num_sources, dtype=np.int64))
+        self._cache: tuple[Batch, np.ndarray] | None = None
+
+    @property
+    def step(self) -> int:
+        return self.position.step
+
+    @property
+    def micro(self) -> int:
+        return self.position.micro
+
+    @property
+    def consumed(self) -> np.ndarray:
+        """Samples drawn from each source, all ranks together, before ``self.step``."""
+        return self._actual(self.position.consumed)
+
+    def _actual(self, plan_consumed: np.ndarray) -> np.ndarray:
+        return plan_consumed if self.offset is None else plan_consumed + self.offset
+
+    def seek(self, position: Position) -> None:
+        """Continue from a position this stream (or a copy of it) produced."""
+        self.position = position
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Sent to DataLoader workers: the replay memo and the planned chunk stay behind
+        # (they can be megabytes); the position, small, is all a copy needs.
+        return {**self.__dict__, "cursor": self.plan.cursor(), "_cache": None}
+
+    def copy(self) -> Stream:
+        """A stream over the same plan and shard at the same position, with its own cursor."""
+        out = Stream(self.plan, self.shard, num_steps=self.num_steps, chunk_steps=self.chunk_steps)
+        out.offset, out.position = self.offset, self.position
+        return out
+
+    def __len__(self) -> int:
+        """Micro-batches left (needs ``num_steps``)."""
+        if self.num_steps is None:
+            raise TypeError("an endless stream has no length; give num_steps")
+        left = (self.num_steps - self.step) * self.shard.micro_batches - self.micro
+        return max(0, left)
+
+    # -- iteration ----------------------------------------------------------------
+
+    def __next__(self) -> MicroBatch:
+        pos = self.position
+        if self.num_steps is not None and pos.step >= self.num_steps:
+            raise StopIteration
+        batch, counts = self._planned(pos)
+        row = pos.step - batch.start_step
+        cols = self.shard.positions(pos.micro)
+        if pos.micro + 1 == self.shard.micro_batches:
+            after = Position(pos.step + 1, 0, pos.consumed + counts[row])
+        else:
+            after = Position(pos.step, pos.micro + 1, pos.consumed)
+        self.position = after
+        return MicroBatch(
+            step=pos.step,
+            micro=pos.micro,
+            sources=batch.sources[row, cols],
+            draws=batch.draws[row, cols],
+            indices=None if batch.indices is None else batch.indices[row, cols],
+            after=after,
+        )
+
+    def _planned(self, pos: Position) -> tuple[Batch, np.ndarray]:
+        """The planned chunk holding ``pos.step``, and its per-step counts."""
+        if self._cache is not None:
+            batch, counts = self._cache
+            if batch.start_step <= pos.step < batch.start_step + len(counts):
+                return self._cache
+        steps = self.chunk_steps
+        if self.num_steps is not None:
+            steps = min(steps, self.num_steps - pos.step)
+        batch = self._plan(pos, steps)
+        self._cache = batch, step_counts(batch.sources, self.plan.num_sources)
+        return self._cache
+
+    def _plan(self, pos: Position, num_steps: int) -> Batch:
+        batch = self.plan.batches(
+            pos.step, num_steps, pos.consumed, draw_offset=self.offset, cursor=self.cursor
+        )
+        return batch if self.plan.sizes is None else indexed(self.plan, batch)
+
+    def take(self, num_steps: int) -> Batch:
+        """The next ``num_steps`` whole steps of this shard's positions at once, with
+        sample indices where the plan has sizes (the fast path; the stream must
+        stand at a step boundary)."""
+        num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+        pos = self.position
+        if pos.micro:
+            raise ValueError(
+                f"take() needs a step boundary; the stream stands at micro-batch {pos.micro} "
+                f"of step {pos.step}: iterate to the step's end first"
+            )
+        if self.num_steps is not None:
+            num_steps = min(num_steps, self.num_steps - pos.step)
+            if num_steps <= 0:
+                raise StopIteration
+        batch = self._plan(pos, num_steps)
+        totals = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
+        self.position = Position(pos.step + num_steps, 0, pos.consumed + totals)
+        cols = self.shard.columns()
+        if cols == slice(0, self.plan.global_batch_size):
+            return batch
+        return Batch(
+            start_step=batch.start_step,
+            sources=batch.sources[:, cols],
+            draws=batch.draws[:, cols],
+            first_draws=batch.first_draws,  # of the global batches these columns belong to
+            indices=None if batch.indices is None else batch.indices[:, cols],
+        )
+
+    # -- state --------------------------------------------------------------------
+
+    def state(self, position: Position | None = None) -> State:
+        """The state at ``position`` (default: where the stream stands)."""
+        pos = self.position if position is None else position
+        return State(
+            step=pos.step,
+            micro=pos.micro,
+            world_size=self.shard.world_size,
+            micro_batches=self.shard.micro_batches,
+            counts=tuple(self._actual(pos.consumed).tolist()),
+            offset=None if self.offset is None else tuple(self.offset.tolist()),
+            plan=self.plan.fingerprints,
+        )
+
+    def state_dict(self, position: Position | None = None) -> dict[str, Any]:
+        """Plain JSON: where the stream stands, the counts there, the plan's identity."""
+        return self.state(position).to_dict()
+
+    def load_state_dict(
+        self,
+        state: Mapping[str, Any],
+        *,
+        replan: bool = False,
+        previous_sources: Sequence[str] | None = None,
+    ) -> None:
+        """Continue from ``state``, on any world size when it was taken at a step boundary.
+
+        A state from a different plan is refused, naming what changed, unless
+        ``replan=True``: then this plan takes over from the saved step, each source
+        continuing from its saved count, so a without-replacement source repeats
+        nothing. (Per-source counts then stay within two samples of the old counts
+        plus the new plan's targets from that step on.) A state names its sources
+        by position only; when the sources themselves changed, ``previous_sources``
+        (the old names, in the old order) says which count is whose, and a new
+        source starts at 0.
+        """
+        s = State.from_dict(state)
+        if s.micro and (
+            s.micro_batches != self.shard.micro_batches
+            or s.world_size != self.shard.world_size
+            or replan
+        ):
+            raise ValueError(
+                f"state was taken inside step {s.step} (micro-batch {s.micro} of "
+                f"{s.micro_batches}, world size {s.world_size}); resume it with the same "
+                "world size and micro-batches, or save at step boundaries"
+            )
+        changed = self.plan.changes(s.plan)
+        if not changed:
+            self._resume(s)
+            return
+        if not replan:
+            raise ValueError(
+                f"state was saved from a different plan: {', '.join(changed)} changed. "
+                "Resume with the original configuration, or pass replan=True to continue "
+                f"with the new one from step {s.step}"
+            )
+        actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
+                                 previous_sources)  # fmt: skip
+        plan_consumed = self.plan.consumed(s.step, cursor=self.cursor)
+        self._cache = None
+        self.offset = np.asarray(actual, dtype=np.int64) - plan_consumed
+        if not self.offset.any():
+            self.offset = None
+        self.position = Position(s.step, 0, plan_consumed)
+
+    def _resume(self, s: State) -> None:
+        n = self.plan.num_sources
+        if len(s.counts) != n:
+            raise ValueError(f"state counts {len(s.counts)} sources, the plan has {n}")
+        offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
+        plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
+        self._check_counts(s.step, plan_consumed)
+        self._cache = None
+        self.offset = offset if offset is not None and offset.any() else None
+        self.position = Position(s.step, s.micro, plan_consumed)
+
+    def _check_counts(self, step: int, plan_consumed: np.ndarray) -> None:
+        """Refuse counts that are not the plan's at ``step``: they would shift every
+        later draw without a word."""
+        b = self.plan.global_batch_size
+        if self.plan.mode == "random":
+            ok = (plan_consumed >= 0).all() and int(plan_consumed.sum()) == b * step
+            expected = f"counts adding up to {b * step} ({step} steps x {b})"
+        else:
+            want = self.plan.consumed(step, cursor=self.cursor)
+            ok = np.array_equal(want, plan_consumed)
+            expected = str(want.tolist())
+        if not ok:
+            raise ValueError(
+                f"state counts {plan_consumed.tolist()} at step {step} are not the plan's "
+                f"counts there ({expected}): the state was edited or belongs to another run; "
+                "resume from the state this run saved"
+            )
+
+
+def _counts_by_name(
+    s: State, names: tuple[str, ...], sources_changed: bool, previous: Sequence[str] | None
+) -> list[int]:
+    """A re-planned state's actual counts in the new plan's source order."""
+    if not sources_changed:
+        return list(s.counts)
+    if previous is None:
+        raise ValueError(
+            "the plan's sources changed and a state names its counts by position only; pass "
+            "previous_sources=[the old names, in the old order] to carry each count over"
+        )
+    previous = list(previous)
+    if len(previous) != len(s.counts) or len(set(previous)) != len(previous):
+        raise ValueError(
+            f"previous_sources names {len(previous)} sources for {len(s.counts)} saved counts; "
+            "give the old config's source names, each once, in order"
+        )
+    saved = dict(zip(previous, s.counts))
+    return [saved.get(name, 0) for name in names]

@@ -1,0 +1,145 @@
+"""Exact counts: the bound in the algorithm's real regime, chunk invariance, strategies."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_mixture import mixtures
+
+from annealmix import Mixture, Phase, Plan
+from annealmix._counts import (
+    LOOKAHEAD,
+    Bernoulli,
+    EarliestDeadline,
+    Nearest,
+    Q,
+    Targets,
+    step_counts,
+)
+
+
+def _targets(plan: Plan, num_steps: int) -> np.ndarray:
+    """T(t) for t < num_steps: B * (quanta summed through t) / Q, as floats."""
+    quanta = Targets(plan.mixture).quanta(0, num_steps)
+    return plan.global_batch_size * (np.cumsum(quanta, axis=0) / Q)
+
+
+def _assert_within_bound(plan: Plan, num_steps: int) -> None:
+    counts = plan.counts(0, num_steps)
+    assert (counts.sum(axis=1) == plan.global_batch_size).all()
+    gap = np.abs(np.cumsum(counts, axis=0) - _targets(plan, num_steps)).max()
+    assert gap < (0.5 + 1e-9 if plan.num_sources == 2 else 1.0), gap
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    mixtures(max_sources=64, max_steps=120),
+    st.one_of(st.integers(1, 16), st.integers(17, 4096)),
+)
+def test_exact_counts_stay_within_one_sample_of_the_target(mix, batch):
+    plan = Plan(mix, global_batch_size=batch)
+    _assert_within_bound(plan, 130 if batch <= 256 else 20)
+
+
+@st.composite
+def long_mixtures(draw):
+    """Phases longer than the look-ahead, separated by held segments of any length."""
+    n = draw(st.integers(3, 8))
+    names = [f"s{i}" for i in range(n)]
+
+    def vector():
+        w = draw(st.lists(st.sampled_from([0.0, 1e-4, 0.01, 0.3, 1.0, 5.0]), min_size=n,
+                          max_size=n))  # fmt: skip
+        w[draw(st.integers(0, n - 1))] = 1.0
+        return dict(zip(names, w))
+
+    phases, start = [], draw(st.integers(0, 50))
+    for _ in range(draw(st.integers(1, 3))):
+        length = draw(st.sampled_from([LOOKAHEAD // 2, LOOKAHEAD + 1, 2 * LOOKAHEAD + 7]))
+        schedule = draw(st.sampled_from(["linear", "cosine", "step", "sigmoid"]))
+        phases.append(
+            Phase(start_step=start, end_step=start + length, weights=vector(), schedule=schedule)
+        )
+        start += length + draw(st.sampled_from([0, 1, 100, LOOKAHEAD + 3]))
+    return Mixture(weights=vector(), phases=phases), start + LOOKAHEAD
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(long_mixtures(), st.sampled_from([1, 3, 64]))
+def test_bound_holds_over_phases_longer_than_the_look_ahead(mix_steps, batch):
+    mix, num_steps = mix_steps
+    _assert_within_bound(Plan(mix, global_batch_size=batch), num_steps)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.sampled_from([3, 64]))
+def test_counts_do_not_depend_on_how_steps_are_chunked(seed, n):
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(n)]
+    mix = Mixture(
+        weights=dict(zip(names, rng.random(n))),
+        phases=[Phase(start_step=100, end_step=30_000, weights=dict(zip(names, rng.random(n))))],
+    )
+    plan = Plan(mix, global_batch_size=int(rng.integers(1, 50)))
+    chunk = plan.replay_chunk
+    total = 2 * chunk + 500
+    whole = np.cumsum(plan.counts(0, total), axis=0)
+    cursor, step = plan.cursor(), 0
+    while step < total:  # ragged requests through one cursor, across chunk boundaries
+        size = min(total - step, int(rng.integers(1, 3 * LOOKAHEAD)))
+        got = plan.counts(step, size, cursor=cursor)
+        before = whole[step - 1] if step else np.zeros(n, dtype=np.int64)
+        assert np.array_equal(before + np.cumsum(got, axis=0), whole[step : step + size])
+        step += size
+    for s in (chunk - 1, chunk, chunk + 1, total - 1):  # cold lookups, fresh cursors
+        assert np.array_equal(plan.consumed(s + 1), whole[s])
+
+
+def test_a_strategy_is_chosen_once_per_plan():
+    two = Mixture(weights={"a": 1, "b": 2})
+    three = Mixture(weights={"a": 1, "b": 2, "c": 3})
+    assert isinstance(Plan(two, global_batch_size=4)._counter, Nearest)
+    assert isinstance(Plan(three, global_batch_size=4)._counter, EarliestDeadline)
+    assert isinstance(Plan(two, global_batch_size=4, mode="random")._counter, Bernoulli)
+
+
+def test_random_mode_with_many_sources_numbers_every_draw():
+    names = [f"s{i}" for i in range(20)]  # > 16: the sort path of the draw numbering
+    mix = Mixture(
+        weights={n: i + 1 for i, n in enumerate(names)},
+        phases=[Phase(start_step=0, end_step=50, weights={"s0": 1})],
+    )
+    plan = Plan(mix, global_batch_size=96, mode="random", seed=5)
+    batch = plan.batches(0, 60)
+    for k in range(20):
+        draws = np.sort(batch.draws[batch.sources == k])
+        assert draws.tolist() == list(range(draws.size))
+    per_step = step_counts(batch.sources, 20)
+    assert np.array_equal(plan.consumed(60), per_step.sum(axis=0))
+    assert np.array_equal(plan.counts(10, 5), per_step[10:15])
+
+
+def test_targets_follow_the_float_weights():
+    mix = Mixture(
+        weights={"a": 1, "b": 2, "c": 3},
+        phases=[Phase(start_step=5, end_step=50, weights={"a": 5}, schedule="cosine")],
+    )
+    plan = Plan(mix, global_batch_size=7)
+    float_target = 7 * mix.weights_at(np.arange(80)).sum(axis=0)
+    assert np.allclose(plan.targets(79), float_target, atol=1e-6)
+    assert np.allclose(_targets(plan, 80)[-1], plan.targets(79))
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 64])
+def test_tiny_weights_are_not_starved(n):
+    weights = {f"s{i}": 1.0 for i in range(n - 1)} | {"rare": 1e-6}
+    plan = Plan(Mixture(weights=weights), global_batch_size=64)
+    share = 1e-6 / (n - 1 + 1e-6)
+    steps = int(2.05 / (share * 64)) + 1  # the rare source's target passes 2 samples
+    consumed = plan.consumed(steps)
+    assert consumed[-1] >= 2 and abs(consumed[-1] - steps * 64 * share) < 1
+
+
+def test_huge_weights_are_normalised_without_overflow():
+    plan = Plan(Mixture(weights={"a": 1e308, "b": 1e308, "c": 5e307}), global_batch_size=10)
+    assert np.abs(plan.consumed(10) - [40, 40, 20]).max() <= 1  # was [0, 0, 100]
