@@ -29,7 +29,7 @@ import torch
 from _machine import describe
 from torch.utils.data import DataLoader, Dataset
 
-from annealmix import Mixture, Phase, Plan, TokenWindows
+from annealmix import Mixture, Phase, Plan, Shard, TokenWindows
 from annealmix.torch import MixtureDataLoader, collated
 
 
@@ -89,6 +89,7 @@ def main() -> None:
         plan = Plan(
             mixture, global_batch_size=args.batch, sizes={k: len(v) for k, v in parts.items()}
         )
+        one_rank = Shard(global_batch_size=args.batch)
         lines = [
             describe(),
             f"seq_len {args.seq_len}, batch {args.batch}, {args.batches} batches, "
@@ -108,7 +109,7 @@ def main() -> None:
                 plain = max(plain, tokens_per_second(base, args.batches, args.seq_len))
                 fast = DataLoader(Batched(whole), generator=g, collate_fn=collated, **kw)
                 batched = max(batched, tokens_per_second(fast, args.batches, args.seq_len))
-                ours = MixtureDataLoader(parts, plan, rank=0, world_size=1, num_workers=workers)
+                ours = MixtureDataLoader(parts, plan, one_rank, num_workers=workers)
                 mixed = max(mixed, tokens_per_second(ours, args.batches, args.seq_len))
             lines.append(
                 f"| {workers} | {plain / 1e6:.1f} M tok/s | {batched / 1e6:.1f} M tok/s "

@@ -1,9 +1,10 @@
 import json
 
+import numpy as np
 import pytest
 from test_config import EXAMPLE, TINY, TOKENS, token_files, write
 
-from annealmix import indexed
+from annealmix import Shard, indexed
 from annealmix.cli import main
 from annealmix.config import load_config
 
@@ -55,12 +56,13 @@ def test_inspect_one_rank_in_text(tmp_path, capsys):
     path = write(tmp_path, TINY)
     assert main(["inspect", str(path), "--step", "12", "--rank", "1", "--world-size", "2"]) == 0
     out = capsys.readouterr().out
-    assert "rank 1 of 2: positions 4..7" in out
+    assert "rank 1 of 2: 4 positions of each global batch of 8 (a window that turns" in out
     plan = load_config(path).plan
     batch = indexed(plan, plan.batch(12))
     rows = [line.split() for line in out.splitlines()[2:]]
-    assert [int(r[1]) for r in rows] == [4, 5, 6, 7]
-    assert [int(r[4]) for r in rows] == batch.indices[0, 4:].tolist()
+    mine = np.arange(8)[Shard(global_batch_size=8, rank=1, world_size=2).positions(0, 12)]
+    assert [int(r[1]) for r in rows] == mine.tolist()
+    assert [int(r[4]) for r in rows] == batch.indices[0, mine].tolist()
 
 
 @pytest.mark.parametrize(

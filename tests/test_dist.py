@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from annealmix import indexed
+from annealmix import Shard, indexed
 
 pytest.importorskip("torch")
 
@@ -54,11 +54,12 @@ def test_two_ranks_agree_with_the_single_process_stream(tmp_path):
     p = dist_worker.plan()
     ref = indexed(p, p.batches(0, dist_worker.STEPS))
     values = np.where(ref.sources == 0, 0, np.where(ref.sources == 1, 1000, 2000)) + ref.indices
-    half = p.global_batch_size // 2
     for r in ranks:
         assert r["world"] == 2
         got = np.array(r["loaded"])
-        assert np.array_equal(got, values[:, r["rank"] * half : (r["rank"] + 1) * half])
+        shard = Shard(global_batch_size=p.global_batch_size, rank=r["rank"], world_size=2)
+        mine = np.take_along_axis(values, shard.columns(np.arange(dist_worker.STEPS)), axis=1)
+        assert np.array_equal(got, mine)
         for step, summed in enumerate(r["summed"]):  # all-reduced rank counts = the global batch
             counts = p.counts(step)[0]
             assert [summed[f"mix/rank_count/{n}"] for n in p.mixture.sources] == counts.tolist()

@@ -73,7 +73,7 @@ def gather(world: int, micro: int, workers: int, sources=SOURCES) -> np.ndarray:
         dl = loader(sources, rank, world, micro, num_workers=workers)
         for i, batch in enumerate(dl):
             step, m = divmod(i, micro)
-            cols = dl.stream.shard.positions(m)
+            cols = dl.stream.shard.positions(m, step)
             assert (out[step, cols] == -1).all(), "two batches share a position"
             assert (batch["source"].numpy() == plan().batch(step).sources[0, cols]).all()
             out[step, cols] = batch["sample"].numpy()
@@ -177,6 +177,8 @@ def test_mismatched_sources_are_refused():
         loader(short)
     with pytest.raises(TypeError, match="sets batch_size from the plan"):
         loader(batch_size=4)
+    with pytest.raises(ValueError, match="num_steps must be >= 0, got -1"):
+        loader(num_steps=-1)  # was: a loader that silently yields nothing
     no_sizes = Plan(MIX, global_batch_size=BATCH)
     with pytest.raises(ValueError, match="'web' is random-access but the plan has no sizes"):
         MixtureDataLoader(SOURCES, no_sizes)
@@ -400,3 +402,20 @@ def test_resuming_with_another_worker_count_continues_the_stream():
         resumed = loader(world=2, num_workers=workers)
         resumed.load_state_dict(state)
         assert [b["sample"].tolist() for b in resumed] == full[7:]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_collate_function_of_the_users_gets_the_samples_and_resume_still_holds(workers):
+    def collate(items):  # per-sample dicts in, whatever the loop wants out
+        return [(item["source"], int(item["sample"])) for item in items]
+
+    full = list(loader(num_workers=workers, collate_fn=collate))
+    want = expected_samples(plan())
+    assert [[v for _, v in b] for b in full] == want.tolist()
+    first = loader(num_workers=workers, collate_fn=collate)
+    it = iter(first)
+    for _ in range(5):
+        next(it)
+    resumed = loader(num_workers=workers, collate_fn=collate)
+    resumed.load_state_dict(first.state_dict())
+    assert list(resumed) == full[5:]

@@ -117,7 +117,6 @@ def _inspect(args: argparse.Namespace) -> int:
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
-    cols = shard.positions(0)
     consumed, cursor = _walk(plan, steps.start)
     batch = plan.batches(steps.start, len(steps), consumed, cursor=cursor)
     if plan.sizes is not None:
@@ -126,9 +125,10 @@ def _inspect(args: argparse.Namespace) -> int:
     opened = {s.name: config.open_source(s.name) for s in config.sources if s.path is not None}
     seq_lens = {s.name: s.seq_len for s in config.sources if s.seq_len is not None}
     out = []
+    everything = np.arange(plan.global_batch_size)
     for row, step in enumerate(steps):
         samples = []
-        for pos in range(cols.start, cols.stop):
+        for pos in everything[shard.positions(0, step)].tolist():
             name = names[int(batch.sources[row, pos])]
             index = None if batch.indices is None else int(batch.indices[row, pos])
             sample = {"position": pos, "source": name, "draw": int(batch.draws[row, pos])}
@@ -145,8 +145,9 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps({"world_size": args.world_size, "steps": out}, indent=1))
         return 0
     print(
-        f"rank {args.rank} of {args.world_size}: positions {cols.start}..{cols.stop - 1} of each "
-        f"global batch of {plan.global_batch_size}"
+        f"rank {args.rank} of {args.world_size}: {shard.micro_batch_size} positions of each global "
+        f"batch of {plan.global_batch_size}"
+        + (" (a window that turns from step to step)" if args.world_size > 1 else "")
     )
     print(f"{'step':>10} {'position':>8} {'source':>12} {'draw':>12} {'index':>12}  tokens")
     for entry in out:

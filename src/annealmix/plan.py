@@ -9,8 +9,7 @@ Modes:
 - ``"exact"`` (default): per-source counts ``C_k(t)`` stay within one sample of the
   plan's targets (one half for two sources); see ``annealmix._counts``. Within a
   step the sources are spread evenly over the batch, so any contiguous slice of it
-  (a rank's or a micro-batch's share) is close to the mixture too, and the spread
-  turns from step to step so that every slice's long-run share is the mixture's.
+  (a rank's or a micro-batch's share) is close to the mixture too.
 - ``"random"``: the post's sampler: every position draws its source independently
   with probabilities w(t), from a counter-based hash of (seed, position).
 
@@ -39,9 +38,8 @@ __all__ = ["MODES", "ORDERS", "Batch", "Cursor", "Plan"]
 MODES = ("exact", "random")
 # Within-source orders a plan names per source (``annealmix.order`` implements them).
 ORDERS = ("replacement", "sequential", "shuffle")
-# The stream's algorithm: a new value changes every user's data, on purpose.
-# 2: the layout of a step turns from step to step (per-rank shares converge).
-ALGORITHM = 2
+# The global stream's algorithm: a new value changes every user's data, on purpose.
+ALGORITHM = 1
 _MAX_BATCH = 1 << 22
 _GOLDEN = (5**0.5 - 1) / 2
 _COMPARE_MAX = 16
@@ -296,42 +294,31 @@ class Plan:
             draws = _draws_in_order(sources, prev, self.num_sources)
         else:
             counts = self.counts(start, num_steps, prev, cursor=cursor)
-            sources, draws = self._layout(start, counts, prev)
+            sources, draws = self._layout(counts, prev)
         if draw_offset is not None:
             draw_offset = np.asarray(draw_offset, dtype=np.int64)
             draws += draw_offset.take(sources)
             prev = prev + draw_offset
         return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev)
 
-    def _layout(
-        self, start: int, counts: np.ndarray, prev: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Counts per step and source -> (source, draw) per position.
 
         Element ``e`` of a step, with the sources' blocks laid out one after another,
-        sits at the position ``p`` with ``(element_at[p] + turn(t)) % B == e``; so a
-        position's source is the block its element falls in, and its draw is the
-        block's first draw plus the element's offset into the block. The turn
-        ``turn(t) = floor(B * frac(t * golden))`` rotates the blocks around the
-        golden-ratio points from step to step: a contiguous slice of positions stays
-        spread over every block (a rotation of evenly spread points is evenly
-        spread), and over many steps it meets every element equally often, so every
-        rank's long-run share converges to the mixture even under constant weights.
+        sits at the position ``p`` with ``element_at[p] == e``; so a position's source
+        is the block its element falls in, and its draw is the block's first draw plus
+        the element's offset into the block.
         """
         steps, n = counts.shape
-        b = self.global_batch_size
-        turn = np.floor(((np.arange(start, start + steps) * _GOLDEN) % 1.0) * b).astype(np.int64)
-        element = self._element_at + turn[:, None]
-        element[element >= b] -= b
         ends = np.cumsum(counts, axis=1)
+        element = self._element_at
         if n <= _COMPARE_MAX:  # n - 1 compares over the batch beat a gather
-            sources = np.zeros((steps, b), dtype=SOURCE_DTYPE)
+            sources = np.zeros((steps, self.global_batch_size), dtype=SOURCE_DTYPE)
             for k in range(n - 1):
                 sources += element >= ends[:, k, None]
         else:
             ids = np.tile(np.arange(n, dtype=SOURCE_DTYPE), steps)
-            blocks = np.repeat(ids, counts.ravel()).reshape(steps, -1)
-            sources = np.take_along_axis(blocks, element, axis=1)
+            sources = np.repeat(ids, counts.ravel()).reshape(steps, -1)[:, element]
         first_draw = np.cumsum(counts, axis=0) - counts + prev
         offset = first_draw - (ends - counts)
         draws = offset.ravel().take(sources + np.arange(0, steps * n, n)[:, None])

@@ -256,7 +256,7 @@ class Stream(Iterator[MicroBatch]):
             raise StopIteration
         batch, counts = self._planned(pos)
         row = pos.step - batch.start_step
-        cols = self.shard.positions(pos.micro)
+        cols = self.shard.positions(pos.micro, pos.step)
         if pos.micro + 1 == self.shard.micro_batches:
             after = Position(pos.step + 1, 0, pos.consumed + counts[row])
         else:
@@ -308,15 +308,17 @@ class Stream(Iterator[MicroBatch]):
         batch = self._plan(pos, num_steps)
         totals = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
         self.position = Position(pos.step + num_steps, 0, pos.consumed + totals)
-        cols = self.shard.columns()
-        if cols == slice(0, self.plan.global_batch_size):
+        cols = self.shard.columns(np.arange(pos.step, pos.step + num_steps))
+        if isinstance(cols, slice):
             return batch
         return Batch(
             start_step=batch.start_step,
-            sources=batch.sources[:, cols],
-            draws=batch.draws[:, cols],
+            sources=np.take_along_axis(batch.sources, cols, axis=1),
+            draws=np.take_along_axis(batch.draws, cols, axis=1),
             first_draws=batch.first_draws,  # of the global batches these columns belong to
-            indices=None if batch.indices is None else batch.indices[:, cols],
+            indices=None
+            if batch.indices is None
+            else np.take_along_axis(batch.indices, cols, axis=1),
         )
 
     # -- state --------------------------------------------------------------------
@@ -402,18 +404,24 @@ class Stream(Iterator[MicroBatch]):
         later draw without a word."""
         b = self.plan.global_batch_size
         if self.plan.mode == "random":
-            ok = (plan_consumed >= 0).all() and int(plan_consumed.sum()) == b * step
-            expected = f"counts adding up to {b * step} ({step} steps x {b})"
+            total = int(plan_consumed.sum())
+            if total == b * step:
+                return
+            detail = f"they add up to {total}, not {step} steps x {b} = {b * step}"
         else:
             want = self.plan.consumed(step, cursor=self.cursor)
-            ok = np.array_equal(want, plan_consumed)
-            expected = str(want.tolist())
-        if not ok:
-            raise ValueError(
-                f"state counts {plan_consumed.tolist()} at step {step} are not the plan's "
-                f"counts there ({expected}): the state was edited or belongs to another run; "
-                "resume from the state this run saved"
+            wrong = np.flatnonzero(want != plan_consumed)
+            if not wrong.size:
+                return
+            k = int(wrong[0])
+            detail = (
+                f"source {self.plan.mixture.sources[k]!r}: {int(plan_consumed[k])} in the "
+                f"state, {int(want[k])} in the plan; {wrong.size} source(s) differ"
             )
+        raise ValueError(
+            f"state counts at step {step} are not the plan's counts there ({detail}): the "
+            "state was edited or belongs to another run; resume from the state this run saved"
+        )
 
 
 def _counts_by_name(

@@ -241,12 +241,12 @@ class MixtureIterableDataset(IterableDataset):
     def _reader(self, k: int, source: Any, start: int) -> _StreamReader:
         """A reader at draw ``start``: a fresh pass over a re-iterable source, the
         same reader again for a one-shot iterator (a generator cannot restart)."""
-        if iter(source) is not source:
+        if not isinstance(source, Iterator):
             return _StreamReader(source, start)
         reader = self._readers.get(k)
         if reader is None:
             reader = self._readers[k] = _StreamReader(source, start)
-        reader.rewind(start)
+        reader.skip_to(start)
         return reader
 
     def _emit(
@@ -295,7 +295,7 @@ class _StreamReader:
         if self._next < start:
             self.read([start - 1], keep=False)
 
-    def rewind(self, start: int) -> None:
+    def skip_to(self, start: int) -> None:
         """Read on to draw ``start`` if the reader stands before it."""
         if start > self._next:
             self.read([start - 1], keep=False)
@@ -371,15 +371,15 @@ class MixtureDataLoader(DataLoader):
         sampler._tagged = True
         self.stream = sampler.stream
         streams = [n for n, s in zip(plan.mixture.sources, ordered) if _is_stream(s)]
+        user_collate = kwargs.pop("collate_fn", None)
         if streams:
             _check_stream_loader(streams, self.stream.shard, kwargs)
-            collate = kwargs.pop("collate_fn", torch.utils.data.default_collate)
+            collate = user_collate or torch.utils.data.default_collate
             dataset = MixtureIterableDataset(ordered, self.stream, transform)
             super().__init__(dataset, batch_size=None, collate_fn=_TaggedCollate(collate), **kwargs)
         else:  # without a collate_fn of the user's, whole batches are collated at once
-            batched = "collate_fn" not in kwargs
-            collate = kwargs.pop("collate_fn", collated)
-            dataset = MixedDataset(ordered, transform, batched=batched)
+            collate = user_collate or collated
+            dataset = MixedDataset(ordered, transform, batched=user_collate is None)
             super().__init__(
                 dataset, batch_sampler=sampler, collate_fn=_TaggedCollate(collate), **kwargs
             )
