@@ -361,7 +361,7 @@ def test_state_dict_and_metrics_after_a_deep_resume_do_not_replay(monkeypatch):
     step = 200_000
     counts = p.consumed(step).tolist()
     state = {"version": 2, "step": step, "micro": 0, "world_size": 1, "micro_batches": 1,
-             "counts": counts, "offset": None, "plan": p.fingerprints}  # fmt: skip
+             "counts": counts, "offset": None, "plan": dict(p.fingerprints)}  # fmt: skip
     dl = MixtureDataLoader(sources, p, Shard(global_batch_size=64), num_steps=step + 10)
     dl.load_state_dict(state)  # checks the counts: the one replay
 

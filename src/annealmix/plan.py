@@ -25,6 +25,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -86,6 +87,11 @@ class Plan:
         sizes: samples per source, by name; needed for sample indices and epochs.
         order: ``"shuffle"`` (without replacement), ``"replacement"`` or
             ``"sequential"``; one for all sources or a dict by source name.
+
+    Attributes:
+        fingerprints: a 64-bit hash (hex) of each part of the plan (``PARTS``), which
+            a stream's state carries so that a refusal can name what changed.
+        fingerprint: a hash of them all: equal fingerprints, equal streams.
     """
 
     __slots__ = (
@@ -150,13 +156,15 @@ class Plan:
             "phases": spec["mixture"]["phases"],
             **{k: spec[k] for k in PARTS[3:]},
         }
-        put(self, "fingerprints", {k: _digest(v) for k, v in parts.items()})
-        put(self, "fingerprint", _digest(self.fingerprints))
+        fingerprints = {k: _digest(v) for k, v in parts.items()}
+        put(self, "fingerprints", MappingProxyType(fingerprints))
+        put(self, "fingerprint", _digest(fingerprints))
         put(self, "_counter", strategy(mixture, batch, self.mode, seed))
         # Element e of a step (sources laid out one after another) goes to the
         # position whose golden-ratio point is the e-th smallest: a contiguous run of
         # positions then samples every source's block evenly (three-gap theorem).
         ranks = np.argsort(np.argsort((np.arange(batch) * _GOLDEN) % 1.0, kind="stable"))
+        ranks.flags.writeable = False
         put(self, "_element_at", ranks)
 
     def __setattr__(self, name: str, value: Any) -> None:
