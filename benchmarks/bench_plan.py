@@ -9,7 +9,10 @@ Measures, at global batch size 1024 with a cosine anneal over the measured steps
 - Megatron-core's C++ ``build_blending_indices`` on the same fixed weights, when the
   ``bench`` extra is installed (skipped with a note otherwise);
 - the time to look up step 10^6 from a fresh plan, the anneal spanning all 10^6 steps
-  (the worst case: every step's weights differ).
+  (the worst case: every step's weights differ);
+- serving: a ``Stream`` with shuffled indices asked for 1, 8 or 64 steps at a time
+  (what loaders ask), samples per second for 2, 8 and 64 sources at fixed weights
+  proportional to 1..N, and 2 sources against 64 (goal: within 2x).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import time
 import numpy as np
 from _machine import describe
 
-from annealmix import Mixture, Phase, Plan, indexed
+from annealmix import Mixture, Phase, Plan, Stream, indexed
 
 B = 1024
 
@@ -83,6 +86,25 @@ def megatron(n: int, samples: int) -> float | str:
     )
 
 
+def serving(n: int, steps: int, budget: float = 1.0) -> float:
+    """Samples per second from ``Stream.take(steps)`` over a plan with sizes (best of 3)."""
+    names = [f"s{i}" for i in range(n)]
+    plan = Plan(
+        Mixture(weights={x: 1.0 + i for i, x in enumerate(names)}),
+        global_batch_size=B,
+        sizes=dict.fromkeys(names, 10**9),
+    )
+    best = 0.0
+    for _ in range(3):
+        stream = Stream(plan)
+        stream.take(steps)  # warm
+        start, served = time.perf_counter(), 0
+        while time.perf_counter() - start < budget / 3:
+            served += stream.take(steps).sources.size
+        best = max(best, served / (time.perf_counter() - start))
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +151,15 @@ def main() -> None:
         )
         cells = [n, m(e), m(r), m(s), m(loop), f"{e / loop:.0f}x", mega_txt, f"{lookup:.2f} s"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
+    lines += [
+        "",
+        "| stream with shuffled indices | 2 sources | 8 sources | 64 sources | 2 / 64 |",
+        "|---|---|---|---|---|",
+    ]
+    for k in (1, 8, 64):
+        r = [serving(n, k) for n in (2, 8, 64)]
+        cells = [f"take({k})", *(m(x) for x in r), f"{r[0] / r[2]:.1f}x"]
+        lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:

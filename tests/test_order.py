@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from annealmix import sample_indices
+from annealmix import ORDERS, Mixture, Plan, indexed, sample_indices
 
 
 @settings(max_examples=60, deadline=None)
@@ -83,3 +83,26 @@ def test_bad_orders_are_named(kwargs, message):
         ValueError, match=message.replace("(", r"\(").replace(")", r"\)").replace("?", r"\?")
     ):
         sample_indices(args.pop("order"), np.arange(3), seed=0, source_id=0, **args)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(ORDERS), st.integers(1, 3000)), min_size=1, max_size=24),
+    st.integers(0, 2**32),
+    st.integers(0, 400),
+    st.sampled_from([37, 4096]),  # 4096 x 20 steps: a heavy source is mapped as one run
+)
+def test_indexed_batches_map_every_source_as_sample_indices_does(specs, seed, start, batch_size):
+    names = [f"s{i}" for i in range(len(specs))]
+    plan = Plan(
+        Mixture(weights={n: 30.0 if i == 0 else 1.0 for i, n in enumerate(names)}),
+        global_batch_size=batch_size,
+        seed=seed,
+        sizes={n: size for n, (_, size) in zip(names, specs)},
+        order={n: order for n, (order, _) in zip(names, specs)},
+    )
+    batch = indexed(plan, plan.batches(start, 20))
+    for k, (order, size) in enumerate(specs):
+        mine = batch.sources == k
+        want = sample_indices(order, batch.draws[mine], size=size, seed=seed, source_id=k)
+        assert np.array_equal(batch.indices[mine], want)

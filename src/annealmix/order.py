@@ -21,6 +21,9 @@ from .plan import ORDERS, Batch, Plan
 
 __all__ = ["ORDERS", "indexed", "range_indices", "sample_indices"]
 _CHUNK = 1 << 15
+# A source with at least this many positions in a call is mapped as one run (keys
+# derived once); below it, per position with gathered keys (cost flat in sources).
+_RUN = 8192
 _MUL = np.uint64(0xD6E8FEB86659FD93)
 _ROUNDS = 4  # Luby-Rackoff: four rounds of a keyed round function give a strong PRP.
 
@@ -49,22 +52,34 @@ def _feistel(x: np.ndarray, keys: list[np.ndarray], lo_bits: int, hi_bits: int) 
     return x
 
 
-def _permute(size: int, epoch_keys: np.ndarray, x: np.ndarray) -> np.ndarray:
+def _round_keys(epoch_keys: int | np.ndarray) -> list[np.ndarray]:
+    """The Feistel round keys of an epoch key (one, or one per element)."""
+    return [_hash.extend(_hash.extend(_hash.key(), epoch_keys), r) for r in range(_ROUNDS)]
+
+
+def _permute(
+    size: int | np.ndarray, epoch_keys: np.ndarray, x: np.ndarray, bits: int | None = None,
+    keys: list[np.ndarray] | None = None,
+) -> np.ndarray:  # fmt: skip
     """The keyed permutation of range(size) at positions ``x`` (uint64, permuted in place).
 
-    ``epoch_keys`` is one key for all positions or one per position.
+    ``epoch_keys`` is one key for all positions or one per position (or ``keys``, its
+    round keys, already derived); ``size`` one size or one per position, all of them
+    ``bits`` wide (``max(2, (size - 1).bit_length())``).
     """
-    bits = max(2, (size - 1).bit_length())
+    if bits is None:
+        bits = max(2, (int(size) - 1).bit_length())
     lo_bits, hi_bits = bits - bits // 2, bits // 2
-    keys = [_hash.extend(_hash.extend(_hash.key(), epoch_keys), r) for r in range(_ROUNDS)]
+    keys = _round_keys(epoch_keys) if keys is None else keys
     x = _feistel(x, keys, lo_bits, hi_bits)
     # Cycle walking: re-apply until the value falls inside [0, size); the domain is
     # under 2 * size, so on average fewer than two passes.
-    todo = np.flatnonzero(x >= np.uint64(size))
+    limit = np.asarray(size, dtype=np.uint64)
+    todo = np.flatnonzero(x >= limit)
     while todo.size:
         sub = [k if k.ndim == 0 else k[todo] for k in keys]
         x[todo] = _feistel(x[todo], sub, lo_bits, hi_bits)
-        todo = todo[x[todo] >= np.uint64(size)]
+        todo = todo[x[todo] >= (limit if limit.ndim == 0 else limit[todo])]
     return x
 
 
@@ -135,25 +150,99 @@ def range_indices(
     return out
 
 
-def _uniform(source_key: int, draws: np.ndarray, size: int) -> np.ndarray:
+def _uniform(source_key: int | np.ndarray, draws: np.ndarray, size: int | np.ndarray) -> np.ndarray:
     bits = _hash.hash_counter(source_key, draws) >> np.uint64(11)
-    return np.floor(bits * (size / 2.0**53)).astype(np.int64)
+    return np.floor(bits * (np.asarray(size, dtype=np.float64) / 2.0**53)).astype(np.int64)
 
 
 def indexed(plan: Plan, batch: Batch) -> Batch:
     """``batch`` (planned by ``plan``) with each position's sample index filled in.
 
-    A source's draws over a range of steps are one run ``first, first + 1, ...``:
-    each run is mapped in one go into a shared buffer, then gathered into position
-    order. Needs the plan's source sizes.
+    A source's draws over the steps held are one run ``first, first + 1, ...``
+    (``batch.first_draws``). A source with a long run there is mapped as a run, with
+    its keys derived once (``range_indices``); the positions of all other sources are
+    mapped together, each with its own source's size and round keys gathered from
+    per-source tables, so that the cost of a call does not grow with the number of
+    sources (grouped by order and permutation width; only positions of a source that
+    wraps an epoch derive keys of their own). The same values as ``sample_indices``
+    per source. Needs the plan's sizes.
     """
     if plan.sizes is None:
         raise ValueError("sample indices need source sizes: build the Plan with sizes=")
-    sources, draws, first = batch.sources, batch.draws, batch.first_draws
-    totals = np.bincount(sources.ravel(), minlength=plan.num_sources)
-    buffer = np.empty(int(totals.sum()), dtype=np.int64)
-    shift = np.cumsum(totals) - totals - first  # buffer slot of draw d of source k: d + shift[k]
-    for k, (size, order) in enumerate(zip(plan.sizes, plan.orders)):
-        run = buffer[shift[k] + first[k] : shift[k] + first[k] + totals[k]]
-        range_indices(order, int(first[k]), run, size=size, seed=plan.seed, source_id=k)
-    return dataclasses.replace(batch, indices=buffer.take(shift.take(sources) + draws))
+    n = plan.num_sources
+    sources = batch.sources.ravel().astype(np.intp)
+    draws = batch.draws.ravel()
+    first = np.asarray(batch.first_draws, dtype=np.int64)
+    totals = np.bincount(sources, minlength=n)
+    out = np.empty(draws.size, dtype=np.int64)
+    runs = totals >= _RUN
+    if runs.all():
+        rest = np.zeros(0, dtype=np.intp)
+    elif not runs.any():
+        rest = np.arange(draws.size)
+    else:
+        rest = np.flatnonzero(~runs.take(sources))
+    if runs.any():
+        # Each long run mapped in one go into a shared buffer, then gathered.
+        long = runs.take(sources) if rest.size else slice(None)
+        kept = np.where(runs, totals, 0)
+        buffer = np.empty(int(kept.sum()), dtype=np.int64)
+        shift = np.cumsum(kept) - kept - first  # buffer slot of draw d of source k: d + shift[k]
+        for k in np.flatnonzero(runs).tolist():
+            run = buffer[shift[k] + first[k] : shift[k] + first[k] + totals[k]]
+            order, size = plan.orders[k], plan.sizes[k]
+            range_indices(order, int(first[k]), run, size=size, seed=plan.seed, source_id=k)
+        at = np.flatnonzero(long) if rest.size else slice(None)
+        out[at] = buffer.take(shift.take(sources[at]) + draws[at])
+    if rest.size:
+        out[rest] = _positions(plan, sources.take(rest), draws.take(rest), first, totals)
+    return dataclasses.replace(batch, indices=out.reshape(batch.draws.shape))
+
+
+def _positions(
+    plan: Plan, sources: np.ndarray, draws: np.ndarray, first: np.ndarray, totals: np.ndarray
+) -> np.ndarray:
+    """Sample indices of positions of many sources at once (see ``indexed``)."""
+    n = plan.num_sources
+    sizes = np.array(plan.sizes, dtype=np.uint64)
+    # Per source: the epoch its draws start in here, and whether they end in it too.
+    first, totals = first.astype(np.uint64), totals.astype(np.uint64)
+    epoch = first // sizes
+    wraps = (first + np.maximum(totals, 1) - np.uint64(1)) // sizes != epoch
+    source_keys = np.array([_source_key(plan.seed, k) for k in range(n)], dtype=np.uint64)
+    base = _hash.extend(np.uint64(_hash.key()), source_keys)  # key(source key)
+    # key(source key, epoch), as sample_indices derives it, and its round keys
+    round_keys = _round_keys(_hash.extend(base, epoch))
+    # Groups: sources of one order and, for shuffles, one permutation width.
+    kind = [
+        (o, max(2, (z - 1).bit_length()) * (o == "shuffle"))
+        for o, z in zip(plan.orders, plan.sizes)
+    ]
+    kinds = sorted(set(kind))
+    which = np.array([kinds.index(k) for k in kind]).take(sources) if len(kinds) > 1 else None
+    out = np.empty(draws.size, dtype=np.int64)
+    for g, (order, bits) in enumerate(kinds):
+        where = np.arange(draws.size) if which is None else np.flatnonzero(which == g)
+        for a in range(0, where.size, _CHUNK):
+            at = where[a : a + _CHUNK]
+            src = sources.take(at)
+            d = draws.take(at).astype(np.uint64)
+            size = sizes.take(src)
+            if order == "replacement":
+                out[at] = _uniform(source_keys.take(src), d, size)
+                continue
+            e = epoch.take(src)
+            wrapping = np.flatnonzero(wraps.take(src)) if wraps.any() else ()
+            if len(wrapping):
+                e[wrapping] = d[wrapping] // size[wrapping]
+            d -= e * size  # the draw's place within its epoch
+            if order == "sequential":
+                out[at] = d
+                continue
+            keys = [rk.take(src) for rk in round_keys]
+            if len(wrapping):
+                own = _round_keys(_hash.extend(base.take(src[wrapping]), e[wrapping]))
+                for rk, fresh in zip(keys, own):
+                    rk[wrapping] = fresh
+            out[at] = _permute(size, None, d, bits, keys=keys)
+    return out
