@@ -128,6 +128,7 @@ def test_progress_bar_appears_only_for_long_work(capsys):
     slow.close()
     err = capsys.readouterr().err
     assert "5/10 steps" in err and "10/10 steps" in err and err.endswith("\n")
+    assert "\r" not in err and err.count("\n") == 2  # not a terminal: whole lines, no redraws
 
 
 def test_preview_of_a_huge_run_answers_at_once(tmp_path, capsys):

@@ -118,6 +118,8 @@ def test_measures_on_a_known_curve():
         (["--arms", "abrupt,cosin"], "unknown arm 'cosin' (did you mean 'cosine'?)"),
         (["--arms", ","], "--arms is empty"),
         (["--device", "tpu"], "unknown --device 'tpu'"),
+        (["--seeds", "0"], "--seeds must be >= 1, got 0"),
+        (["--jobs", "0"], "--jobs must be >= 1, got 0"),
     ],
 )
 def test_demo_refuses_bad_arms_and_devices_before_training(tmp_path, capsys, args, message):
@@ -127,3 +129,45 @@ def test_demo_refuses_bad_arms_and_devices_before_training(tmp_path, capsys, arg
     assert main(["demo", "--quick", "--out", str(tmp_path), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "results.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("steps", "message"),
+    [
+        ("0", "--steps must be >= 1, got 0"),
+        ("100", "--steps 100 is too short: arm 'linear' is measured from step 26 (where its "
+         "mix moves), before the 51 steps the measures need first (30 warm-up steps + 5, "
+         "three evaluations 25 steps apart); use --steps 198 or more"),
+    ],
+)  # fmt: skip
+def test_demo_refuses_runs_too_short_for_its_measures_before_writing(tmp_path, capsys, steps,
+                                                                     message):  # fmt: skip
+    pytest.importorskip("torch")
+    from annealmix.cli import main
+
+    args = ["demo", "--steps", steps, "--arms", "abrupt,linear", "--out", str(tmp_path / "out")]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_demo_without_torch_says_which_extra_to_install(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from annealmix.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 2
+    assert "pip install -c constraints.txt 'annealmix[torch]'" in capsys.readouterr().err
+
+
+def test_the_shortest_run_the_check_names_is_long_enough():
+    from dataclasses import replace
+
+    from annealmix.demo.run import _check_steps
+    from annealmix.demo.settings import RunConfig
+
+    arms = [ARMS[n] for n in DEFAULT_ARMS]
+    _check_steps(replace(RunConfig(), steps=203), arms)
+    with pytest.raises(ValueError, match="arm 'constant' .* use --steps 203 or more"):
+        _check_steps(replace(RunConfig(), steps=202), arms)

@@ -11,6 +11,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from .. import _validate
 from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
@@ -27,7 +29,7 @@ QUICK = RunConfig(
     layers=1,
     heads=2,
     warmup=5,
-    eval_every=5,
+    eval_every=4,
     eval_samples=32,
     max_bytes=1 << 17,
 )
@@ -103,7 +105,13 @@ def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str
 
 
 def _check_device(device: str) -> None:
-    import torch
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(
+            "annealmix demo trains models with PyTorch, which is not installed: "
+            "pip install -c constraints.txt 'annealmix[torch]' (the constraints pin the CPU build)"
+        ) from None
 
     kind = device.split(":")[0]
     available = {
@@ -118,7 +126,43 @@ def _check_device(device: str) -> None:
         raise ValueError(f"--device {device!r} is not available on this machine; use --device cpu")
 
 
+def _first_change(arm: Arm, steps: int) -> int:
+    """The step where the arm's mix first moves (the measures' switch); a constant arm
+    is measured at the default window's start."""
+    if arm.schedule is None:
+        return arm.switch_steps(steps)[0]
+    w = arm.mixture(steps).weights_at(np.arange(steps))[:, 0]
+    moved = np.flatnonzero(np.abs(np.diff(w)) > 1e-12)
+    return int(moved[0]) + 1 if moved.size else steps
+
+
+def _check_steps(cfg: RunConfig, arms: list[Arm]) -> None:
+    """Refuse a run too short for the measures: before an arm's mix first moves they
+    need the warm-up over plus five steps (the training loss's running mean) and three
+    held-out evaluations (at steps 0, E and 2E)."""
+    needed = max(cfg.warmup + 5, 2 * cfg.eval_every + 1)
+
+    def shortest(arm: Arm) -> int:  # the first step count long enough (monotone)
+        lo, hi = cfg.steps, 1 << 24
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if _first_change(arm, mid) < needed else (lo, mid)
+        return lo
+
+    short = [arm for arm in arms if _first_change(arm, cfg.steps) < needed]
+    if short:
+        arm = max(short, key=shortest)
+        raise ValueError(
+            f"--steps {cfg.steps} is too short: arm {arm.name!r} is measured from step "
+            f"{_first_change(arm, cfg.steps)} (where its mix moves), before the {needed} steps "
+            f"the measures need first ({cfg.warmup} warm-up steps + 5, three evaluations "
+            f"{cfg.eval_every} steps apart); use --steps {shortest(arm)} or more"
+        )
+
+
 def main(args: argparse.Namespace) -> int:
+    for flag in ("seeds", "steps", "jobs", "batch", "seq_len"):
+        _validate.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
     cfg = QUICK if args.quick else RunConfig()
     if not args.quick:
         cfg = replace(cfg, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr)
@@ -132,6 +176,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--arms is empty; give arm names from: {', '.join(ARMS)}")
         arms = [ARMS[_validate.choice("arm", n, ARMS)] for n in names]
     _check_device(cfg.device)
+    _check_steps(cfg, arms)
     print(
         f"annealmix demo: {len(arms)} arms x {seeds} seeds, {cfg.steps} steps of "
         f"{cfg.batch} x {cfg.seq_len} bytes, lr {cfg.lr} ({cfg.lr_schedule}), "
