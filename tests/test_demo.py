@@ -171,3 +171,12 @@ def test_the_shortest_run_the_check_names_is_long_enough():
     _check_steps(replace(RunConfig(), steps=203), arms)
     with pytest.raises(ValueError, match="arm 'constant' .* use --steps 203 or more"):
         _check_steps(replace(RunConfig(), steps=202), arms)
+
+
+def test_smoothing_keeps_the_edges_where_they_are():
+    from annealmix.demo.plots import smooth
+
+    flat = smooth(np.full(20, 2.15))
+    assert np.allclose(flat, 2.15)  # zero padding gave 1.29 at the first point
+    ramp = smooth(np.arange(10.0))
+    assert ramp[0] == pytest.approx(np.mean([0, 1, 2])) and ramp[5] == pytest.approx(5.0)

@@ -9,7 +9,20 @@ import numpy as np
 
 from .report import move
 
-__all__ = ["plot_all"]
+__all__ = ["plot_all", "smooth"]
+
+_FONT = 10
+
+
+def smooth(values: Any, width: int = 5) -> np.ndarray:
+    """Centred running mean over ``width`` points, averaging only the points that
+    exist: at the edges the window is shorter, not padded with zeros (which would
+    drag the first and last values toward zero)."""
+    values = np.asarray(values, dtype=np.float64)
+    kernel = np.ones(width)
+    total = np.convolve(values, kernel, mode="same")
+    count = np.convolve(np.ones_like(values), kernel, mode="same")
+    return total / count
 
 
 def _by_arm(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -61,30 +74,52 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
                         lw=0.8,
                     )
             mean = curves.mean(axis=0)
-            ax.plot(steps, mean, color=colors[arm], lw=1.8, label=arm)
+            ax.plot(steps, mean, color=colors[arm], lw=1.8, label=f"{arm}: mean over seeds")
             ax.fill_between(
-                steps, curves.min(axis=0), curves.max(axis=0), color=colors[arm], alpha=0.25, lw=0
+                steps,
+                curves.min(axis=0),
+                curves.max(axis=0),
+                color=colors[arm],
+                alpha=0.25,
+                lw=0,
+                label="lowest to highest seed",
             )
-            ax.set_title(f"{arm}: held-out {domain} loss", fontsize=9)
+            ax.set_title(f"{arm}: held-out {domain} loss", fontsize=_FONT)
             # Zoom past the first steep drop, where the arms differ.
             settled = np.asarray(steps) >= 0.1 * recs[0]["config"]["steps"]
             every = [np.asarray(r[f"eval_{domain}"]) for rs in arms.values() for r in rs]
             top = max(c[settled].max() if settled.any() else c.max() for c in every)
             low = min(c.min() for c in every)
             ax.set_ylim(low - 0.05 * (top - low), top + 0.05 * (top - low))
-            ax.set_ylabel("nats/byte", fontsize=8)
+            ax.set_ylabel("nats/byte", fontsize=_FONT)
+            if row == 0 and col == 0:
+                ax.plot([], [], color="0.75", lw=0.8, label="other arms (means)")
+                ax.legend(fontsize=_FONT - 2, loc="upper right")
     for ax in axes[-1]:
         ax.set_xlabel("step (shaded: where the arm's mix moves; dashed: an abrupt switch)")
+    n_seeds = min(len(r) for r in arms.values())
+    fig.suptitle(
+        f"held-out loss per domain: line = mean over {n_seeds} seed(s), band = lowest to "
+        "highest seed, grey = the other arms' means",
+        fontsize=_FONT + 1,
+    )
     paths.append(_save(fig, out / "losses.png"))
 
-    fig, ax = plt.subplots(figsize=(10, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 3.8))
+    moves = [recs[0] for recs in arms.values() if move(recs[0]) is not None]
+    for rec in sorted(moves, key=lambda r: move(r)[1] - move(r)[0] < 2):  # bands, then lines
+        _shade(ax, rec)
     for arm, recs in arms.items():
         g = np.mean([r["grad_norm"] for r in recs], axis=0)
-        smooth = np.convolve(g, np.ones(5) / 5, mode="same")
-        ax.plot(smooth, color=colors[arm], lw=1.2, label=arm)
-    ax.set_xlabel("step")
-    ax.set_ylabel("gradient norm (5-step mean, before clipping)")
-    ax.legend(fontsize=8)
+        ax.plot(smooth(g), color=colors[arm], lw=1.2, label=arm)
+    ax.set_xlabel("step (shaded: where the mixes move; dashed: the abrupt switch)", fontsize=_FONT)
+    ax.set_ylabel("gradient norm", fontsize=_FONT)
+    ax.set_title(
+        "gradient norm before clipping: mean over seeds, then a centred 5-step mean "
+        "(shorter at the edges, no padding)",
+        fontsize=_FONT,
+    )
+    ax.legend(fontsize=_FONT - 1)
     paths.append(_save(fig, out / "grad_norm.png"))
 
     fig, ax = plt.subplots(figsize=(10, 3.6))
@@ -92,10 +127,12 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
         r = recs[0]
         ax.plot(r["weight_code"], color=colors[arm], lw=1.5, label=f"{arm}: scheduled")
         ax.plot(r["share_code"], color=colors[arm], lw=0, marker=".", ms=2, alpha=0.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("share of code in the batch")
-    ax.set_title("scheduled weight (lines) and realized share per batch (dots)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.set_xlabel("step", fontsize=_FONT)
+    ax.set_ylabel("share of code in the batch", fontsize=_FONT)
+    ax.set_title(
+        "scheduled weight (lines) and realized share per batch (dots), first seed", fontsize=_FONT
+    )
+    ax.legend(fontsize=_FONT - 1)
     paths.append(_save(fig, out / "mix.png"))
     return paths
 
