@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,32 @@ def test_two_ranks_agree_with_the_single_process_stream(tmp_path):
             counts = p.counts(step)[0]
             assert [summed[f"mix/rank_count/{n}"] for n in p.mixture.sources] == counts.tolist()
     assert ranks[0]["state"] == ranks[1]["state"]
+
+
+@pytest.mark.dist
+@pytest.mark.skipif(shutil.which("mpirun") is None, reason="Open MPI's mpirun is not installed")
+def test_two_mpi_ranks_from_open_mpis_environment_split_the_stream(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dist_worker
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", PYTHONPATH=str(ROOT / "tests"))  # fmt: skip
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID"):
+        env.pop(var, None)  # the ranks must come from Open MPI's own variables
+    cmd = ["mpirun", "--oversubscribe", "-np", "2", sys.executable,
+           str(ROOT / "tests" / "mpi_worker.py"), str(tmp_path / "out")]  # fmt: skip
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    check(run)
+    p = dist_worker.plan()
+    ref = indexed(p, p.batches(0, dist_worker.STEPS))
+    values = np.where(ref.sources == 0, 0, np.where(ref.sources == 1, 1000, 2000)) + ref.indices
+    ranks = [json.loads((tmp_path / f"out.{r}").read_text()) for r in range(2)]
+    for r in ranks:
+        assert (r["world"], r["local_rank"]) == (2, r["rank"])  # one node: local = global
+        shard = Shard(global_batch_size=p.global_batch_size, rank=r["rank"], world_size=2)
+        mine = np.take_along_axis(values, shard.columns(np.arange(dist_worker.STEPS)), axis=1)
+        assert np.array_equal(np.array(r["loaded"]), mine)
+        assert r["tail"] == r["loaded"][5:]  # a state saved by the rank resumes it exactly
 
 
 def audit(path: Path) -> list[str]:

@@ -15,6 +15,7 @@ from annealmix.torch import (  # noqa: E402
     MixtureDataLoader,
     loss_by_source,
     mix_losses,
+    resolve_local_rank,
     resolve_rank,
     resolve_shard,
 )
@@ -184,21 +185,44 @@ def test_mismatched_sources_are_refused():
         MixtureDataLoader(SOURCES, no_sizes)
 
 
+LAUNCHER_VARS = (
+    "RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
+    "PALS_RANKID", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+    "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+)  # fmt: skip
+
+
 def test_resolve_rank_prefers_arguments_then_environment(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS"):
+    for var in LAUNCHER_VARS:
         monkeypatch.delenv(var, raising=False)
-    assert resolve_rank() == (0, 1)
+    assert resolve_rank() == (0, 1) and resolve_local_rank() == 0
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_NTASKS", "8")
-    assert resolve_rank() == (3, 8)
+    monkeypatch.setenv("SLURM_LOCALID", "1")
+    assert resolve_rank() == (3, 8) and resolve_local_rank() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "5")
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "6")
+    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "2")
+    assert resolve_rank() == (5, 6) and resolve_local_rank() == 2  # Open MPI before SLURM
+    monkeypatch.setenv("PALS_RANKID", "4")
+    monkeypatch.setenv("PALS_LOCAL_RANKID", "0")
+    monkeypatch.setenv("PMI_SIZE", "12")
+    assert resolve_rank() == (4, 12) and resolve_local_rank() == 0  # MPICH under PALS
+    monkeypatch.setenv("PMI_RANK", "7")
+    monkeypatch.setenv("MPI_LOCALRANKID", "3")
+    assert resolve_rank() == (7, 12) and resolve_local_rank() == 3  # PMI
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert resolve_rank() == (1, 2)  # torchrun's variables come first
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_rank() == (1, 2) and resolve_local_rank() == 1  # torchrun's come first
     assert resolve_rank(0, 4) == (0, 4)
     with pytest.raises(ValueError, match="give both rank and world_size"):
         resolve_rank(rank=1)
     monkeypatch.setenv("RANK", "one")
     with pytest.raises(ValueError, match="RANK='one'.* are not integers"):
+        resolve_rank()
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(ValueError, match="RANK=2 is not a rank of WORLD_SIZE=2"):
         resolve_rank()
 
 
@@ -239,6 +263,7 @@ def test_torch_api_is_frozen_and_sorted():
         "collated",
         "loss_by_source",
         "mix_losses",
+        "resolve_local_rank",
         "resolve_rank",
         "resolve_shard",
     ]

@@ -25,7 +25,7 @@ from .data import (
     MixtureIterableDataset,
     collated,
 )
-from .dist import all_reduce_metrics, resolve_rank, resolve_shard
+from .dist import all_reduce_metrics, resolve_local_rank, resolve_rank, resolve_shard
 from .losses import loss_by_source, mix_losses
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "collated",
     "loss_by_source",
     "mix_losses",
+    "resolve_local_rank",
     "resolve_rank",
     "resolve_shard",
 ]

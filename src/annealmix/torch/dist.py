@@ -12,16 +12,42 @@ import torch.distributed as dist
 from .. import metrics as _metrics
 from ..shard import Shard
 
-__all__ = ["all_reduce_metrics", "resolve_rank", "resolve_shard"]
+__all__ = ["all_reduce_metrics", "resolve_local_rank", "resolve_rank", "resolve_shard"]
 
-# (rank, world size) variables, in the order launchers are tried: torchrun and ezpz,
-# MPICH/Intel MPI (PMI), Open MPI, SLURM.
+# (rank, world size, local rank) variables, in the order launchers are tried, as ezpz
+# does: torchrun (and ezpz itself), MPICH/Intel MPI (PMI; MPICH's local rank), MPICH
+# under PALS (Aurora, Polaris: PALS numbers the ranks, PMI_SIZE counts them), Open
+# MPI, SLURM.
 _ENV = (
-    ("RANK", "WORLD_SIZE"),
-    ("PMI_RANK", "PMI_SIZE"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"),
-    ("SLURM_PROCID", "SLURM_NTASKS"),
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("PALS_RANKID", "PMI_SIZE", "PALS_LOCAL_RANKID"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
 )
+
+
+def _launcher() -> tuple[int, int, int] | None:
+    """(rank, world size, local rank) from the first launcher whose variables are set."""
+    for rank_var, size_var, local_var in _ENV:
+        if rank_var in os.environ and size_var in os.environ:
+            names = (rank_var, size_var, local_var)
+            values = [os.environ.get(v, "0" if v == local_var else "") for v in names]
+            try:
+                rank, world, local = (int(v) for v in values)
+            except ValueError:
+                shown = ", ".join(f"{v}={os.environ.get(v)!r}" for v in names if v in os.environ)
+                raise ValueError(
+                    f"environment {shown} are not integers; fix the launcher or pass "
+                    "rank= and world_size="
+                ) from None
+            if not 0 <= rank < world:
+                raise ValueError(
+                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; "
+                    "fix the launcher or pass rank= and world_size="
+                )
+            return rank, world, local
+    return None
 
 
 def resolve_rank(
@@ -30,8 +56,10 @@ def resolve_rank(
     """This process's data-parallel (rank, world size).
 
     Explicit arguments win; then the group (default: the world) of an initialised
-    ``torch.distributed``; then the launcher's environment (``RANK``/``WORLD_SIZE``,
-    ``PMI_*``, ``OMPI_COMM_WORLD_*``, ``SLURM_*``); else a single process (0, 1).
+    ``torch.distributed`` (under tensor or pipeline parallelism, pass the
+    data-parallel group: its peers must get the same batches); then the launcher's
+    environment (``RANK``/``WORLD_SIZE``, ``PMI_*``, ``PALS_RANKID``,
+    ``OMPI_COMM_WORLD_*``, ``SLURM_*``); else a single process (0, 1).
     """
     if (rank is None) != (world_size is None):
         raise ValueError(
@@ -42,17 +70,16 @@ def resolve_rank(
         return int(rank), int(world_size)  # type: ignore[arg-type]
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(group), dist.get_world_size(group)
-    for rank_var, size_var in _ENV:
-        if rank_var in os.environ and size_var in os.environ:
-            try:
-                return int(os.environ[rank_var]), int(os.environ[size_var])
-            except ValueError:
-                raise ValueError(
-                    f"environment {rank_var}={os.environ[rank_var]!r}, "
-                    f"{size_var}={os.environ[size_var]!r} are not integers; fix the launcher "
-                    "or pass rank= and world_size="
-                ) from None
-    return 0, 1
+    found = _launcher()
+    return (0, 1) if found is None else found[:2]
+
+
+def resolve_local_rank() -> int:
+    """This process's rank on its node (for the device it should use), from the same
+    launcher variables as ``resolve_rank`` (``LOCAL_RANK``, ``MPI_LOCALRANKID``,
+    ``PALS_LOCAL_RANKID``, ``OMPI_COMM_WORLD_LOCAL_RANK``, ``SLURM_LOCALID``); 0 alone."""
+    found = _launcher()
+    return 0 if found is None else found[2]
 
 
 def resolve_shard(global_batch_size: int, *, micro_batches: int = 1, group: Any = None) -> Shard:
