@@ -12,7 +12,9 @@ Measures, at global batch size 1024 with a cosine anneal over the measured steps
   (the worst case: every step's weights differ);
 - serving: a ``Stream`` with shuffled indices asked for 1, 8 or 64 steps at a time
   (what loaders ask), samples per second for 2, 8 and 64 sources at fixed weights
-  proportional to 1..N, and 2 sources against 64 (goal: within 2x).
+  proportional to 1..N, and 2 sources against 64 (goal: within 2x);
+- cold lookups: ``Plan(...).consumed(10**6)`` from a fresh plan, with constant
+  weights, an anneal over the last 20% of 10^6 steps, and an anneal over every step.
 """
 
 from __future__ import annotations
@@ -105,6 +107,23 @@ def serving(n: int, steps: int, budget: float = 1.0) -> float:
     return best
 
 
+def cold_lookups(n: int) -> list[float]:
+    """Seconds for a fresh plan's ``consumed(10**6)``: constant weights, an anneal
+    over the last 20% of the steps, an anneal over all of them."""
+    names = [f"s{i}" for i in range(n)]
+    start = {x: 1.0 + i for i, x in enumerate(names)}
+    end = {x: float(n - i) for i, x in enumerate(names)}
+    mixtures = [
+        Mixture(weights=start),
+        Mixture(weights=start, phases=[Phase(start_step=800_000, end_step=10**6, weights=end)]),
+        Mixture(weights=start, phases=[Phase(start_step=0, end_step=10**6, weights=end)]),
+    ]
+    return [
+        best_of(lambda x=mix: Plan(x, global_batch_size=B).consumed(10**6), 1, warm=False)
+        for mix in mixtures
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,6 +179,15 @@ def main() -> None:
         r = [serving(n, k) for n in (2, 8, 64)]
         cells = [f"take({k})", *(m(x) for x in r), f"{r[0] / r[2]:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "| cold consumed(10^6), fresh plan | 2 sources | 8 sources | 64 sources |",
+        "|---|---|---|---|",
+    ]
+    cold = [cold_lookups(n) for n in (2, 8, 64)]
+    for i, label in enumerate(("constant weights, no phase", "anneal over the last 20%",
+                               "anneal over every step")):  # fmt: skip
+        lines.append(f"| {label} | " + " | ".join(f"{c[i]:.3f} s" for c in cold) + " |")
     table = "\n".join(lines)
     print(table)
     if args.out:
