@@ -93,6 +93,42 @@ def test_two_mpi_ranks_from_open_mpis_environment_split_the_stream(tmp_path):
         assert r["tail"] == r["loaded"][5:]  # a state saved by the rank resumes it exactly
 
 
+@pytest.mark.dist
+@pytest.mark.slow
+def test_a_dcp_checkpoint_from_two_ranks_resumes_on_one_two_and_four(tmp_path):
+    sys.path.insert(0, str(ROOT / "tests"))
+    import dcp_worker
+    import dist_worker
+
+    script, ckpt = ROOT / "tests" / "dcp_worker.py", str(tmp_path / "ckpt")
+    check(torchrun(2, script, "save", ckpt, str(tmp_path / "save")))
+    p = dist_worker.plan()
+    ref = indexed(p, p.batches(0, dist_worker.STEPS))
+    values = np.where(ref.sources == 0, 0, np.where(ref.sources == 1, 1000, 2000)) + ref.indices
+    steps = np.arange(dcp_worker.SAVED_AT, dist_worker.STEPS)
+    for world in (1, 2, 4):
+        out = tmp_path / f"load{world}"
+        check(torchrun(world, script, "load", ckpt, str(out)))
+        ranks = [json.loads(Path(f"{out}.{r}").read_text()) for r in range(world)]
+        assert len({json.dumps(r["state"], sort_keys=True) for r in ranks}) == 1  # one state
+        for r in ranks:
+            shard = Shard(global_batch_size=p.global_batch_size, rank=r["rank"], world_size=world)
+            cols = shard.columns(steps)  # a slice for one rank, turning windows for more
+            mine = values[steps][:, cols] if isinstance(cols, slice) else (
+                np.take_along_axis(values[steps], cols, axis=1))  # fmt: skip
+            assert np.array_equal(np.array(r["loaded"]), mine), f"world {world} rank {r['rank']}"
+    saved = json.loads((tmp_path / "save.0").read_text())["state"]
+    grow = tmp_path / "grow"
+    check(torchrun(2, script, "grow", ckpt, str(grow)))  # a fourth source, re-planned
+    ranks = [json.loads(Path(f"{grow}.{r}").read_text()) for r in range(2)]
+    assert ranks[0]["state"] == ranks[1]["state"]
+    start = dict(zip(p.mixture.sources, saved["counts"]))
+    new_plan, _ = dcp_worker.grown()
+    final = dict(zip(new_plan.mixture.sources, ranks[0]["consumed"]))
+    assert all(final[k] >= start[k] for k in start) and final["d"] > 0
+    assert sum(final.values()) == p.global_batch_size * dist_worker.STEPS
+
+
 def audit(path: Path) -> list[str]:
     """The audit without the rank column: which samples each step consumed."""
     return sorted(" ".join(x.split()[:1] + x.split()[2:]) for x in path.read_text().splitlines())
