@@ -15,7 +15,9 @@ after it, so its ``state_dict()`` is exact however far the workers prefetched. E
 with its source id: ``{"source": id, "index": index, "sample": sample}``.
 
 Modules: ``data`` (datasets, sampler, loader), ``dist`` (rank discovery and
-metric all-reduce), ``losses`` (mixture-weighted and per-source losses).
+metric all-reduce), ``losses`` (mixture-weighted and per-source losses); the stack
+adapters are opt-in modules of their own: ``megatron`` (``MegatronDataset``, the
+global stream by global sample index, for Megatron-LM's samplers).
 """
 
 from .data import (

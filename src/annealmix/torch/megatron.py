@@ -1,0 +1,101 @@
+"""Megatron-LM's data path: the global stream indexed by global sample number.
+
+Megatron's pretraining samplers hand each data-parallel rank the global sample
+indices of its micro-batches (``consumed_samples`` onward) and its training step
+reads a dict per sample (``tokens``, ``labels``, ``loss_mask``, ``position_ids``).
+``MegatronDataset`` is that map-style dataset over the plan: sample ``i`` is
+position ``i % B`` of step ``i // B`` of the global stream, so Megatron's samplers,
+their ``consumed_samples`` resume and its data-parallel split work unchanged, and
+annealmix decides only what each position holds. Within a step the positions are
+turned as ``annealmix.Shard`` turns its windows (``turn(step)``), so that the
+contiguous slices Megatron gives each rank meet every part of the mix over time;
+the step's set of samples is the plan's either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .. import _validate
+from ..plan import Batch, Plan
+from ..shard import turn
+from ..stream import Position, Stream
+from .data import _ordered
+
+__all__ = ["MegatronDataset"]
+
+_CHUNK_STEPS = 64  # steps planned at once: Megatron reads the stream nearly in order
+
+
+class MegatronDataset(Dataset):
+    """The global stream as Megatron's GPT training loop reads it.
+
+    Args:
+        sources: random-access token sources by name, each sample ``seq_len + 1``
+            tokens (``annealmix.TokenWindows``, ``open_token_source(...)``).
+        plan: the plan, its sizes those of the sources.
+        num_steps: optimizer steps of the run (the dataset has ``num_steps * B``
+            samples, Megatron's ``train_samples``).
+    """
+
+    def __init__(self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int) -> None:
+        self.sources = _ordered(sources, plan)
+        self.plan = plan
+        self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+        lengths = {len(np.asarray(s[0])) for s in self.sources}
+        if len(lengths) != 1:
+            raise ValueError(
+                f"sources give samples of {sorted(lengths)} tokens; Megatron's batches need "
+                "one length: cut every source into windows of the same seq_len"
+            )
+        self.seq_len = lengths.pop() - 1
+        if self.seq_len < 1:
+            raise ValueError("samples must hold at least 2 tokens (seq_len + 1)")
+        self._stream = Stream(plan)
+        self._chunk: Batch | None = None
+        self._next: Position | None = None  # where the planned chunk ends
+
+    def __len__(self) -> int:
+        return self.num_steps * self.plan.global_batch_size
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(source id, sample index within it) of global sample ``index``."""
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"global sample {index} is out of range for {len(self)} samples")
+        b = self.plan.global_batch_size
+        step, j = divmod(index, b)
+        chunk = self._planned(step)
+        row, col = step - chunk.start_step, (j + int(turn(step, b))) % b
+        return int(chunk.sources[row, col]), int(chunk.indices[row, col])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        source, sample = self.locate(index)
+        tokens = torch.from_numpy(np.asarray(self.sources[source][sample], dtype=np.int64))
+        return {
+            "tokens": tokens[:-1],
+            "labels": tokens[1:],
+            "loss_mask": torch.ones(self.seq_len, dtype=torch.float32),
+            "position_ids": torch.arange(self.seq_len, dtype=torch.int64),
+        }
+
+    def _planned(self, step: int) -> Batch:
+        chunk = self._chunk
+        if chunk is not None and chunk.start_step <= step < chunk.start_step + len(chunk.sources):
+            return chunk
+        stream = self._stream
+        if self._next is not None and step == self._next.step:  # reading on: counts known
+            stream.seek(self._next)
+        else:
+            stream.seek(Position(step, 0, self.plan.consumed(step, cursor=stream.cursor)))
+        self._chunk = stream.take(min(_CHUNK_STEPS, self.num_steps - step))
+        self._next = stream.position
+        return self._chunk
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_chunk": None, "_next": None}  # workers plan their own

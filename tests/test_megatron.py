@@ -1,0 +1,90 @@
+"""The Megatron data path: the global stream by global sample index."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from annealmix import Mixture, Phase, Plan, TokenWindows, indexed  # noqa: E402
+from annealmix.shard import turn  # noqa: E402
+from annealmix.torch.megatron import MegatronDataset  # noqa: E402
+
+SEQ = 8
+MIX = Mixture(
+    weights={"web": 6, "code": 3, "math": 1},
+    phases=[Phase(start_step=10, end_step=40, weights={"math": 1}, schedule="cosine")],
+)
+
+
+def sources() -> dict:
+    # Source k's tokens start at k * 100_000, so a window names its source and place.
+    return {
+        name: TokenWindows(np.arange(k * 100_000, k * 100_000 + n * SEQ + 1), SEQ)
+        for k, (name, n) in enumerate((("web", 400), ("code", 120), ("math", 70)))
+    }
+
+
+def plan() -> Plan:
+    return Plan(MIX, global_batch_size=32, seed=4, sizes={k: len(v) for k, v in sources().items()})
+
+
+def test_global_index_i_is_position_i_mod_b_of_step_i_div_b_turned():
+    p, ds = plan(), MegatronDataset(sources(), plan(), num_steps=50)
+    assert len(ds) == 50 * 32
+    ref = indexed(p, p.batches(0, 50))
+    for i in range(len(ds)):
+        step, j = divmod(i, 32)
+        col = (j + int(turn(step, 32))) % 32
+        assert ds.locate(i) == (int(ref.sources[step, col]), int(ref.indices[step, col]))
+    for step in (0, 17, 49):  # each step's samples are the plan's, whatever the turn
+        got = sorted(ds.locate(step * 32 + j) for j in range(32))
+        assert got == sorted(zip(ref.sources[step].tolist(), ref.indices[step].tolist()))
+
+
+def test_samples_are_megatrons_dict():
+    ds = MegatronDataset(sources(), plan(), num_steps=5)
+    sample = ds[37]
+    source, index = ds.locate(37)
+    first = source * 100_000 + index * SEQ
+    assert sample["tokens"].tolist() == list(range(first, first + SEQ))
+    assert sample["labels"].tolist() == list(range(first + 1, first + SEQ + 1))
+    assert sample["loss_mask"].dtype == torch.float32 and sample["loss_mask"].sum() == SEQ
+    assert sample["position_ids"].tolist() == list(range(SEQ))
+    assert sample["tokens"].dtype == torch.int64
+
+
+def test_any_order_of_reads_and_workers_give_the_same_samples():
+    ds = MegatronDataset(sources(), plan(), num_steps=300)
+    forward = [ds.locate(i) for i in range(0, len(ds), 7)]
+    backward = [MegatronDataset(sources(), plan(), num_steps=300).locate(i)
+                for i in reversed(range(0, len(ds), 7))]  # fmt: skip
+    assert forward == backward[::-1]
+    # Megatron's sampler hands out batches of global indices; workers get a pickled copy.
+    batches = [list(range(a, a + 16)) for a in range(4000, 4800, 16)]
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=2)
+    got = torch.cat([b["tokens"][:, 0] for b in loader]).tolist()
+    want = [ds[i]["tokens"][0].item() for batch in batches for i in batch]
+    assert got == want
+
+
+def test_contiguous_rank_slices_meet_the_whole_mix():
+    # Megatron gives data-parallel rank r the r-th contiguous slice of every step.
+    names = ("a", "b", "c")
+    srcs = {n: TokenWindows(np.arange(10_000 * SEQ + 1), SEQ) for n in names}
+    p = Plan(Mixture(weights={"a": 0.6, "b": 0.3, "c": 0.1}), global_batch_size=64,
+             sizes=dict.fromkeys(names, 10_000))  # fmt: skip
+    ds = MegatronDataset(srcs, p, num_steps=800)
+    for rank in range(8):  # 8 ranks of 8 samples
+        ids = [ds.locate(s * 64 + rank * 8 + j)[0] for s in range(800) for j in range(8)]
+        share = np.bincount(ids, minlength=3) / len(ids)
+        assert np.abs(share - [0.6, 0.3, 0.1]).max() < 0.02, (rank, share)
+
+
+def test_sources_of_other_lengths_and_indices_out_of_range_are_refused():
+    srcs = dict(sources(), math=TokenWindows(np.arange(1000), SEQ * 2))
+    with pytest.raises(ValueError, match="samples of \\[9, 17\\] tokens"):
+        MegatronDataset(srcs, Plan(MIX, global_batch_size=32, sizes={k: len(v) for k, v in
+                                   srcs.items()}), num_steps=3)  # fmt: skip
+    ds = MegatronDataset(sources(), plan(), num_steps=3)
+    with pytest.raises(IndexError, match="global sample 96 is out of range for 96 samples"):
+        ds[96]
