@@ -1,0 +1,124 @@
+"""Megatron-LM's blend arguments as annealmix sources and weights.
+
+Megatron names its training data with ``--data-path`` (or a file of the same words,
+``--data-args-path``, or per split, ``--per-split-data-args-path`` with a JSON of
+``{"train": [...], "valid": [...], "test": [...]}``): either ``w1 prefix1 w2 prefix2
+...``, weights and ``PREFIX`` of ``PREFIX.bin``/``PREFIX.idx`` pairs alternating, or
+prefixes alone, which Megatron weights by each dataset's size. ``read_blend`` gives
+the same blend as annealmix sources (``open_token_source`` on each pair, named by
+its file name) and starting weights, ready for a ``Mixture``; two blends of the same
+prefixes (an old and a new mix) become the start and a phase's target of one anneal.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import _validate
+from .sources import TokenShards, open_token_source
+
+__all__ = ["read_blend", "read_blend_file", "read_split_blends"]
+
+
+def _words(data_path: str | Sequence[str]) -> list[str]:
+    words = data_path.split() if isinstance(data_path, str) else [str(w) for w in data_path]
+    if not words:
+        raise ValueError("the blend is empty; give 'w1 prefix1 w2 prefix2 ...' or prefixes")
+    return words
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def read_blend(
+    data_path: str | Sequence[str], seq_len: int, *, base: str | Path = "."
+) -> tuple[dict[str, float], dict[str, TokenShards]]:
+    """(weights, sources) of a Megatron ``--data-path``, sources named by file name.
+
+    Weights are as given (relative), or, for prefixes alone, each dataset's samples
+    of ``seq_len + 1`` tokens, as Megatron weights an unweighted blend by size.
+    Relative prefixes are read from ``base``.
+    """
+    words = _words(data_path)
+    weighted = _is_number(words[0])
+    if weighted:
+        if len(words) % 2:
+            raise ValueError(
+                f"a weighted blend alternates weight and prefix, got {len(words)} words ending "
+                f"in {words[-1]!r}; give 'w1 prefix1 w2 prefix2 ...'"
+            )
+        pairs = list(zip(words[::2], words[1::2]))
+        for weight, prefix in pairs:
+            if not _is_number(weight) or _is_number(prefix):
+                raise ValueError(
+                    f"a weighted blend alternates weight and prefix, got {weight!r} "
+                    f"{prefix!r}; give 'w1 prefix1 w2 prefix2 ...'"
+                )
+    else:
+        if any(_is_number(w) for w in words):
+            raise ValueError(
+                f"the blend mixes prefixes and weights ({' '.join(words)!r}); give a weight "
+                "before every prefix or none"
+            )
+        pairs = [(None, prefix) for prefix in words]
+    weights: dict[str, float] = {}
+    sources: dict[str, TokenShards] = {}
+    for weight, prefix in pairs:
+        path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
+        name = _unique(Path(prefix).name, sources)
+        sources[name] = open_token_source(str(path), "megatron", seq_len)
+        value = float(len(sources[name]) if weight is None else weight)
+        if not 0 <= value < float("inf"):  # also refuses nan
+            raise ValueError(f"weight of {prefix!r} must be finite and >= 0, got {weight}")
+        weights[name] = value
+    return weights, sources
+
+
+def _unique(name: str, taken: dict[str, Any]) -> str:
+    if name not in taken:
+        return name
+    k = 2
+    while f"{name}-{k}" in taken:
+        k += 1
+    return f"{name}-{k}"
+
+
+def read_blend_file(
+    path: str | Path, seq_len: int
+) -> tuple[dict[str, float], dict[str, TokenShards]]:
+    """``read_blend`` of a ``--data-args-path`` file (the same words, whitespace-split);
+    relative prefixes are read from the file's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"blend file {str(path)!r} does not exist")
+    return read_blend(path.read_text(), seq_len, base=path.parent)
+
+
+def read_split_blends(
+    path: str | Path, seq_len: int
+) -> dict[str, tuple[dict[str, float], dict[str, TokenShards]]]:
+    """``read_blend`` per split of a ``--per-split-data-args-path`` JSON file
+    (``{"train": [...], "valid": [...], "test": [...]}``, each a blend's words)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"per-split blend file {str(path)!r} does not exist")
+    try:
+        splits = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(splits, dict):
+        raise ValueError(f"{path}: expected an object of splits, got {type(splits).__name__}")
+    out = {}
+    for split, words in splits.items():
+        _validate.choice("split", split, ("test", "train", "valid"))
+        if words:
+            out[split] = read_blend(words, seq_len, base=path.parent)
+    return out

@@ -1,0 +1,88 @@
+"""Megatron blend arguments read into sources and weights."""
+
+import json
+
+import pytest
+from test_sources import write_megatron
+
+from annealmix import Mixture, Phase, Plan
+from annealmix.blends import read_blend, read_blend_file, read_split_blends
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    for name, n in (("web_text_document", 500), ("code_text_document", 200)):
+        write_megatron(tmp_path / name, [list(range(n)), list(range(n, 2 * n + 1))])
+    return tmp_path
+
+
+def test_a_weighted_blend_names_sources_by_file(pairs):
+    weights, sources = read_blend(
+        "0.7 web_text_document 0.3 code_text_document", seq_len=10, base=pairs
+    )
+    assert weights == {"web_text_document": 0.7, "code_text_document": 0.3}
+    assert len(sources["web_text_document"]) == (1001 - 1) // 10
+    assert sources["code_text_document"][0].tolist() == list(range(11))
+
+
+def test_prefixes_alone_are_weighted_by_size_as_megatron_does(pairs):
+    weights, sources = read_blend(["web_text_document", "code_text_document"], 10, base=pairs)
+    assert weights == {"web_text_document": 100.0, "code_text_document": 40.0}
+    assert weights == {n: float(len(s)) for n, s in sources.items()}
+
+
+def test_two_blends_become_one_anneal(pairs):
+    old, sources = read_blend("0.9 web_text_document 0.1 code_text_document", 10, base=pairs)
+    new, _ = read_blend("0.5 web_text_document 0.5 code_text_document", 10, base=pairs)
+    mix = Mixture(weights=old, phases=[Phase(start_step=100, end_step=199, weights=new)])
+    plan = Plan(mix, global_batch_size=8, sizes={n: len(s) for n, s in sources.items()})
+    assert plan.mixture.weights_at(199).round(2).tolist() == [0.5, 0.5]
+
+
+def test_blend_files_and_per_split_json(pairs):
+    (pairs / "args.txt").write_text("0.6 web_text_document\n0.4 code_text_document\n")
+    weights, _ = read_blend_file(pairs / "args.txt", 10)
+    assert weights == {"web_text_document": 0.6, "code_text_document": 0.4}
+    (pairs / "splits.json").write_text(
+        json.dumps(
+            {"train": ["1", "web_text_document"], "valid": ["code_text_document"], "test": []}
+        )  # fmt: skip
+    )
+    splits = read_split_blends(pairs / "splits.json", 10)
+    assert set(splits) == {"train", "valid"} and splits["valid"][0] == {"code_text_document": 40.0}
+
+
+@pytest.mark.parametrize(
+    ("blend", "error", "message"),
+    [
+        ("", ValueError, "the blend is empty"),
+        ("0.5 web_text_document 0.5", ValueError, "alternates weight and prefix, got 3 words"),
+        ("0.5 0.5 web_text_document code", ValueError, "got '0.5' '0.5'"),
+        ("web_text_document 0.5", ValueError, "mixes prefixes and weights"),
+        ("-1 web_text_document", ValueError, "must be finite and >= 0, got -1"),
+        ("nan web_text_document", ValueError, "must be finite and >= 0, got nan"),
+        ("1 nowhere", FileNotFoundError, "nowhere.idx' does not exist"),
+    ],
+)
+def test_bad_blends_say_why(pairs, blend, error, message):
+    with pytest.raises(error, match=message):
+        read_blend(blend, 10, base=pairs)
+
+
+def test_missing_and_bad_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="blend file .* does not exist"):
+        read_blend_file(tmp_path / "none.txt", 10)
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="expected an object of splits"):
+        read_split_blends(tmp_path / "bad.json", 10)
+    (tmp_path / "typo.json").write_text('{"trian": []}')
+    with pytest.raises(ValueError, match="did you mean 'train'"):
+        read_split_blends(tmp_path / "typo.json", 10)
+
+
+def test_prefixes_with_one_file_name_get_distinct_source_names(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        write_megatron(tmp_path / folder / "web", [list(range(100))])
+    weights, _ = read_blend("1 a/web 3 b/web", 10, base=tmp_path)
+    assert weights == {"web": 1.0, "web-2": 3.0}
