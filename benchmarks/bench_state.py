@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 from _machine import describe
+from bench_plan import best_of
 
 from annealmix import Mixture, Phase, Plan, Position, Stream
 
@@ -58,15 +59,6 @@ class Ids:
         return i
 
 
-def best(fn, repeat: int = 5) -> float:
-    out = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
-
-
 def sizes() -> list[str]:
     rows = ["| sources | state at step 10^6 | after a re-plan |", "|---|---|---|"]
     for n in (2, 8, 64):
@@ -90,14 +82,14 @@ def resume() -> list[str]:
     stream = Stream(p)
     stream.seek(Position(STEP, 0, p.consumed(STEP)))
     state = stream.state_dict()
-    replay = best(lambda: p.consumed(STEP))
+    replay = best_of(lambda: p.consumed(STEP), 5, warm=False)
 
     def fresh():
         dl = MixtureDataLoader(sources, p, num_steps=STEP + 10)
         dl.load_state_dict(state)
         return dl
 
-    load = best(fresh)
+    load = best_of(fresh, 5, warm=False)
     first_state, first_metrics = float("inf"), float("inf")
     for _ in range(5):
         dl = fresh()

@@ -15,12 +15,12 @@ own: the rows read per row used grow with the workers. Best of 3 passes.
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 from _machine import describe
+from bench_plan import best_of
 from torch.utils.data import DataLoader
 
 from annealmix import Mixture, Plan, Shard
@@ -46,15 +46,6 @@ def as_array(sample, source_id: int) -> np.ndarray:
     return np.asarray(sample["x"]) if isinstance(sample, dict) else sample
 
 
-def best(fn, repeat: int = 3) -> float:
-    out = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out = min(out, time.perf_counter() - t0)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=60_000, help="rows in the stream")
@@ -76,7 +67,7 @@ def main() -> None:
             if i + 1 == used:
                 break
 
-    baseline = best(read_directly)
+    baseline = best_of(read_directly, 3, warm=False)
     lines = [
         describe(),
         f"{args.items:,} stream rows of {WIDTH} int64 in 4 shards, half of each batch of "
@@ -113,7 +104,7 @@ def main() -> None:
             ("plain DataLoader over the stream alone", plain, 1),
             ("MixtureDataLoader", load, max(1, workers)),
         ):
-            spent = best(fn)
+            spent = best_of(fn, 3, warm=False)
             lines.append(
                 f"| {label}, {workers} worker(s) | {used / spent:,.0f} | {reads} "
                 f"| {spent / baseline:.1f}x |"
