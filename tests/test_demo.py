@@ -180,3 +180,13 @@ def test_smoothing_keeps_the_edges_where_they_are():
     assert np.allclose(flat, 2.15)  # zero padding gave 1.29 at the first point
     ramp = smooth(np.arange(10.0))
     assert ramp[0] == pytest.approx(np.mean([0, 1, 2])) and ramp[5] == pytest.approx(5.0)
+
+
+def test_the_device_is_chosen_automatically():
+    torch = pytest.importorskip("torch")
+    from annealmix.demo.run import _device
+
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available() and torch.backends.mps.is_available():
+        expected = "mps"
+    assert _device("auto") == expected and _device("cpu") == "cpu"

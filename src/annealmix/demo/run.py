@@ -56,7 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="constant",
         help="constant (default: keeps the learning rate out of the switch) or cosine",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA, else MPS, else the CPU), cpu, cuda or mps",
+    )
     p.add_argument(
         "--jobs",
         type=int,
@@ -104,7 +108,9 @@ def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str
     return [records[(a.name, s)] for a, s in tasks]
 
 
-def _check_device(device: str) -> None:
+def _device(device: str) -> str:
+    """The device to train on: ``auto`` picks CUDA, then MPS, then the CPU; a named
+    device must exist here."""
     try:
         import torch
     except ImportError:
@@ -113,17 +119,20 @@ def _check_device(device: str) -> None:
             "pip install -c constraints.txt 'annealmix[torch]' (the constraints pin the CPU build)"
         ) from None
 
-    kind = device.split(":")[0]
     available = {
-        "cpu": True,
         "cuda": torch.cuda.is_available(),
         "mps": getattr(torch.backends, "mps", None) is not None
         and torch.backends.mps.is_available(),
+        "cpu": True,
     }
+    if device == "auto":
+        return next(kind for kind, here in available.items() if here)
+    kind = device.split(":")[0]
     if kind not in available:
-        raise ValueError(f"unknown --device {device!r}; use cpu, cuda or mps")
+        raise ValueError(f"unknown --device {device!r}; use auto, cpu, cuda or mps")
     if not available[kind]:
         raise ValueError(f"--device {device!r} is not available on this machine; use --device cpu")
+    return device
 
 
 def _first_change(arm: Arm, steps: int) -> int:
@@ -166,7 +175,7 @@ def main(args: argparse.Namespace) -> int:
     cfg = QUICK if args.quick else RunConfig()
     if not args.quick:
         cfg = replace(cfg, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr)
-    cfg = replace(cfg, lr_schedule=args.lr_schedule, device=args.device)
+    cfg = replace(cfg, lr_schedule=args.lr_schedule)
     seeds = 1 if args.quick else args.seeds
     if args.arms_config is not None:
         arms = load_arms(args.arms_config)
@@ -175,7 +184,7 @@ def main(args: argparse.Namespace) -> int:
         if not names:
             raise ValueError(f"--arms is empty; give arm names from: {', '.join(ARMS)}")
         arms = [ARMS[_validate.choice("arm", n, ARMS)] for n in names]
-    _check_device(cfg.device)
+    cfg = replace(cfg, device=_device(args.device))
     _check_steps(cfg, arms)
     print(
         f"annealmix demo: {len(arms)} arms x {seeds} seeds, {cfg.steps} steps of "
