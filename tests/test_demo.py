@@ -190,3 +190,23 @@ def test_the_device_is_chosen_automatically():
     if not torch.cuda.is_available() and torch.backends.mps.is_available():
         expected = "mps"
     assert _device("auto") == expected and _device("cpu") == "cpu"
+
+
+def test_confidence_intervals_and_indistinguishable_arms():
+    from annealmix.demo.report import confidence, summarise
+
+    assert confidence([1.0, 2.0, 3.0]) == pytest.approx(4.303 * 1.0 / np.sqrt(3))
+    assert math.isnan(confidence([1.0]))
+    records = []
+    for arm, finals in (
+        ("a", [1.0, 1.01, 0.99]),
+        ("b", [1.02, 1.03, 1.01]),
+        ("c", [2.0, 2.01, 1.99]),
+    ):
+        for seed, final in enumerate(finals):
+            rec = synthetic([3, 2.6, 2.3, 2.1, 2.0, 2.4, 2.6, 2.2, 1.9, 1.9, 2.0, 2.1, final])
+            rec["eval_prose"] = [final] * len(rec["eval_prose"])
+            samples = {"code": 1, "prose": 1}
+            records.append(rec | {"arm": arm, "seed": seed, "samples": samples})
+    rows = {r["arm"]: r for r in summarise(records)}
+    assert rows["a"]["indistinguishable"] == ["b"] and rows["c"]["indistinguishable"] == []

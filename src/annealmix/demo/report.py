@@ -15,6 +15,11 @@ Measures, per run (then mean and spread over seeds per arm):
   move, minus the mean before the switch, in units of the pre-switch standard
   deviation (how unusual the jump is against normal step-to-step fluctuation).
 
+Per arm, the leaderboard also gives the 95% confidence interval of the mean final
+loss over seeds (Student's t) and the arms whose intervals overlap it: arms this
+run cannot tell apart (overlap is a conservative test: it calls some real
+differences indistinguishable, never the reverse).
+
 The switch is the first step whose scheduled mix differs from the step before
 (the abrupt arm: the midpoint; a ramp: the start of its window); the constant arm
 has none, so its figures are taken at the default window's start, as a reference
@@ -47,6 +52,22 @@ MEASURES = (
     "tokens_per_s",
 )
 _REFERENCE_WINDOW = (0.25, 0.75)
+# Student's t, two-sided 95%, by degrees of freedom (normal beyond the table).
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+        9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
+
+
+def confidence(values: Any) -> float:
+    """Half-width of the 95% confidence interval of the mean of ``values`` (Student's t;
+    NaN with fewer than two values)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    n = values.size
+    if n < 2:
+        return float("nan")
+    dof = n - 1
+    t = _T95[max(k for k in _T95 if k <= dof)] if dof <= 30 else 1.96
+    return float(t * values.std(ddof=1) / np.sqrt(n))
 
 
 def move(rec: dict[str, Any]) -> tuple[int, int] | None:
@@ -114,11 +135,21 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             values = np.array([r[key] for r in runs], dtype=float)
             row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             row[key + "_std"] = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
+        row["final_mean_ci"] = confidence([r["final_mean"] for r in runs])
         samples = [rec["samples"] for rec in records if rec["arm"] == arm]
         row["samples_code"] = samples[0]["code"]
         row["samples_prose"] = samples[0]["prose"]
         rows.append(row)
-    return sorted(rows, key=lambda r: r["final_mean"])
+    rows.sort(key=lambda r: r["final_mean"])
+    for row in rows:  # arms whose 95% intervals of the final mean loss overlap this one's
+        row["indistinguishable"] = [
+            other["arm"]
+            for other in rows
+            if other is not row
+            and abs(other["final_mean"] - row["final_mean"])
+            <= row["final_mean_ci"] + other["final_mean_ci"]
+        ]
+    return rows
 
 
 def _cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
@@ -134,6 +165,8 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
         "rank",
         "arm",
         "final mean loss",
+        "95% CI",
+        "indistinguishable from",
         "final code",
         "final prose",
         "code forgetting",
@@ -151,6 +184,8 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
             str(i),
             r["arm"],
             _cell(r, "final_mean"),
+            "-" if not np.isfinite(r["final_mean_ci"]) else f"± {r['final_mean_ci']:.3f}",
+            ", ".join(r["indistinguishable"]) or "-",
             _cell(r, "final_code"),
             _cell(r, "final_prose"),
             _cell(r, "forgetting"),
