@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_schedules import schedules
 
-from annealmix import Cosine, Linear, Mixture, Phase, Step
+from annealmix import Constant, Cosine, Linear, Mixture, Phase, PiecewiseLinear, Step
 
 
 @st.composite
@@ -164,3 +164,18 @@ def test_segments_cover_every_step_in_order():
 def test_booleans_are_not_weights():
     with pytest.raises(TypeError, match="weight for source 'a' must be a number, got True"):
         Mixture(weights={"a": True, "b": 1})
+
+
+def test_smoothness_of_a_phase_that_hands_its_last_step_to_the_next():
+    # Found by the property test: phase 0 reaches s1 only at step 1, where phase 1
+    # takes over at once, so the weights never leave s0 (the landed code said 1.0).
+    mix = Mixture(
+        weights={"s0": 1.0, "s1": 0.0},
+        phases=[
+            Phase(start_step=0, end_step=1, weights={"s1": 1},
+                  schedule=PiecewiseLinear(knots=((0.0, 0.0), (0.5, 0.0), (1.0, 1.0)))),
+            Phase(start_step=1, end_step=2, weights={"s0": 1}, schedule=Constant(value=1.0)),
+        ],
+    )  # fmt: skip
+    w = mix.weights_at(np.arange(5))
+    assert mix.smoothness() == 0.5 * np.abs(np.diff(w, axis=0)).sum(axis=1).max() == 0.0

@@ -29,16 +29,17 @@ _SMOOTHNESS_CHUNK = 1 << 16
 _SMOOTHNESS_EXACT = 1 << 24
 
 
-def _pair_starts(schedule: Schedule, span: int):
-    """Chunks of steps s (phase-relative) whose pair (s, s + 1) ``smoothness`` checks."""
-    if span <= _SMOOTHNESS_EXACT:
-        for lo in range(0, span, _SMOOTHNESS_CHUNK):
-            yield np.arange(lo, min(span, lo + _SMOOTHNESS_CHUNK))
+def _pair_starts(schedule: Schedule, span: int, pairs: int):
+    """Chunks of steps s (phase-relative, s < ``pairs``) whose pair (s, s + 1)
+    ``smoothness`` checks, for a phase of ``span`` steps of progress."""
+    if pairs <= _SMOOTHNESS_EXACT:
+        for lo in range(0, pairs, _SMOOTHNESS_CHUNK):
+            yield np.arange(lo, min(pairs, lo + _SMOOTHNESS_CHUNK))
         return
     breaks = [getattr(schedule, "at", None)] + [p for p, _ in getattr(schedule, "knots", ())]
     near = [int(p * span) + d for p in breaks if p is not None for d in (-1, 0, 1)]
-    grid = np.linspace(0, span - 1, _SMOOTHNESS_CHUNK).astype(np.int64)
-    yield np.unique(np.clip(np.concatenate([grid, near]), 0, span - 1))
+    grid = np.linspace(0, pairs - 1, _SMOOTHNESS_CHUNK).astype(np.int64)
+    yield np.unique(np.clip(np.concatenate([grid, near]), 0, pairs - 1))
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -248,10 +249,14 @@ class Mixture:
         for i, phase in enumerate(self.phases):
             tv = 0.5 * np.abs(self._targets[i] - self._starts[i]).sum()
             span = phase.end_step - phase.start_step
-            for lo in _pair_starts(phase.schedule, span):
+            # A phase that ends on the step the next one begins hands that step over:
+            # its own steps stop one earlier, and the pair across is checked directly.
+            nxt = self.phases[i + 1].start_step if i + 1 < len(self.phases) else None
+            last = phase.end_step if nxt is None else min(phase.end_step, nxt - 1)
+            for lo in _pair_starts(phase.schedule, span, last - phase.start_step):
                 gamma = phase.schedule(np.stack([lo, lo + 1]) / span)
                 worst = max(worst, float(np.abs(gamma[1] - gamma[0]).max()) * tv)
-            for a in (phase.start_step - 1, phase.end_step):
+            for a in (phase.start_step - 1, last):
                 if a >= 0:
                     pair = self.weights_at(np.array([a, a + 1]))
                     worst = max(worst, 0.5 * float(np.abs(pair[1] - pair[0]).sum()))
