@@ -45,3 +45,15 @@ def test_rank_counts_count_samples_and_tokens():
     assert with_tokens["mix/rank_tokens/math"] == 16.0 and with_tokens["mix/rank_tokens/code"] == 0
     with pytest.raises(ValueError, match="lengths has 2 entries for 3 samples"):
         rank_counts(np.array([0, 2, 2]), MIX.sources, lengths=np.array([1, 2]))
+
+
+def test_a_replan_offset_counts_in_the_cumulative_figures():
+    p = Plan(MIX, global_batch_size=48, seed=3, sizes=SIZES)
+    plain = step_metrics(p, 10, tokens_per_sample={"web": 128})
+    offset = np.array([7, 0, -2])
+    moved = step_metrics(p, 10, offset=offset, tokens_per_sample={"web": 128})
+    for k, name in enumerate(MIX.sources):
+        assert moved[f"mix/samples/{name}"] == plain[f"mix/samples/{name}"] + offset[k]
+        assert moved[f"mix/epochs/{name}"] == moved[f"mix/samples/{name}"] / SIZES[name]
+        assert moved[f"mix/count/{name}"] == plain[f"mix/count/{name}"]  # the step's own mix
+    assert moved["mix/tokens/web"] == (plain["mix/samples/web"] + 7) * 128

@@ -35,6 +35,7 @@ def step_metrics(
     *,
     consumed: np.ndarray | None = None,
     cursor: Cursor | None = None,
+    offset: np.ndarray | None = None,
     tokens_per_sample: Mapping[str, int] | None = None,
     prefix: str = "mix",
 ) -> dict[str, float]:
@@ -45,6 +46,8 @@ def step_metrics(
         step: the optimizer step.
         consumed: ``plan.consumed(step)`` when already known (saves a replay).
         cursor: the caller's replay cursor, to walk on rather than replay.
+        offset: after a re-plan, each source's draws beyond the plan's own counts
+            (``Stream.offset``): cumulative samples, tokens and epochs include them.
         tokens_per_sample: tokens in one sample of a source, by name (fixed-length
             token sources); sources not named report no tokens.
         prefix: the first part of every key.
@@ -54,7 +57,7 @@ def step_metrics(
         consumed = plan.consumed(step, cursor=cursor)
     before = np.asarray(consumed, dtype=np.int64)
     counts = plan.counts(step, 1, before, cursor=cursor)[0]
-    after = before + counts
+    after = before + counts + (0 if offset is None else np.asarray(offset, dtype=np.int64))
     weights = plan.mixture.weights_at(step)
     tokens = dict(tokens_per_sample or {})
     for name in tokens:

@@ -209,7 +209,8 @@ def _positions(
     first, totals = first.astype(np.uint64), totals.astype(np.uint64)
     epoch = first // sizes
     wraps = (first + np.maximum(totals, 1) - np.uint64(1)) // sizes != epoch
-    source_keys = np.array([_source_key(plan.seed, k) for k in range(n)], dtype=np.uint64)
+    # _source_key(seed, k) for every k at once: key(seed, 0x5EED, k) extends key(seed, 0x5EED)
+    source_keys = _hash.extend(_hash.key(plan.seed, 0x5EED), np.arange(n))
     base = _hash.extend(np.uint64(_hash.key()), source_keys)  # key(source key)
     # key(source key, epoch), as sample_indices derives it, and its round keys
     round_keys = _round_keys(_hash.extend(base, epoch))

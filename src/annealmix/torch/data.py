@@ -267,17 +267,18 @@ class MixtureIterableDataset(IterableDataset):
             yield _Tagged(out, mb.after)
 
 
-def _items(source: Any, start: int) -> Iterator[Any]:
-    """The items of a stream from ``start`` on, every item whatever the worker."""
+def _items(source: Any, start: int) -> tuple[Iterator[Any], int]:
+    """The items of a stream, every item whatever the worker, and the number of the
+    first one: ``start`` where the source skips on its own, else 0."""
+    first = 0
     if start and callable(getattr(source, "skip", None)):
-        source = source.skip(start)  # Hugging Face streams skip inside their own reader
+        source, first = source.skip(start), start  # Hugging Face streams skip in their reader
     if type(source).__module__.startswith("datasets") and callable(getattr(source, "iter", None)):
         # A Hugging Face IterableDataset in a DataLoader worker reads only the worker's
         # shards through __iter__; its batch iterator reads them all.
-        return (
-            {key: column[0] for key, column in batch.items()} for batch in source.iter(batch_size=1)
-        )
-    return iter(source)
+        rows = source.iter(batch_size=1)
+        return ({key: column[0] for key, column in batch.items()} for batch in rows), first
+    return iter(source), first
 
 
 class _StreamReader:
@@ -288,9 +289,7 @@ class _StreamReader:
     """
 
     def __init__(self, source: Any, start: int) -> None:
-        skips = start and callable(getattr(source, "skip", None))
-        self._it = _items(source, start)
-        self._next = start if skips else 0
+        self._it, self._next = _items(source, start)
         self._last: dict[int, Any] = {}
         if self._next < start:
             self.read([start - 1], keep=False)
@@ -430,24 +429,14 @@ class MixtureDataLoader(DataLoader):
         The steps the loop is at (and the one before) cost no replay: their counts
         travelled with the batches.
         """
-        plan, offset = self.stream.plan, self.stream.offset
-        consumed = self._boundaries.get(step)
-        out = _metrics.step_metrics(
-            plan,
+        return _metrics.step_metrics(
+            self.stream.plan,
             step,
-            consumed=consumed,
+            consumed=self._boundaries.get(step),
             cursor=self._metrics_cursor,
+            offset=self.stream.offset,
             tokens_per_sample=tokens_per_sample,
         )
-        if offset is not None:  # a re-planned run: cumulative figures include the old draws
-            for k, name in enumerate(plan.mixture.sources):
-                key = f"mix/samples/{name}"
-                out[key] += float(offset[k])
-                if f"mix/tokens/{name}" in out:
-                    out[f"mix/tokens/{name}"] = out[key] * tokens_per_sample[name]
-                if plan.sizes is not None:
-                    out[f"mix/epochs/{name}"] = out[key] / plan.sizes[k]
-        return out
 
 
 def _check_stream_loader(streams: Sequence[str], shard: Shard, kwargs: Mapping[str, Any]) -> None:
