@@ -12,7 +12,10 @@ LAYERS = [
     ("mixture", {"mixture", "weights"}),
     ("plan", {"_counts", "plan"}),
     ("order", {"order"}),
-    ("sources and the stream", {"sources", "blends", "shard", "stream", "metrics"}),
+    (
+        "sources and the stream",
+        {"sources", "documents", "packing", "blends", "shard", "stream", "metrics"},
+    ),
     ("torch", {"torch"}),
     ("config, cli, demo", {"config", "plotting", "cli", "__main__", "demo"}),
 ]

@@ -35,16 +35,20 @@ def test_global_index_i_is_position_i_mod_b_of_step_i_div_b_turned():
     for i in range(len(ds)):
         step, j = divmod(i, 32)
         col = (j + int(turn(step, 32))) % 32
-        assert ds.locate(i) == (int(ref.sources[step, col]), int(ref.indices[step, col]))
+        assert ds.locate(i) == (
+            int(ref.sources[step, col]),
+            int(ref.indices[step, col]),
+            int(ref.draws[step, col]) // p.sizes[int(ref.sources[step, col])],
+        )
     for step in (0, 17, 49):  # each step's samples are the plan's, whatever the turn
-        got = sorted(ds.locate(step * 32 + j) for j in range(32))
+        got = sorted(ds.locate(step * 32 + j)[:2] for j in range(32))
         assert got == sorted(zip(ref.sources[step].tolist(), ref.indices[step].tolist()))
 
 
 def test_samples_are_megatrons_dict():
     ds = MegatronDataset(sources(), plan(), num_steps=5)
     sample = ds[37]
-    source, index = ds.locate(37)
+    source, index, _ = ds.locate(37)
     first = source * 100_000 + index * SEQ
     assert sample["tokens"].tolist() == list(range(first, first + SEQ))
     assert sample["labels"].tolist() == list(range(first + 1, first + SEQ + 1))

@@ -3,9 +3,12 @@
 A random-access source is anything with ``len`` and ``[]``: a Python sequence, a
 numpy array, a PyTorch map-style ``Dataset``, a Hugging Face ``datasets.Dataset``.
 Streams (an ``IterableDataset``, a Hugging Face streaming dataset, a generator) go
-through ``annealmix.torch``'s iterable path. Token data is cut into fixed-length
-samples by ``TokenWindows`` (one array) and ``TokenShards`` (many files), read
-memory-mapped from:
+through ``annealmix.torch``'s iterable path. A source whose samples change from
+epoch to epoch (packed documents, ``annealmix.packing``) also has
+``at_epoch(epoch, index)``, and the readers here pass it the draw's epoch
+(``draw // len(source)``); ``at_epochs(epochs, indices)`` reads many at once.
+Token data is cut into fixed-length samples by ``TokenWindows`` (one array) and
+``TokenShards`` (many files), read memory-mapped from:
 
 - ``nanogpt``: flat binary tokens, no header (``uint16``, or ``uint32``);
 - ``llmc``: llm.c's files, a 256-int32 header (magic, version, count) then tokens;
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import glob
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,10 +40,27 @@ __all__ = [
     "TokenShards",
     "TokenWindows",
     "open_token_source",
+    "read",
+    "read_batch",
     "read_llmc",
     "read_nanogpt",
     "read_npy",
 ]
+
+
+def read(source: Any, epoch: int, index: int) -> Any:
+    """Sample ``index`` of a random-access source, in pass ``epoch`` over it."""
+    at_epoch = getattr(source, "at_epoch", None)
+    return source[index] if at_epoch is None else at_epoch(epoch, index)
+
+
+def read_batch(source: Any, epochs: np.ndarray, indices: np.ndarray) -> Any:
+    """Samples ``indices`` (in passes ``epochs``) of one source: stacked where the
+    source reads batches itself (``at_epochs``), else a list."""
+    at_epochs = getattr(source, "at_epochs", None)
+    if at_epochs is not None:
+        return at_epochs(epochs, indices)
+    return [read(source, e, i) for e, i in zip(epochs.tolist(), indices.tolist())]
 
 
 class TokenWindows:

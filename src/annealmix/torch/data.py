@@ -15,6 +15,7 @@ from torch.utils.data._utils.pin_memory import pin_memory as _pin
 from .. import metrics as _metrics
 from ..plan import Plan
 from ..shard import Shard
+from ..sources import read, read_batch
 from ..stream import MicroBatch, Position, Stream
 from .dist import resolve_shard
 
@@ -91,19 +92,23 @@ class _TaggedCollate:
         return self.collate_fn(data)
 
 
-def _keys(mb: MicroBatch) -> np.ndarray:
-    """Rows of (source id, index), int64, shape (micro-batch size, 2)."""
+def _keys(mb: MicroBatch, sizes: np.ndarray | None) -> np.ndarray:
+    """Rows of (source id, index, epoch), int64, shape (micro-batch size, 3): the epoch
+    of a draw is ``draw // size`` (0 for a plan without sizes)."""
     index = mb.draws if mb.indices is None else mb.indices
-    return np.stack([mb.sources.astype(np.int64), index], axis=1)
+    epoch = np.zeros_like(mb.draws) if sizes is None else mb.draws // sizes.take(mb.sources)
+    return np.stack([mb.sources.astype(np.int64), index, epoch], axis=1)
 
 
 class MixedDataset(Dataset):
-    """Random-access sources behind one map-style dataset keyed by ``(source id, index)``.
+    """Random-access sources behind one map-style dataset keyed by ``(source id, index,
+    epoch)`` (the epoch matters to sources that read by epoch: ``annealmix.sources.read``).
 
     ``dataset[key]`` is ``{"source": id, "index": index, "sample": sample}``. With
     ``batched=True``, ``__getitems__`` (which DataLoader calls for a whole batch)
     returns the batch already collated, ``source`` and ``index`` as int64 numpy
-    arrays: use it with ``collate_fn=annealmix.torch.collated``.
+    arrays, each source's samples read in one call where it reads batches itself
+    (``at_epochs``): use it with ``collate_fn=annealmix.torch.collated``.
 
     Args:
         sources: the sources in the plan's id order (``len`` and ``[]`` each).
@@ -119,28 +124,70 @@ class MixedDataset(Dataset):
     ) -> None:
         self.sources, self.transform, self.batched = sources, transform, batched
 
-    def _sample(self, k: int, i: int) -> Any:
-        sample = self.sources[k][i]
-        return sample if self.transform is None else self.transform(sample, k)
-
     def __getitem__(self, key: Any) -> dict[str, Any]:
-        k, i = int(key[0]), int(key[1])
-        return {"source": k, "index": i, "sample": self._sample(k, i)}
+        k, i, epoch = (int(x) for x in key)
+        sample = read(self.sources[k], epoch, i)
+        if self.transform is not None:
+            sample = self.transform(sample, k)
+        return {"source": k, "index": i, "sample": sample}
 
     def __getitems__(self, keys: Any) -> Any:
         if isinstance(keys, _Tagged):
             return _Tagged(self.__getitems__(keys.value), keys.after)
-        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 2)
+        keys = np.asarray(keys, dtype=np.int64).reshape(-1, 3)
         if not self.batched:
             return [self[key] for key in keys]
         # Ids stay numpy here: from a worker, a small array is pickled by value, while
         # a tensor costs a shared-memory segment of its own (measured: 20% of the
         # throughput with 2 workers). MixtureDataLoader makes them tensors.
-        samples = [self._sample(k, i) for k, i in keys.tolist()]
-        return {"source": keys[:, 0].copy(), "index": keys[:, 1].copy(), "sample": _stack(samples)}
+        sources, indices, epochs = keys[:, 0].copy(), keys[:, 1].copy(), keys[:, 2]
+        parts = []
+        for k in np.unique(sources).tolist():
+            at = np.flatnonzero(sources == k)
+            parts.append((k, at, read_batch(self.sources[k], epochs[at], indices[at])))
+        return {"source": sources, "index": indices, "sample": self._collate(parts, len(keys))}
+
+    def _collate(self, parts: list[tuple[int, np.ndarray, Any]], n: int) -> Any:
+        """One batch from each source's samples (stacked arrays, dicts of them, or lists)."""
+        if self.transform is None:
+            stacked = _scatter([(at, got) for _, at, got in parts], n)
+            if stacked is not None:
+                return stacked
+        samples: list[Any] = [None] * n
+        for k, at, got in parts:
+            for j, row in enumerate(at.tolist()):
+                sample = _row(got, j)
+                samples[row] = sample if self.transform is None else self.transform(sample, k)
+        return _stack(samples)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
+
+
+def _row(batch: Any, j: int) -> Any:
+    if isinstance(batch, dict):
+        return {key: value[j] for key, value in batch.items()}
+    return batch[j]
+
+
+def _scatter(parts: list[tuple[np.ndarray, Any]], n: int) -> Any:
+    """Stacked per-source samples put in batch order as one tensor (or a dict of them);
+    ``None`` unless every source gave the same stacked shape."""
+    first = parts[0][1]
+    if isinstance(first, np.ndarray):
+        if not all(isinstance(g, np.ndarray) and g.shape[1:] == first.shape[1:] and
+                   g.dtype == first.dtype for _, g in parts):  # fmt: skip
+            return None
+        out = np.empty((n, *first.shape[1:]), dtype=first.dtype)
+        for at, got in parts:
+            out[at] = got
+        return torch.from_numpy(out)
+    if isinstance(first, dict) and all(
+        isinstance(g, dict) and g.keys() == first.keys() for _, g in parts
+    ):
+        fields = {key: _scatter([(at, g[key]) for at, g in parts], n) for key in first}
+        return None if any(v is None for v in fields.values()) else fields
+    return None
 
 
 def _stack(samples: list[Any]) -> Any:
@@ -174,11 +221,13 @@ class MixtureBatchSampler(Sampler):
     def __init__(self, plan: Plan, shard: Shard | None = None, *, num_steps: int | None = None):
         shard = resolve_shard(plan.global_batch_size) if shard is None else shard
         self.stream = Stream(plan, shard, num_steps=num_steps)
+        self._sizes = None if plan.sizes is None else np.array(plan.sizes, dtype=np.int64)
         self._tagged = False  # MixtureDataLoader: each key array carries its position
 
     def __iter__(self) -> Iterator[Any]:
         for mb in self.stream:
-            yield _Tagged(_keys(mb), mb.after) if self._tagged else _keys(mb)
+            keys = _keys(mb, self._sizes)
+            yield _Tagged(keys, mb.after) if self._tagged else keys
 
     def __len__(self) -> int:
         return len(self.stream)
@@ -252,15 +301,18 @@ class MixtureIterableDataset(IterableDataset):
     def _emit(
         self, pending: list[MicroBatch], readers: dict[int, _StreamReader]
     ) -> Iterator[_Tagged]:
-        read: dict[int, dict[int, Any]] = {}
+        got: dict[int, dict[int, Any]] = {}
         for k, reader in readers.items():
             wanted = np.concatenate([mb.draws[mb.sources == k] for mb in pending] or [[]])
-            read[k] = reader.read(np.sort(wanted).astype(np.int64).tolist())
+            got[k] = reader.read(np.sort(wanted).astype(np.int64).tolist())
         for mb in pending:
             out = []
             index = mb.draws if mb.indices is None else mb.indices
             for k, d, i in zip(mb.sources.tolist(), mb.draws.tolist(), index.tolist()):
-                sample, i = (read[k][d], d) if k in readers else (self.sources[k][i], i)
+                if k in readers:
+                    sample, i = got[k][d], d
+                else:
+                    sample = read(self.sources[k], d // len(self.sources[k]), i)
                 if self.transform is not None:
                     sample = self.transform(sample, k)
                 out.append({"source": k, "index": i, "sample": sample})

@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from .. import _validate
 from ..plan import Batch, Plan
 from ..shard import turn
+from ..sources import read
 from ..stream import Position, Stream
 from .data import _ordered
 
@@ -37,7 +38,9 @@ class MegatronDataset(Dataset):
 
     Args:
         sources: random-access token sources by name, each sample ``seq_len + 1``
-            tokens (``annealmix.TokenWindows``, ``open_token_source(...)``).
+            tokens (``annealmix.TokenWindows``, ``open_token_source(...)``), or
+            Megatron's sample dict itself (``annealmix.packing.Packed`` with
+            ``output="dict"``: position ids and loss mask per document).
         plan: the plan, its sizes those of the sources.
         num_steps: optimizer steps of the run (the dataset has ``num_steps * B``
             samples, Megatron's ``train_samples``).
@@ -47,7 +50,7 @@ class MegatronDataset(Dataset):
         self.sources = _ordered(sources, plan)
         self.plan = plan
         self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
-        lengths = {len(np.asarray(s[0])) for s in self.sources}
+        lengths = {_length(s[0]) for s in self.sources}
         if len(lengths) != 1:
             raise ValueError(
                 f"sources give samples of {sorted(lengths)} tokens; Megatron's batches need "
@@ -63,8 +66,8 @@ class MegatronDataset(Dataset):
     def __len__(self) -> int:
         return self.num_steps * self.plan.global_batch_size
 
-    def locate(self, index: int) -> tuple[int, int]:
-        """(source id, sample index within it) of global sample ``index``."""
+    def locate(self, index: int) -> tuple[int, int, int]:
+        """(source id, sample index within it, epoch) of global sample ``index``."""
         index = int(index)
         if not 0 <= index < len(self):
             raise IndexError(f"global sample {index} is out of range for {len(self)} samples")
@@ -72,11 +75,16 @@ class MegatronDataset(Dataset):
         step, j = divmod(index, b)
         chunk = self._planned(step)
         row, col = step - chunk.start_step, (j + int(turn(step, b))) % b
-        return int(chunk.sources[row, col]), int(chunk.indices[row, col])
+        source = int(chunk.sources[row, col])
+        epoch = int(chunk.draws[row, col]) // self.plan.sizes[source]
+        return source, int(chunk.indices[row, col]), epoch
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        source, sample = self.locate(index)
-        tokens = torch.from_numpy(np.asarray(self.sources[source][sample], dtype=np.int64))
+        source, sample, epoch = self.locate(index)
+        got = read(self.sources[source], epoch, sample)
+        if isinstance(got, dict):
+            return {k: torch.from_numpy(np.asarray(v)) for k, v in got.items()}
+        tokens = torch.from_numpy(np.asarray(got, dtype=np.int64))
         return {
             "tokens": tokens[:-1],
             "labels": tokens[1:],
@@ -99,3 +107,10 @@ class MegatronDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_chunk": None, "_next": None}  # workers plan their own
+
+
+def _length(sample: Any) -> int:
+    """Tokens of a sample: ``seq_len + 1`` (a window, or a sample dict's inputs + 1)."""
+    if isinstance(sample, dict):
+        return len(sample["tokens"]) + 1
+    return len(np.asarray(sample))

@@ -1,0 +1,291 @@
+"""Document sources: variable-length token documents, read with random access.
+
+A ``Documents`` is one or more flat token arrays, each with the start and length of
+every document in it: document ``i`` is ``tokens[start[i] : start[i] + length[i]]``.
+It is what packing (``annealmix.packing``) cuts into windows and what a "no
+packing" source pads. It opens from:
+
+- a Megatron-LM indexed pair (``PREFIX.bin`` + ``PREFIX.idx``): one document per
+  sequence, as Megatron's GPT dataset counts them; the index is memory-mapped, so
+  the documents cost no memory beyond the page cache;
+- flat token files (nanoGPT, llm.c, ``.npy``, OLMo-style raw ``uint16``/``uint32``
+  memmaps) split at an end-of-text id: each document ends with its EOS token, and
+  a last piece without one is a document too; the split costs 12 bytes per
+  document (an int64 start and an int32 length) and one pass over the file;
+- a Hugging Face dataset with an ``input_ids`` column (the flat Arrow values and
+  offsets, read without a Python loop);
+- a Python list of token arrays (copied into one array).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from .sources import FORMATS, MegatronIndexed, _expand, read_llmc, read_nanogpt, read_npy
+
+__all__ = ["Documents", "open_documents"]
+
+_SCAN = 1 << 24  # tokens an EOS scan reads at once: memory stays flat on huge files
+
+
+class Documents:
+    """Variable-length token documents over one or more flat token arrays.
+
+    Args:
+        parts: ``(tokens, starts, lengths)`` per file: a 1-D integer token array
+            (in memory or memory-mapped), each document's first token and length.
+        names: a label per part for messages (file names).
+        name: what the documents are, for messages (a source name).
+    """
+
+    def __init__(
+        self,
+        parts: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+        names: Sequence[str] | None = None,
+        name: str = "documents",
+    ) -> None:
+        if not parts:
+            raise ValueError(f"{name}: no token arrays; give at least one file or array")
+        self.name = name
+        self.names = list(names or [f"part {i}" for i in range(len(parts))])
+        self.parts = []
+        for label, (tokens, starts, lengths) in zip(self.names, parts):
+            if getattr(tokens, "ndim", None) != 1 or not np.issubdtype(tokens.dtype, np.integer):
+                raise ValueError(f"{label}: tokens must be a 1-D integer array")
+            if len(starts) != len(lengths):
+                raise ValueError(
+                    f"{label}: {len(starts)} document starts for {len(lengths)} lengths"
+                )
+            self.parts.append((tokens, starts, lengths))
+        counts = np.array([len(p[1]) for p in self.parts], dtype=np.int64)
+        self._first = np.concatenate([[0], np.cumsum(counts)])  # first document of each part
+        if self._first[-1] == 0:
+            raise ValueError(
+                f"{name} holds no documents; check the files, the eos_id, or the input_ids column"
+            )
+        self.num_tokens = int(sum(int(np.sum(p[2], dtype=np.int64)) for p in self.parts))
+        self._single = len(self.parts) == 1
+
+    def __len__(self) -> int:
+        return int(self._first[-1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.result_type(*[p[0].dtype for p in self.parts])
+
+    def lengths(self, ids: np.ndarray | None = None) -> np.ndarray:
+        """Token counts of documents ``ids`` (all of them by default), int64."""
+        if ids is None:
+            return np.concatenate([np.asarray(p[2], dtype=np.int64) for p in self.parts])
+        ids = np.asarray(ids, dtype=np.int64)
+        if self._single:
+            return np.asarray(self.parts[0][2], dtype=np.int64)[ids] if ids.size else ids.copy()
+        part, local = self._locate(ids)
+        out = np.empty(ids.shape, dtype=np.int64)
+        for p in np.unique(part).tolist():
+            at = part == p
+            out[at] = np.asarray(self.parts[p][2])[local[at]]
+        return out
+
+    def max_length(self) -> int:
+        """The longest document's token count."""
+        return max(int(np.max(p[2])) if len(p[2]) else 0 for p in self.parts)
+
+    def _locate(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        part = np.searchsorted(self._first, ids, side="right") - 1
+        return part, ids - self._first[part]
+
+    def document(self, i: int) -> np.ndarray:
+        """Document ``i`` as a token array (a view of the file where it can be)."""
+        i = int(i)
+        if not 0 <= i < len(self):
+            raise IndexError(f"document {i} is out of range for {len(self)} documents")
+        part, local = self._locate(np.array([i]))
+        tokens, starts, lengths = self.parts[int(part[0])]
+        start = int(starts[int(local[0])])
+        return tokens[start : start + int(lengths[int(local[0])])]
+
+    def gather(self, ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
+        """Tokens ``[offset, offset + count)`` of each document ``ids``, back to back (int64).
+
+        A few long pieces are sliced; many short ones are read by one fancy index
+        per file, built without a Python loop over the pieces.
+        """
+        ids, offsets, counts = (np.asarray(a, dtype=np.int64) for a in (ids, offsets, counts))
+        total = int(counts.sum())
+        out = np.empty(total, dtype=np.int64)
+        part, local = self._locate(ids) if not self._single else (np.zeros_like(ids), ids)
+        if ids.size <= 4:
+            at = 0
+            for p, i, o, c in zip(part.tolist(), local.tolist(), offsets.tolist(), counts.tolist()):
+                tokens, starts, _ = self.parts[p]
+                start = int(starts[i]) + o
+                out[at : at + c] = tokens[start : start + c]
+                at += c
+            return out
+        # Output slot t of piece j reads token first[j] + (t - head[j]) of its file.
+        heads = np.cumsum(counts) - counts
+        starts = np.empty(ids.size, dtype=np.int64)
+        for p in np.unique(part).tolist():
+            mine = part == p
+            starts[mine] = np.asarray(self.parts[p][1])[local[mine]]
+        where = np.repeat(starts + offsets - heads, counts) + np.arange(total)
+        if self._single:
+            out[:] = self.parts[0][0][where]
+            return out
+        owner = np.repeat(part, counts)
+        for p in np.unique(part).tolist():
+            mine = owner == p
+            out[mine] = self.parts[p][0][where[mine]]
+        return out
+
+
+def _split(tokens: np.ndarray, eos_id: int, label: str) -> tuple[np.ndarray, np.ndarray]:
+    """Starts (int64) and lengths (int32) of the documents of a flat token array, each
+    ending with its EOS token; a last piece without one is a document too."""
+    ends = [
+        np.flatnonzero(np.asarray(tokens[a : a + _SCAN]) == eos_id) + (a + 1)
+        for a in range(0, tokens.size, _SCAN)
+    ]
+    ends = np.concatenate(ends) if ends else np.zeros(0, dtype=np.int64)
+    if ends.size == 0 or ends[-1] != tokens.size:
+        ends = np.append(ends, tokens.size)
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    lengths = (ends - starts).astype(np.int64)
+    if lengths.max(initial=0) >= 2**31:
+        raise ValueError(f"{label}: a document of {int(lengths.max())} tokens; is eos_id right?")
+    return starts, lengths.astype(np.int32)
+
+
+def _check_eos(eos_id: Any, tokens: np.ndarray, label: str, vocab_size: int | None) -> int:
+    eos_id = _validate.integer("eos_id", eos_id, minimum=0)
+    top = int(np.iinfo(tokens.dtype).max) if np.issubdtype(tokens.dtype, np.integer) else None
+    limit = vocab_size if vocab_size is not None else (None if top is None else top + 1)
+    if limit is not None and eos_id >= limit:
+        what = f"vocab_size = {vocab_size}" if vocab_size is not None else f"{tokens.dtype} tokens"
+        raise ValueError(
+            f"{label}: eos_id = {eos_id} lies outside the vocabulary ({what}); give the "
+            "tokenizer's end-of-text id (GPT-2: 50256; Llama 3: 128001)"
+        )
+    return eos_id
+
+
+def open_documents(
+    paths: str | list[str],
+    format: str,
+    *,
+    eos_id: int | None = None,
+    dtype: str = "uint16",
+    vocab_size: int | None = None,
+    name: str = "documents",
+) -> Documents:
+    """Token files of one format as documents.
+
+    ``megatron`` pairs give one document per sequence of their index; flat formats
+    (``nanogpt``, ``llmc``, ``npy``) are split after every ``eos_id`` (required for
+    them). ``paths`` is a file, a glob or a list (see ``open_token_source``).
+    """
+    format = _validate.choice("format", format, FORMATS)
+    files = _expand(paths)
+    if vocab_size is not None:
+        vocab_size = _validate.integer("vocab_size", vocab_size, minimum=1)
+    parts = []
+    if format == "megatron":
+        files = list(dict.fromkeys(f.removesuffix(".bin").removesuffix(".idx") for f in files))
+        for f in files:
+            m = MegatronIndexed(f)
+            if eos_id is not None:
+                _check_eos(eos_id, m.tokens, f, vocab_size)
+            starts = _pointers_to_starts(m, f)
+            parts.append((m.tokens, starts, m.lengths))
+    else:
+        if eos_id is None:
+            raise ValueError(
+                f"{name}: {format} files are one flat stream of tokens; give eos_id (the "
+                "tokenizer's end-of-text id) to split them into documents"
+            )
+        readers = {"nanogpt": lambda p: read_nanogpt(p, dtype), "llmc": read_llmc, "npy": read_npy}
+        for f in files:
+            tokens = readers[format](f)
+            eos = _check_eos(eos_id, tokens, f, vocab_size)
+            parts.append((tokens, *_split(tokens, eos, f)))
+    if vocab_size is not None:
+        from .sources import _check_vocab
+
+        for f, (tokens, _, _) in zip(files, parts):
+            _check_vocab(f, tokens, vocab_size)
+    return Documents(parts, names=files, name=name)
+
+
+def _pointers_to_starts(m: MegatronIndexed, label: str) -> np.ndarray:
+    """Token starts of a Megatron index's sequences (its pointers are bytes)."""
+    if m.dtype.itemsize == 1:
+        return m.pointers
+    starts = np.asarray(m.pointers, dtype=np.int64)
+    if (starts % m.dtype.itemsize).any():
+        raise ValueError(f"{label}: a sequence pointer is not a whole number of tokens; corrupt")
+    return starts // m.dtype.itemsize
+
+
+def documents_from_arrays(arrays: Sequence[Any], name: str = "documents") -> Documents:
+    """A list of token arrays (lists, numpy arrays or tensors) as documents (copied)."""
+    arrays = [np.asarray(a) for a in arrays]
+    for i, a in enumerate(arrays):
+        if a.ndim != 1 or (a.size and not np.issubdtype(a.dtype, np.integer)):
+            raise ValueError(
+                f"{name}: document {i} must be a 1-D integer array, got {a.shape} {a.dtype}"
+            )
+    lengths = np.array([a.size for a in arrays], dtype=np.int64)
+    tokens = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+    return Documents([(tokens, np.cumsum(lengths) - lengths, lengths)], name=name)
+
+
+def documents_from_hf(
+    dataset: Any, column: str = "input_ids", name: str = "documents"
+) -> Documents:
+    """A Hugging Face ``datasets.Dataset`` with a token-list column as documents.
+
+    Reads the column's flat Arrow values and offsets, so opening costs no Python
+    loop over rows; a dataset behind an indices mapping (after ``shuffle`` or
+    ``select``) is flattened first, so that document ``i`` is row ``i``.
+    """
+    if column not in getattr(dataset, "column_names", ()):
+        raise ValueError(
+            f"{name}: the dataset has no {column!r} column (columns: "
+            f"{getattr(dataset, 'column_names', None)}); tokenize it first, or name the column"
+        )
+    if getattr(dataset, "_indices", None) is not None:
+        dataset = dataset.flatten_indices()
+    col = dataset.data.column(column).combine_chunks()
+    if col.null_count:
+        raise ValueError(f"{name}: {col.null_count} rows have no {column}; drop them first")
+    import pyarrow as pa
+
+    if pa.types.is_large_list(col.type) or pa.types.is_list(col.type):
+        offsets = np.asarray(col.offsets, dtype=np.int64)
+        values = col.values.to_numpy(zero_copy_only=False)
+    else:
+        raise ValueError(f"{name}: column {column!r} holds {col.type}, not lists of token ids")
+    if not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"{name}: column {column!r} holds {values.dtype} values, not token ids")
+    # ``values`` is the child array unsliced; the offsets index into it as they are.
+    return Documents([(values, offsets[:-1], np.diff(offsets))], names=[column], name=name)
+
+
+def documents_of(source: Any, *, name: str = "documents") -> Documents:
+    """``source`` as ``Documents``: itself, a Hugging Face dataset's ``input_ids``,
+    or a list of token arrays."""
+    if isinstance(source, Documents):
+        return source
+    if hasattr(source, "column_names") and hasattr(source, "data"):
+        return documents_from_hf(source, name=name)
+    if isinstance(source, (list, tuple)):
+        return documents_from_arrays(source, name=name)
+    raise TypeError(
+        f"{name}: cannot read documents from {type(source).__name__}; give annealmix "
+        "Documents (open_documents), a Hugging Face Dataset with input_ids, or a list of arrays"
+    )

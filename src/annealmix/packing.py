@@ -1,0 +1,367 @@
+"""Packing: documents cut into windows of ``seq_len + 1`` tokens, reshuffled each epoch.
+
+``Packed`` makes a random-access source of windows from ``Documents``. Epoch ``E``
+of the source is a keyed permutation of its documents, concatenated; the epochs
+follow one another as one endless token stream, and window ``w`` is its tokens
+``[w * S, w * S + S + 1)`` (``S = seq_len``; consecutive windows share one token, as
+Megatron's samples do). So every token of every document is the input of exactly
+one window per epoch, the windows of two epochs differ (the documents come in
+another order), and a window that runs past an epoch's end goes on into the next
+epoch's first documents rather than being padded or dropped.
+
+The plan numbers a source's samples per epoch: ``len(packed)`` is
+``K = T // S`` windows (``T`` tokens in the source), and draw ``d`` reaches the
+source as ``at_epoch(d // K, i)`` with ``i`` in ``[0, K)`` (the order layer's
+within-epoch index: shuffled, in order, or with replacement), which is window
+``(d // K) * K + i``: each block of ``K`` windows is read in a keyed random order,
+as Megatron's shuffle index does, and block ``e`` is about epoch ``e``.
+
+Random access without materialising an epoch: window ``w`` starts at token
+``w * S``, in epoch ``w * S // T``; that epoch's permuted documents are found in a
+table of cumulative token counts per block of 64 permuted documents (8 bytes per
+64 documents, 0.125 bytes per document), built once per epoch in one vectorised pass
+and kept for the last few epochs used, so memory does not grow with the number of
+epochs; the documents of one block are then re-permuted (a Feistel network, O(1)
+each) to find the exact one. Megatron's GPT dataset spends 4 bytes per document and
+epoch (its document index) and 12 to 16 per sample (sample and shuffle indices).
+
+``Padded`` is the "no packing" mode for fine-tuning data: one document per sample,
+padded (or truncated) to ``seq_len + 1``, the padding masked out of the loss.
+``PackedStream`` packs a stream of documents (a Hugging Face streaming dataset, a
+generator) in the order it comes, which has no random access to reshuffle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from .documents import Documents, documents_of
+from .order import range_indices, sample_indices
+
+__all__ = ["OUTPUTS", "Packed", "PackedStream", "Padded", "cu_seqlens", "name_key"]
+
+OUTPUTS = ("dict", "tokens")
+_BLOCK = 64  # permuted documents per entry of an epoch's table
+_TABLE_CHUNK = 1 << 20  # documents an epoch's table is built from at once
+_EPOCHS_KEPT = 4  # epoch tables a source keeps (a window spans at most two epochs)
+
+
+def name_key(name: str) -> int:
+    """A stable 64-bit key of a source name (keys its document permutations)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
+
+
+class Packed:
+    """Documents packed into ``seq_len + 1``-token windows, in a fresh order each epoch.
+
+    Args:
+        documents: the documents (``Documents``, a Hugging Face dataset with
+            ``input_ids``, or a list of token arrays).
+        seq_len: input tokens per window; each window holds one more (the last target).
+        seed: keys the per-epoch document orders (with ``key``).
+        key: this source's key; a source name's ``name_key`` by default of ``name``.
+        name: the source's name, for messages and (without ``key``) its key.
+        output: ``"tokens"``: a window is its ``seq_len + 1`` tokens (int64);
+            ``"dict"``: Megatron's sample dict (``tokens``, ``labels``,
+            ``loss_mask``, ``position_ids``) plus ``document_ids`` (which document
+            of the window each input token belongs to, from 0) for attention that
+            stays within documents (see ``cu_seqlens``).
+        reset_position_ids: ``position_ids`` restart at 0 at each document's first
+            token (and at the window's start), as Megatron's ``--reset-position-ids``.
+        eod_mask_loss: mask the loss of each document's last token, whose target is
+            another document's first token (Megatron's ``--eod-mask-loss``, found
+            from the document boundaries, so no EOS id is needed).
+    """
+
+    def __init__(
+        self,
+        documents: Any,
+        seq_len: int,
+        *,
+        seed: int = 0,
+        key: int | None = None,
+        name: str = "packed",
+        output: str = "tokens",
+        reset_position_ids: bool = True,
+        eod_mask_loss: bool = False,
+    ) -> None:
+        self.documents: Documents = documents_of(documents, name=name)
+        self.seq_len = _validate.integer("seq_len", seq_len, minimum=1)
+        self.seed = _validate.integer("seed", seed, minimum=0)
+        self.key = name_key(name) if key is None else _validate.integer("key", key, minimum=0)
+        self.name = name
+        self.output = _validate.choice("output", output, OUTPUTS)
+        self.reset_position_ids = bool(reset_position_ids)
+        self.eod_mask_loss = bool(eod_mask_loss)
+        self.num_tokens = self.documents.num_tokens
+        if self.num_tokens < self.seq_len + 1:
+            raise ValueError(
+                f"{name}: its documents hold {self.num_tokens} tokens, fewer than one window of "
+                f"seq_len + 1 = {self.seq_len + 1}; give more documents or a shorter seq_len"
+            )
+        self._tables: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    def __len__(self) -> int:
+        return self.num_tokens // self.seq_len
+
+    def __getitem__(self, i: int) -> Any:
+        """Window ``i`` of the first block (``at_epoch`` reads the others)."""
+        return self.at_epoch(0, i)
+
+    def at_epoch(self, epoch: int, index: int) -> Any:
+        """Window ``index`` of block ``epoch`` (what the plan's draw of that epoch reads)."""
+        return _row(self.at_epochs(np.array([epoch]), np.array([index])), 0)
+
+    def at_epochs(self, epochs: np.ndarray, indices: np.ndarray) -> Any:
+        """Windows ``indices`` of blocks ``epochs``, stacked (a batch read at once)."""
+        epochs = np.asarray(epochs, dtype=np.int64)
+        indices = np.asarray(indices, dtype=np.int64)
+        k = len(self)
+        if (epochs < 0).any() or (indices < 0).any() or (indices >= k).any():
+            bad = np.flatnonzero((epochs < 0) | (indices < 0) | (indices >= k))[0]
+            raise IndexError(
+                f"{self.name}: window {int(indices[bad])} of epoch {int(epochs[bad])} is out of "
+                f"range ({k} windows per epoch)"
+            )
+        return self.windows(epochs * k + indices)
+
+    def window(self, w: int) -> Any:
+        """Window ``w`` of the endless stream of epochs, as ``output`` says."""
+        return _row(self.windows(np.array([w])), 0)
+
+    def windows(self, ws: np.ndarray) -> Any:
+        """Windows ``ws`` of the endless stream, stacked: an ``(n, seq_len + 1)`` token
+        array, or a dict of ``(n, seq_len)`` arrays (``output``)."""
+        ws = np.asarray(ws, dtype=np.int64).ravel()
+        owner, ids, offsets, counts = self.pieces(ws)
+        tokens = self.documents.gather(ids, offsets, counts).reshape(ws.size, self.seq_len + 1)
+        if self.output == "tokens":
+            return tokens
+        return self._fields(tokens, owner, counts)
+
+    def pieces(self, ws: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The document pieces windows ``ws`` read, in order: the window (its place in
+        ``ws``), the document, its first token read, and how many tokens."""
+        ws = np.asarray(ws, dtype=np.int64).ravel()
+        if (ws < 0).any():
+            raise ValueError(f"{self.name}: windows must be >= 0, got {int(ws.min())}")
+        s, t = self.seq_len, self.num_tokens
+        epoch, start = np.divmod(ws * s, t)
+        stop = start + s + 1
+        over = np.flatnonzero(stop > t)  # these windows go on into the next epoch
+        # Spans of one epoch's concatenation: each window's own, then its overflow.
+        n = ws.size
+        span_window = np.concatenate([np.arange(n), over])
+        span_epoch = np.concatenate([epoch, epoch[over] + 1])
+        span_start = np.concatenate([start, np.zeros(over.size, dtype=np.int64)])
+        span_stop = np.concatenate([np.minimum(stop, t), stop[over] - t])
+        rank = np.argsort(span_window * 2 + (np.arange(span_window.size) >= n), kind="stable")
+        out = []
+        for e in np.unique(span_epoch).tolist():
+            at = np.flatnonzero(span_epoch == e)
+            span, ids, offsets, counts = self._spans(e, span_start[at], span_stop[at])
+            out.append((at[span], ids, offsets, counts))
+        span, ids, offsets, counts = (np.concatenate(x) for x in zip(*out))
+        where = np.empty_like(rank)
+        where[rank] = np.arange(rank.size)  # each span's place in window order
+        order = np.argsort(where[span], kind="stable")
+        return span_window[span[order]], ids[order], offsets[order], counts[order]
+
+    def _spans(self, epoch: int, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Tokens ``[start, stop)`` of one epoch's concatenation, per span, as document
+        pieces: (span, document, first token read, tokens read)."""
+        table = self._table(epoch)
+        d = len(self.documents)
+        b0 = np.searchsorted(table, start, side="right") - 1
+        b1 = np.searchsorted(table, stop, side="left")
+        lo, hi = b0 * _BLOCK, np.minimum(b1 * _BLOCK, d)
+        sizes = hi - lo
+        span = np.repeat(np.arange(start.size), sizes)
+        heads = np.cumsum(sizes) - sizes
+        positions = np.repeat(lo - heads, sizes) + np.arange(int(sizes.sum()))
+        ids = sample_indices(
+            "shuffle", epoch * d + positions, size=d, seed=self.seed, source_id=self.key
+        )
+        lengths = self.documents.lengths(ids)
+        total = np.cumsum(lengths)
+        before = np.repeat(total[heads] - lengths[heads] - table[b0], sizes)
+        ends = total - before  # each document's end in the epoch's concatenation
+        begins = ends - lengths
+        keep = (ends > start[span]) & (begins < stop[span])
+        span, ids, begins, ends = span[keep], ids[keep], begins[keep], ends[keep]
+        offsets = np.maximum(start[span] - begins, 0)
+        counts = np.minimum(ends, stop[span]) - begins - offsets
+        return span, ids, offsets, counts
+
+    def _order(self, epoch: int, lo: int, hi: int) -> np.ndarray:
+        """Documents at permuted positions ``[lo, hi)`` of an epoch."""
+        d = len(self.documents)
+        out = np.empty(hi - lo, dtype=np.int64)
+        return range_indices(
+            "shuffle", epoch * d + lo, out, size=d, seed=self.seed, source_id=self.key
+        )
+
+    def _table(self, epoch: int) -> np.ndarray:
+        """Tokens before each block of ``_BLOCK`` permuted documents of an epoch."""
+        table = self._tables.get(epoch)
+        if table is not None:
+            self._tables.move_to_end(epoch)
+            return table
+        d = len(self.documents)
+        sums = []
+        for a in range(0, d, _TABLE_CHUNK):
+            lengths = self.documents.lengths(self._order(epoch, a, min(d, a + _TABLE_CHUNK)))
+            sums.append(np.add.reduceat(lengths, np.arange(0, lengths.size, _BLOCK)))
+        table = np.concatenate([[0], np.cumsum(np.concatenate(sums))]).astype(np.int64)
+        self._tables[epoch] = table
+        if len(self._tables) > _EPOCHS_KEPT:
+            self._tables.popitem(last=False)
+        return table
+
+    def _fields(
+        self, tokens: np.ndarray, owner: np.ndarray, counts: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        n, s = tokens.shape[0], self.seq_len
+        # Each piece's first slot in its window, and its number among the window's pieces.
+        first = np.searchsorted(owner, np.arange(n))
+        slot = np.cumsum(counts) - counts - owner * (s + 1)
+        number = np.arange(owner.size) - first[owner]
+        document_ids = np.repeat(number.astype(np.int32), counts).reshape(n, s + 1)
+        position_ids = np.broadcast_to(np.arange(s + 1), (n, s + 1))
+        if self.reset_position_ids:
+            position_ids = position_ids - np.repeat(slot, counts).reshape(n, s + 1)
+        loss_mask = np.ones((n, s), dtype=np.float32)
+        if self.eod_mask_loss:
+            # Every piece but a window's last ends at its document's end; the last ends
+            # on the window's final token, which is only a target: so the pieces' last
+            # slots that are inputs are exactly the documents' last tokens.
+            end = slot + counts - 1
+            inside = end < s
+            loss_mask[owner[inside], end[inside]] = 0.0
+        return {
+            "tokens": tokens[:, :-1],
+            "labels": tokens[:, 1:],
+            "loss_mask": loss_mask,
+            "position_ids": np.ascontiguousarray(position_ids[:, :-1], dtype=np.int64),
+            "document_ids": np.ascontiguousarray(document_ids[:, :-1]),
+        }
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_tables": OrderedDict()}  # workers build their own
+
+
+class Padded:
+    """One document per sample, padded or truncated to ``seq_len + 1`` tokens ("no
+    packing", for fine-tuning data): Megatron's sample dict with the padding's
+    targets masked out of the loss. Sample ``i`` is document ``i``.
+
+    Args:
+        documents: the documents (as for ``Packed``).
+        seq_len: input tokens per sample.
+        pad_id: the token id padding fills with (its targets carry no loss).
+        truncate: cut documents longer than ``seq_len + 1``; without it such a
+            document is an error naming it (pack the source instead, or truncate).
+        name: the source's name, for messages.
+    """
+
+    def __init__(
+        self,
+        documents: Any,
+        seq_len: int,
+        *,
+        pad_id: int = 0,
+        truncate: bool = False,
+        name: str = "padded",
+    ) -> None:
+        self.documents: Documents = documents_of(documents, name=name)
+        self.seq_len = _validate.integer("seq_len", seq_len, minimum=1)
+        self.pad_id = _validate.integer("pad_id", pad_id, minimum=0)
+        self.truncate, self.name = bool(truncate), name
+        longest = self.documents.max_length()
+        if longest > self.seq_len + 1 and not self.truncate:
+            lengths = self.documents.lengths()
+            i = int(np.argmax(lengths))
+            raise ValueError(
+                f"{name}: document {i} holds {longest} tokens, more than seq_len + 1 = "
+                f"{self.seq_len + 1}, and packing is off: pack the source (pack = true), "
+                "raise seq_len, or cut long documents (truncate = true)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.documents)
+
+    def __getitem__(self, i: int) -> dict[str, np.ndarray]:
+        s = self.seq_len
+        doc = np.asarray(self.documents.document(i)[: s + 1], dtype=np.int64)
+        n = doc.size
+        tokens = np.full(s + 1, self.pad_id, dtype=np.int64)
+        tokens[:n] = doc
+        loss_mask = np.zeros(s, dtype=np.float32)
+        loss_mask[: max(0, n - 1)] = 1.0
+        return {
+            "tokens": tokens[:-1],
+            "labels": tokens[1:],
+            "loss_mask": loss_mask,
+            "position_ids": np.arange(s, dtype=np.int64),
+            "document_ids": np.zeros(s, dtype=np.int32),
+        }
+
+
+class PackedStream:
+    """A stream of documents packed into ``seq_len + 1``-token windows in arrival order.
+
+    For sources without random access (a Hugging Face streaming dataset, a
+    generator of token lists): documents are concatenated as they come and cut as
+    ``Packed`` cuts them, without a reshuffle (a stream cannot be reordered without
+    reading it whole); the windows are the same on every pass.
+
+    Args:
+        documents: an iterable of documents: token arrays, or rows with ``column``.
+        seq_len: input tokens per window.
+        column: the token column of dict rows (Hugging Face: ``input_ids``).
+    """
+
+    def __init__(self, documents: Iterable[Any], seq_len: int, column: str = "input_ids"):
+        self.documents, self.column = documents, column
+        self.seq_len = _validate.integer("seq_len", seq_len, minimum=1)
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        s, buffer, held = self.seq_len, [], 0
+        for row in self.documents:
+            doc = row[self.column] if isinstance(row, dict) else row
+            buffer.append(np.asarray(doc, dtype=np.int64).ravel())
+            held += buffer[-1].size
+            if held < s + 1:
+                continue
+            flat = np.concatenate(buffer)
+            n = (flat.size - 1) // s
+            for w in range(n):
+                yield flat[w * s : w * s + s + 1]
+            buffer, held = [flat[n * s :]], flat.size - n * s
+
+
+def _row(batch: Any, i: int) -> Any:
+    """Row ``i`` of a stacked batch (an array, or a dict of arrays)."""
+    if isinstance(batch, dict):
+        return {k: v[i] for k, v in batch.items()}
+    return batch[i]
+
+
+def cu_seqlens(document_ids: np.ndarray) -> np.ndarray:
+    """Cumulative sequence lengths (int32) of a batch of packed windows for varlen
+    attention (flash-attention's ``cu_seqlens``): the ``(B, S)`` ``document_ids``
+    of the samples, flattened, with a boundary wherever the document changes and
+    at every sample's start."""
+    ids = np.asarray(document_ids)
+    if ids.ndim == 1:
+        ids = ids[None]
+    b, s = ids.shape
+    change = np.ones((b, s), dtype=bool)
+    change[:, 1:] = ids[:, 1:] != ids[:, :-1]
+    return np.append(np.flatnonzero(change.ravel()), b * s).astype(np.int32)

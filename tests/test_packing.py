@@ -1,0 +1,183 @@
+"""Packing: per-epoch document shuffles, windows by random access, the sample dict."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annealmix import Mixture, Plan, Shard, Stream
+from annealmix.documents import documents_from_arrays
+from annealmix.packing import _BLOCK, _EPOCHS_KEPT, Packed, PackedStream, Padded, cu_seqlens
+from annealmix.sources import read_batch
+
+
+def numbered(lengths, eos=None):
+    """Documents whose tokens are their global positions (1, 2, ...), so every token is
+    distinct and names its place; with ``eos``, each document's last token is it."""
+    docs, at = [], 1
+    for n in lengths:
+        doc = np.arange(at, at + n)
+        if eos is not None:
+            doc[-1] = eos
+        docs.append(doc)
+        at += n
+    return docs
+
+
+def endless(p: Packed, epochs: int) -> np.ndarray:
+    """The input tokens of every window covering the first ``epochs`` epochs, in order."""
+    n = -(-epochs * p.num_tokens // p.seq_len)
+    return p.windows(np.arange(n))[:, :-1].ravel()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 90), min_size=1, max_size=300),
+    seq_len=st.integers(1, 64),
+    seed=st.integers(0, 3),
+)
+def test_every_token_is_an_input_once_per_epoch_and_epochs_reshuffle(lengths, seed, seq_len):
+    docs = numbered(lengths)
+    total = sum(lengths)
+    if total < seq_len + 1:
+        return
+    p = Packed(docs, seq_len, seed=seed)
+    stream = endless(p, 3)
+    firsts = []
+    for e in range(3):
+        epoch = stream[e * total : (e + 1) * total]
+        assert np.array_equal(np.sort(epoch), np.arange(1, total + 1))
+        # the epoch is its documents whole, back to back, in some order
+        starts = np.flatnonzero(np.isin(epoch, [d[0] for d in docs]))
+        firsts.append(epoch[starts].tolist())
+        pieces = np.split(epoch, starts[1:])
+        assert sorted(x.tolist() for x in pieces) == sorted(d.tolist() for d in docs)
+    if len(lengths) >= 8:  # 8! orders: two epochs in the same order would be a bug
+        assert firsts[0] != firsts[1] or firsts[1] != firsts[2]
+    # consecutive windows share one token: each window's last target is the next's input
+    w = p.windows(np.arange(10))
+    assert np.array_equal(w[:-1, -1], w[1:, 0])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=400),
+    seq_len=st.integers(1, 200),
+    picks=st.lists(st.integers(0, 10**4), min_size=1, max_size=20),
+)
+def test_random_access_reads_what_a_walk_reads(lengths, seq_len, picks):
+    if sum(lengths) < seq_len + 1:
+        return
+    p = Packed(numbered(lengths), seq_len, seed=1, output="dict", eod_mask_loss=True)
+    batch = p.windows(np.array(picks))
+    fresh = Packed(numbered(lengths), seq_len, seed=1, output="dict", eod_mask_loss=True)
+    for j, w in enumerate(picks):
+        one = fresh.window(w)
+        for key in one:
+            assert np.array_equal(batch[key][j], one[key]), key
+
+
+def test_the_sample_dict_restarts_positions_and_masks_document_ends():
+    eos = 0
+    docs = numbered([3, 7, 2, 20, 5], eos=eos)
+    p = Packed(docs, 12, output="dict", eod_mask_loss=True, seed=2)
+    for w in range(8):
+        s = p.window(w)
+        tokens, labels = s["tokens"], s["labels"]
+        assert np.array_equal(tokens[1:], labels[:-1])
+        # Megatron's --eod-mask-loss: no loss where the input is the end-of-document token
+        assert np.array_equal(s["loss_mask"] == 0, tokens == eos)
+        # positions count from each document's first token (or the window's start)
+        starts = np.concatenate([[True], tokens[:-1] == eos])
+        assert np.array_equal(s["position_ids"] == 0, starts)
+        assert np.array_equal(np.diff(s["document_ids"]) == 1, starts[1:])
+        assert s["position_ids"].dtype == np.int64 and s["loss_mask"].dtype == np.float32
+    plain = Packed(docs, 12, output="dict", reset_position_ids=False)
+    assert plain.window(3)["position_ids"].tolist() == list(range(12))
+    assert plain.window(3)["loss_mask"].all()
+
+
+def test_cu_seqlens_for_varlen_attention():
+    ids = np.array([[0, 0, 1, 1, 1, 2], [0, 1, 1, 1, 1, 1]])
+    assert cu_seqlens(ids).tolist() == [0, 2, 5, 6, 7, 12]
+    assert cu_seqlens(ids[0]).tolist() == [0, 2, 5, 6]
+
+
+def test_memory_does_not_grow_with_epochs():
+    p = Packed(numbered([5] * 1000), 16)
+    for e in range(12):
+        p.at_epochs(np.array([e] * 3), np.array([0, len(p) // 2, len(p) - 1]))
+    assert len(p._tables) == _EPOCHS_KEPT
+    table = next(iter(p._tables.values()))
+    assert table.nbytes == 8 * (-(-1000 // _BLOCK) + 1)  # 8 bytes per 64 documents
+
+
+def test_windows_of_one_epoch_read_by_the_plan_cover_the_source():
+    """A plan's draws of epoch e reach the source as at_epoch(e, i): every window of
+    the block once, whatever the order."""
+    p = Packed(numbered([7, 30, 2, 11, 50, 9]), 10)
+    k = len(p)
+    for e in (0, 3):
+        got = read_batch(p, np.full(k, e), np.random.default_rng(e).permutation(k))
+        assert np.array_equal(
+            np.sort(got[:, 0]), np.sort(p.windows(np.arange(e * k, e * k + k))[:, 0])
+        )
+
+
+def test_resume_mid_epoch_on_another_world_size_reads_the_same_windows():
+    docs = {"short": numbered([3, 9, 4] * 40), "long": numbered([200, 700, 90] * 4)}
+    packed = {n: Packed(d, 32, name=n) for n, d in docs.items()}
+    plan = Plan(Mixture(weights={"short": 1, "long": 3}), global_batch_size=8,
+                sizes={n: len(p) for n, p in packed.items()})  # fmt: skip
+
+    def read(batch):
+        return [read_batch(packed[n], np.array([d // len(packed[n])]), np.array([i]))[0].tolist()
+                for n, d, i in zip(np.array(plan.mixture.sources)[batch.sources.ravel()],
+                                   batch.draws.ravel(), batch.indices.ravel())]  # fmt: skip
+
+    whole = read(Stream(plan).take(60))  # 60 steps: several epochs of "short"
+    first = Stream(plan, Shard(rank=0, world_size=2, global_batch_size=8))
+    first.take(25)
+    state = first.state_dict()
+    tail = []
+    for rank in range(4):
+        s = Stream(plan, Shard(rank=rank, world_size=4, global_batch_size=8))
+        s.load_state_dict(state)
+        tail.append(read(s.take(35)))
+    rows = [whole[25 * 8 + t * 8 : 25 * 8 + t * 8 + 8] for t in range(35)]
+    got = [sum((tail[r][t * 2 : t * 2 + 2] for r in range(4)), []) for t in range(35)]
+    assert [sorted(g) for g in got] == [sorted(r) for r in rows]
+
+
+def test_padded_masks_padding_and_refuses_documents_too_long():
+    docs = [[4, 5, 6], [7, 8, 9, 10, 11, 12]]
+    p = Padded(docs, 5, pad_id=99)
+    s = p[0]
+    assert s["tokens"].tolist() == [4, 5, 6, 99, 99] and s["labels"].tolist() == [5, 6, 99, 99, 99]
+    assert s["loss_mask"].tolist() == [1, 1, 0, 0, 0]
+    assert p[1]["loss_mask"].tolist() == [1] * 5 and len(p) == 2
+    with pytest.raises(ValueError, match=r"document 1 holds 6 tokens, more than seq_len \+ 1 = 5"):
+        Padded(docs, 4)
+    assert Padded(docs, 4, truncate=True)[1]["tokens"].tolist() == [7, 8, 9, 10]
+
+
+def test_a_stream_of_documents_packs_in_arrival_order():
+    docs = numbered([3, 9, 4, 12, 1, 6])
+    windows = list(PackedStream(iter(docs), 5))
+    flat = np.concatenate(docs)
+    assert [w.tolist() for w in windows] == [flat[i * 5 : i * 5 + 6].tolist() for i in range(6)]
+    rows = [{"input_ids": d.tolist()} for d in docs]
+    assert [w.tolist() for w in PackedStream(rows, 5)] == [w.tolist() for w in windows]
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="fewer than one window of seq_len \\+ 1 = 11"):
+        Packed([[1, 2, 3]], 10)
+    with pytest.raises(ValueError, match="unknown output 'tensor'"):
+        Packed([[1] * 40], 10, output="tensor")
+    p = Packed([[1] * 40], 10)
+    with pytest.raises(IndexError, match="window 4 of epoch 0 is out of range"):
+        p.at_epoch(0, 4)
+    with pytest.raises(ValueError, match="windows must be >= 0"):
+        p.windows(np.array([-1]))
+    assert documents_from_arrays([[1] * 40]).num_tokens == 40
