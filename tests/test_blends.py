@@ -7,6 +7,7 @@ from test_sources import write_megatron
 
 from annealmix import Mixture, Phase, Plan
 from annealmix.blends import read_blend, read_blend_file, read_split_blends
+from annealmix.packing import Packed
 
 
 @pytest.fixture
@@ -22,7 +23,9 @@ def test_a_weighted_blend_names_sources_by_file(pairs):
     )
     assert weights == {"web_text_document": 0.7, "code_text_document": 0.3}
     assert len(sources["web_text_document"]) == (1001 - 1) // 10
-    assert sources["code_text_document"][0].tolist() == list(range(11))
+    # documents packed in a keyed order, reshuffled each epoch (as Megatron's GPT dataset)
+    assert sources["code_text_document"][0].tolist() in (list(range(11)), list(range(200, 211)))
+    assert isinstance(sources["code_text_document"], Packed)
 
 
 def test_prefixes_alone_are_weighted_by_size_as_megatron_does(pairs):

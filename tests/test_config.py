@@ -85,7 +85,27 @@ def test_example_config_loads():
         (TINY.replace("size = 50", ""), "sources.a lacks 'size' or 'path'"),
         (
             TINY.replace("size = 50", "size = 50\nformat = 'npy'"),
-            "has a format, dtype or vocab_size but no path",
+            "has 'format' but no path to read",
+        ),
+        (TINY.replace("size = 50", "size = 50\neos_id = 2"), "has 'eos_id' but no path to read"),
+        (TINY.replace("size = 50", "size = 50\npack = 1"), "sources.a pack must be true or false"),
+        (TINY.replace("seed = 1", 'seed = 1\nunit = "bytes"'), "unknown unit 'bytes'"),
+        (
+            TINY.replace("seed = 1", 'seed = 1\nunit = "tokens"'),
+            'unit = "tokens" but sources.a has no seq_len',
+        ),
+        (
+            TINY.replace("seed = 1", 'seed = 1\nunit = "tokens"')
+            .replace("size = 50", "size = 50\nseq_len = 8\npack = false")
+            .replace("size = 7", "size = 7\nseq_len = 8"),
+            "sources.a is unpacked (pack = false): its samples are documents of varying length",
+        ),
+        (
+            TINY.replace("seed = 1", 'seed = 1\nunit = "tokens"')
+            .replace("size = 50", "size = 50\nseq_len = 8")
+            .replace("size = 7", "size = 7\nseq_len = 16"),
+            'unit = "tokens" needs one seq_len for every source (a batch is one tensor), got '
+            "{'a': 8, 'b': 16}",
         ),
         (TINY.replace("size = 50", 'size = 50\npath = "x.bin"'), "has both 'path' and 'size'"),
         (TINY.replace("size = 50", "size = 50\nmax_epochs = 0"), "max_epochs must be > 0"),

@@ -181,3 +181,104 @@ def test_errors():
     with pytest.raises(ValueError, match="windows must be >= 0"):
         p.windows(np.array([-1]))
     assert documents_from_arrays([[1] * 40]).num_tokens == 40
+
+
+def test_a_config_of_document_sources(tmp_path, capsys):
+    from test_sources import write_megatron
+
+    from annealmix.cli import main
+    from annealmix.config import budget, load_config
+
+    write_megatron(tmp_path / "web", numbered([30, 80, 12, 200] * 10))
+    flat = np.concatenate(numbered([5, 40, 9] * 30, eos=0)).astype(np.uint16)
+    flat.tofile(tmp_path / "code.bin")
+    (tmp_path / "mix.toml").write_text(
+        """
+global_batch_size = 8
+num_steps = 50
+[sources.web]
+weight = 1
+path = "web.bin"
+format = "megatron"
+seq_len = 16
+[sources.code]
+weight = 1
+path = "code.bin"
+format = "nanogpt"
+eos_id = 0
+seq_len = 16
+[[phases]]
+start_step = 10
+end_step = 40
+weights = { code = 1 }
+"""
+    )
+    config = load_config(tmp_path / "mix.toml")
+    assert config.weight_unit == "tokens"
+    web, code = config.sources
+    assert (web.num_tokens, web.num_documents, web.size) == (3220, 40, 3220 // 16)
+    assert (code.num_tokens, code.num_documents) == (1620, 90)
+    sources = config.open_sources()
+    assert all(isinstance(s, Packed) for s in sources.values())
+    spent = budget(config)
+    for spec in config.sources:
+        row = spent[spec.name]
+        assert row["tokens"] == row["samples"] * 16
+        assert row["epochs"] == pytest.approx(row["tokens"] / spec.num_tokens)
+        assert row["documents"] == pytest.approx(row["epochs"] * spec.num_documents)
+    assert main(["preview", str(tmp_path / "mix.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "documents" in out and f"{spent['web']['tokens']:,.0f}" in out
+    assert main(["inspect", str(tmp_path / "mix.toml"), "--step", "3"]) == 0
+    assert "doc " in capsys.readouterr().out
+    # unpacked: one padded document per sample, which needs the sample dict
+    text = (tmp_path / "mix.toml").read_text().replace("eos_id = 0", "eos_id = 0\npack = false")
+    (tmp_path / "mix.toml").write_text(text)
+    assert main(["preview", str(tmp_path / "mix.toml")]) == 2
+    assert 'give output = "dict"' in capsys.readouterr().err
+    (tmp_path / "mix.toml").write_text('output = "dict"\n' + text)
+    assert main(["preview", str(tmp_path / "mix.toml")]) == 2
+    assert "document 1 holds 40 tokens, more than seq_len + 1 = 17" in capsys.readouterr().err
+    text = text.replace("pack = false", "pack = false\ntruncate = true")
+    (tmp_path / "mix.toml").write_text('output = "dict"\n' + text)
+    config = load_config(tmp_path / "mix.toml")
+    assert config.weight_unit == "samples" and isinstance(config.open_source("code"), Padded)
+    assert budget(config)["code"]["tokens"] is None
+
+
+def test_the_loader_reads_packed_windows_by_epoch_and_resumes():
+    torch = pytest.importorskip("torch")
+    from annealmix.torch import MixtureDataLoader
+
+    packed = {
+        "short": Packed(numbered([3, 9, 4] * 20), 16, name="short", output="dict"),
+        "long": Packed(numbered([200, 700, 90] * 2), 16, name="long", output="dict"),
+    }
+    plan = Plan(Mixture(weights={"short": 1, "long": 1}), global_batch_size=8,
+                sizes={n: len(p) for n, p in packed.items()})  # fmt: skip
+    shard = Shard(rank=0, world_size=1, global_batch_size=8)
+
+    def loader():
+        return MixtureDataLoader(packed, plan, shard, num_steps=40, num_workers=2)
+
+    batches = list(loader())
+    assert batches[0]["sample"]["tokens"].shape == (8, 16)
+    assert batches[0]["sample"]["loss_mask"].dtype == torch.float32
+    # each window is what the source gives for that draw's epoch and index
+    ref = Stream(plan, shard, num_steps=40).take(40)
+    names = plan.mixture.sources
+    for step in (0, 13, 39):  # 39: "short" is in its 4th epoch
+        for j in range(8):
+            k, d, i = (int(x[step, j]) for x in (ref.sources, ref.draws, ref.indices))
+            want = packed[names[k]].at_epoch(d // plan.sizes[k], i)["tokens"]
+            assert batches[step]["sample"]["tokens"][j].tolist() == want.tolist()
+    first = loader()
+    it = iter(first)
+    for _ in range(17):
+        next(it)
+    state = first.state_dict()
+    again = loader()
+    again.load_state_dict(state)
+    rest = list(again)
+    for a, b in zip(rest, batches[17:], strict=True):
+        assert torch.equal(a["sample"]["tokens"], b["sample"]["tokens"])

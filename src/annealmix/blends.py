@@ -5,8 +5,9 @@ Megatron names its training data with ``--data-path`` (or a file of the same wor
 ``{"train": [...], "valid": [...], "test": [...]}``): either ``w1 prefix1 w2 prefix2
 ...``, weights and ``PREFIX`` of ``PREFIX.bin``/``PREFIX.idx`` pairs alternating, or
 prefixes alone, which Megatron weights by each dataset's size. ``read_blend`` gives
-the same blend as annealmix sources (``open_token_source`` on each pair, named by
-its file name) and starting weights, ready for a ``Mixture``; two blends of the same
+the same blend as annealmix sources (each pair's documents packed into windows and
+reshuffled every epoch, as Megatron's GPT dataset does: ``annealmix.packing.Packed``,
+named by its file name) and starting weights, ready for a ``Mixture``; two blends of the same
 prefixes (an old and a new mix) become the start and a phase's target of one anneal.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import _validate
-from .sources import TokenShards, open_token_source
+from .packing import Packed, open_source
 
 __all__ = ["read_blend", "read_blend_file", "read_split_blends"]
 
@@ -39,13 +40,19 @@ def _is_number(word: str) -> bool:
 
 
 def read_blend(
-    data_path: str | Sequence[str], seq_len: int, *, base: str | Path = "."
-) -> tuple[dict[str, float], dict[str, TokenShards]]:
+    data_path: str | Sequence[str],
+    seq_len: int,
+    *,
+    base: str | Path = ".",
+    seed: int = 0,
+    output: str = "tokens",
+) -> tuple[dict[str, float], dict[str, Packed]]:
     """(weights, sources) of a Megatron ``--data-path``, sources named by file name.
 
-    Weights are as given (relative), or, for prefixes alone, each dataset's samples
-    of ``seq_len + 1`` tokens, as Megatron weights an unweighted blend by size.
-    Relative prefixes are read from ``base``.
+    Weights are as given (relative), or, for prefixes alone, each dataset's windows
+    of ``seq_len`` tokens, as Megatron weights an unweighted blend by size.
+    Relative prefixes are read from ``base``; ``seed`` keys the per-epoch document
+    orders and ``output`` is each window's form (``Packed``).
     """
     words = _words(data_path)
     weighted = _is_number(words[0])
@@ -70,11 +77,13 @@ def read_blend(
             )
         pairs = [(None, prefix) for prefix in words]
     weights: dict[str, float] = {}
-    sources: dict[str, TokenShards] = {}
+    sources: dict[str, Packed] = {}
     for weight, prefix in pairs:
         path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
         name = _unique(Path(prefix).name, sources)
-        sources[name] = open_token_source(str(path), "megatron", seq_len)
+        sources[name] = open_source(
+            str(path), "megatron", seq_len, name=name, seed=seed, output=output
+        )
         value = float(len(sources[name]) if weight is None else weight)
         if not 0 <= value < float("inf"):  # also refuses nan
             raise ValueError(f"weight of {prefix!r} must be finite and >= 0, got {weight}")
@@ -91,9 +100,7 @@ def _unique(name: str, taken: dict[str, Any]) -> str:
     return f"{name}-{k}"
 
 
-def read_blend_file(
-    path: str | Path, seq_len: int
-) -> tuple[dict[str, float], dict[str, TokenShards]]:
+def read_blend_file(path: str | Path, seq_len: int) -> tuple[dict[str, float], dict[str, Packed]]:
     """``read_blend`` of a ``--data-args-path`` file (the same words, whitespace-split);
     relative prefixes are read from the file's folder."""
     path = Path(path)
@@ -104,7 +111,7 @@ def read_blend_file(
 
 def read_split_blends(
     path: str | Path, seq_len: int
-) -> dict[str, tuple[dict[str, float], dict[str, TokenShards]]]:
+) -> dict[str, tuple[dict[str, float], dict[str, Packed]]]:
     """``read_blend`` per split of a ``--per-split-data-args-path`` JSON file
     (``{"train": [...], "valid": [...], "test": [...]}``, each a blend's words)."""
     path = Path(path)

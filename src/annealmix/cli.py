@@ -69,12 +69,13 @@ def _preview(args: argparse.Namespace) -> int:
         "budget by the end of training"
         + ("" if exact else " (scheduled targets: the exact counts are within one sample)")
     )
-    print(f"{'source':>{width}} {'samples':>14} {'tokens':>16} {'epochs':>10}")
+    print(f"{'source':>{width}} {'samples':>14} {'tokens':>16} {'documents':>14} {'epochs':>10}")
     for n in names:
         row = spent[n]
         tokens = "-" if row["tokens"] is None else f"{row['tokens']:,.0f}"
+        documents = "-" if row["documents"] is None else f"{row['documents']:,.0f}"
         epochs = "-" if row["epochs"] is None else f"{row['epochs']:.3f}"
-        print(f"{n:>{width}} {row['samples']:>14,.0f} {tokens:>16} {epochs:>10}")
+        print(f"{n:>{width}} {row['samples']:>14,.0f} {tokens:>16} {documents:>14} {epochs:>10}")
     for message in report["warnings"]:
         print(f"warning: {message}")
     return 0
@@ -133,9 +134,19 @@ def _inspect(args: argparse.Namespace) -> int:
             index = None if batch.indices is None else int(batch.indices[row, pos])
             sample = {"position": pos, "source": name, "draw": int(batch.draws[row, pos])}
             sample["index"] = index
-            if index is not None and name in opened:
-                file, first, end = opened[name].token_range(index)
+            source = opened.get(name)
+            if index is not None and hasattr(source, "pieces"):  # packed documents
+                epoch = sample["draw"] // plan.sizes[int(batch.sources[row, pos])]
+                _, ids, offsets, counts = source.pieces([epoch * len(source) + index])
+                sample["documents"] = [
+                    {"document": d, "start": o, "end": o + c}
+                    for d, o, c in zip(ids.tolist(), offsets.tolist(), counts.tolist())
+                ]
+            elif index is not None and hasattr(source, "token_range"):
+                file, first, end = source.token_range(index)
                 sample["tokens"] = {"file": file, "start": first, "end": end}
+            elif index is not None and source is not None:  # one padded document
+                sample["documents"] = [{"document": index}]
             elif index is not None and name in seq_lens:
                 first = index * seq_lens[name]
                 sample["tokens"] = {"file": None, "start": first, "end": first + seq_lens[name] + 1}
@@ -152,21 +163,29 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"{'step':>10} {'position':>8} {'source':>12} {'draw':>12} {'index':>12}  tokens")
     for entry in out:
         for s in entry["samples"]:
-            tokens = s.get("tokens")
-            where = (
-                ""
-                if tokens is None
-                else (
-                    f"[{tokens['start']}, {tokens['end']})"
-                    + (f" in {tokens['file']}" if tokens["file"] else "")
-                )
-            )
+            where = _where(s)
             index = "-" if s["index"] is None else s["index"]
             print(
                 f"{entry['step']:>10} {s['position']:>8} {s['source']:>12} {s['draw']:>12} "
                 f"{index:>12}  {where}"
             )
     return 0
+
+
+def _where(sample: dict) -> str:
+    """What a sample reads: a token range of a file, or pieces of documents."""
+    tokens, docs = sample.get("tokens"), sample.get("documents")
+    if tokens is not None:
+        return f"[{tokens['start']}, {tokens['end']})" + (
+            f" in {tokens['file']}" if tokens["file"] else ""
+        )
+    if docs is None:
+        return ""
+    shown = [
+        f"doc {d['document']}" + (f" [{d['start']}, {d['end']})" if "start" in d else "")
+        for d in docs[:3]
+    ]
+    return " + ".join(shown) + (f" + {len(docs) - 3} more" if len(docs) > 3 else "")
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -198,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
         "preview",
         help="show a config's weights at milestones, its smoothness and each source's budget",
         description="Weights are fractions of each global batch; samples are counts over "
-        "the whole run; epochs are passes over a source (needs sizes).",
+        "the whole run; tokens are training targets (seq_len per window); documents are "
+        "whole-document equivalents of packed sources; epochs are passes over a source, in "
+        "tokens where the files are known (needs sizes).",
     )
     preview.add_argument("config", help="path to a TOML mixture config")
     preview.add_argument("--json", action="store_true", help="print JSON instead of tables")
@@ -209,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         description="Which source, draw number and sample index fills each position of the "
         "global batch at a step, computed directly from the plan (no data is read but the "
         "token files' sizes). Token ranges are [start, end) token offsets within the source "
-        "file. For debugging a loss spike at step N.",
+        "file; a packed source's window lists the documents it reads, each with its [start, "
+        "end) tokens. For debugging a loss spike at step N.",
     )
     inspect.add_argument("config", help="path to a TOML mixture config")
     inspect.add_argument("--step", type=int, help="one optimizer step (0-based)")

@@ -8,6 +8,10 @@
     mode = "exact"              # or "random"
     order = "shuffle"           # every source's default: "shuffle", "replacement", "sequential"
     warn_epochs = 4             # warn when a source is read more often than this
+    unit = "tokens"             # what weights count; the default where every sample is a
+                                # window of one seq_len, else "samples"
+    output = "tokens"           # a sample: its seq_len + 1 tokens, or "dict" (Megatron's
+                                # tokens, labels, loss_mask, position_ids; document_ids)
 
     [sources.web]               # one table per source, in id order
     weight = 0.8                # starting weight (relative)
@@ -21,6 +25,10 @@
     format = "nanogpt"          # "nanogpt" (flat tokens), "llmc", "npy" or "megatron"
     seq_len = 1024              # samples of seq_len + 1 tokens
     vocab_size = 50304          # optional: token ids must be below it (checked on open)
+    eos_id = 50256              # flat files: split into documents after every eos_id
+    pack = true                 # documents reshuffled each epoch and packed into windows
+                                # (a Megatron pair's documents are its sequences); false:
+                                # one document per sample, padded (output = "dict")
 
     [[phases]]
     start_step = 8000
@@ -50,12 +58,21 @@ from . import _validate
 from .mixture import Mixture, Phase
 from .plan import MODES, ORDERS, Cursor, Plan
 
-__all__ = ["MixConfig", "SourceSpec", "budget", "dump_config", "load_config", "save_config"]
+__all__ = [
+    "UNITS",
+    "MixConfig",
+    "SourceSpec",
+    "budget",
+    "dump_config",
+    "load_config",
+    "save_config",
+]
 
-_TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "sources",
-        "phases")  # fmt: skip
+_TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "unit",
+        "output", "sources", "phases")  # fmt: skip
 _SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len",
-           "vocab_size")  # fmt: skip
+           "vocab_size", "eos_id", "pack", "truncate")  # fmt: skip
+UNITS = ("samples", "tokens")
 _PHASE = ("start_step", "end_step", "schedule", "weights")
 # Steps x sources an exact budget may replay before it sums the scheduled weights
 # instead: at about 110 ns per step and source (three or more sources, 2-core Intel
@@ -93,6 +110,13 @@ class SourceSpec:
         seq_len: tokens per sample, plus one target token (also counts tokens in
             ``budget`` for a source planned by size).
         vocab_size: token ids must lie below it; checked when the files are opened.
+        eos_id: the end-of-text id that splits flat token files into documents.
+        pack: pack documents into windows, reshuffled each epoch (``None``: true);
+            false: one padded document per sample.
+        truncate: an unpacked source cuts documents longer than ``seq_len + 1``
+            (else they are an error).
+        num_tokens: tokens in the source (counted from ``path``).
+        num_documents: documents in the source (counted from ``path``).
     """
 
     name: str
@@ -105,6 +129,16 @@ class SourceSpec:
     dtype: str | None = None
     seq_len: int | None = None
     vocab_size: int | None = None
+    eos_id: int | None = None
+    pack: bool | None = None
+    truncate: bool | None = None
+    num_tokens: int | None = None
+    num_documents: int | None = None
+
+    @property
+    def windows(self) -> bool:
+        """Whether every sample is a window of ``seq_len`` tokens (plus one target)."""
+        return self.seq_len is not None and self.pack is not False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,7 +153,13 @@ class MixConfig:
         seed: keys every random choice.
         mode: ``"exact"`` or ``"random"``.
         order: every source's order unless it names its own.
-        warn_epochs: passes over a source above which ``budget`` warns.
+        warn_epochs: passes over a source above which ``budget`` warns (in tokens
+            where a source's tokens are known).
+        unit: what the weights count, ``"tokens"`` or ``"samples"``; ``None``:
+            tokens where every source is windows of one ``seq_len`` (there a
+            sample's share is its token share, exactly), else samples.
+        output: a sample as ``"tokens"`` (its ``seq_len + 1`` token ids) or ``"dict"``
+            (Megatron's sample dict, with ``document_ids``; unpacked sources need it).
         base: the folder relative source paths are read from (the config's).
     """
 
@@ -131,12 +171,19 @@ class MixConfig:
     mode: str = "exact"
     order: str = "shuffle"
     warn_epochs: float = 4.0
+    unit: str | None = None
+    output: str = "tokens"
     base: Path = field(default=Path("."), compare=False)
 
     def __post_init__(self) -> None:
         _validate.integer("num_steps", self.num_steps, minimum=1)
         _validate.choice("mode", self.mode, MODES)
         _validate.choice("order", self.order, ORDERS)
+        _validate.choice("output", self.output, ("dict", "tokens"))
+        if self.unit is not None:
+            _validate.choice("unit", self.unit, UNITS)
+        if self.unit == "tokens":
+            _check_token_unit(self.sources)
         if _validate.real("warn_epochs", self.warn_epochs) <= 0:
             raise ValueError(f"warn_epochs must be > 0, got {self.warn_epochs!r}")
         last = self.num_steps - 1
@@ -147,6 +194,15 @@ class MixConfig:
                     f"{last} (num_steps = {self.num_steps}): the anneal would never complete; "
                     f"end it by step {last} or raise num_steps"
                 )
+
+    @property
+    def weight_unit(self) -> str:
+        """``unit``, or what it defaults to for these sources."""
+        if self.unit is not None:
+            return self.unit
+        seq_lens = {s.seq_len for s in self.sources}
+        one = len(seq_lens) == 1 and all(s.windows for s in self.sources)
+        return "tokens" if one else "samples"
 
     @cached_property
     def plan(self) -> Plan:
@@ -171,7 +227,7 @@ class MixConfig:
         spec = self.spec(name)
         if spec.path is None:
             raise ValueError(f"source {name!r} has no path in the config; it is planned by size")
-        return _open(spec, self.base)
+        return _open(spec, self.base, self.seed, self.output)
 
     def open_sources(self) -> dict[str, Any]:
         """Every source's data, by name, after checking the budget (``max_epochs``)."""
@@ -179,20 +235,55 @@ class MixConfig:
         return {s.name: self.open_source(s.name) for s in self.sources}
 
 
-def _open(spec: SourceSpec, base: Path) -> Any:
-    from .sources import open_token_source
+def _check_token_unit(sources: tuple[SourceSpec, ...]) -> None:
+    """``unit = "tokens"`` holds exactly where every sample is a window of one length."""
+    for s in sources:
+        if s.seq_len is None:
+            raise ValueError(
+                f'unit = "tokens" but sources.{s.name} has no seq_len: give every source its '
+                'seq_len, or unit = "samples"'
+            )
+        if s.pack is False:
+            raise ValueError(
+                f'unit = "tokens" but sources.{s.name} is unpacked (pack = false): its samples '
+                "are documents of varying length, and token weights over them are not "
+                'supported; pack it, or give unit = "samples"'
+            )
+    seq_lens = {s.name: s.seq_len for s in sources}
+    if len(set(seq_lens.values())) > 1:
+        raise ValueError(
+            f'unit = "tokens" needs one seq_len for every source (a batch is one tensor), got '
+            f"{seq_lens}; give them one seq_len"
+        )
+
+
+def _open(spec: SourceSpec, base: Path, seed: int = 0, output: str = "tokens") -> Any:
+    from .packing import open_source
 
     paths = spec.path if isinstance(spec.path, list) else [spec.path]
     resolved = [str(p if Path(p).is_absolute() else base / p) for p in paths]
     try:
-        return open_token_source(
-            resolved, spec.format, spec.seq_len, spec.dtype or "uint16", vocab_size=spec.vocab_size
+        return open_source(
+            resolved,
+            spec.format,
+            spec.seq_len,
+            name=spec.name,
+            seed=seed,
+            eos_id=spec.eos_id,
+            pack=spec.pack is not False,
+            output=output,
+            dtype=spec.dtype or "uint16",
+            vocab_size=spec.vocab_size,
+            truncate=bool(spec.truncate),
         )
     except (ValueError, FileNotFoundError) as err:
-        raise type(err)(f"sources.{spec.name}: {err}") from None
+        message = str(err)
+        prefix = f"{spec.name}: "
+        message = message[len(prefix) :] if message.startswith(prefix) else message
+        raise type(err)(f"sources.{spec.name}: {message}") from None
 
 
-def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
+def _source(name: str, table: dict[str, Any], base: Path, output: str) -> SourceSpec:
     _check_keys(f"sources.{name}", table, _SOURCE)
     if "weight" not in table:
         raise ValueError(f"sources.{name} lacks 'weight' (its starting weight, e.g. weight = 0.5)")
@@ -212,8 +303,15 @@ def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
         for key in ("format", "seq_len"):
             if key not in table:
                 raise ValueError(f"sources.{name} has a path but no {key!r}")
-    elif "format" in table or "dtype" in table or "vocab_size" in table:
-        raise ValueError(f"sources.{name} has a format, dtype or vocab_size but no path to read")
+    else:
+        for key in ("format", "dtype", "vocab_size", "eos_id", "truncate"):
+            if key in table:
+                raise ValueError(f"sources.{name} has {key!r} but no path to read")
+    for key in ("pack", "truncate"):
+        if key in table and not isinstance(table[key], bool):
+            raise ValueError(f"sources.{name} {key} must be true or false, got {table[key]!r}")
+    if table.get("eos_id") is not None:
+        _validate.integer(f"sources.{name} eos_id", table["eos_id"], minimum=0)
     size = table.get("size")
     if size is not None:
         size = _validate.integer(f"sources.{name} size", size, minimum=1)
@@ -238,10 +336,25 @@ def _source(name: str, table: dict[str, Any], base: Path) -> SourceSpec:
         dtype=table.get("dtype"),
         seq_len=table.get("seq_len"),
         vocab_size=table.get("vocab_size"),
+        eos_id=table.get("eos_id"),
+        pack=table.get("pack"),
+        truncate=table.get("truncate"),
     )
     if path is not None:  # the files decide the size
-        spec = SourceSpec(**{**_fields(spec), "size": len(_open(spec, base))})
+        opened = _open(spec, base, output=output)
+        docs = getattr(opened, "documents", None)
+        counted = {
+            "size": len(opened),
+            "num_tokens": docs.num_tokens if docs is not None else _flat_tokens(opened),
+            "num_documents": None if docs is None else len(docs),
+        }
+        spec = SourceSpec(**{**_fields(spec), **counted})
     return spec
+
+
+def _flat_tokens(source: Any) -> int | None:
+    shards = getattr(source, "shards", None)  # TokenShards: windows of flat token arrays
+    return None if shards is None else sum(int(s.tokens.size) for s in shards)
 
 
 def _fields(spec: SourceSpec) -> dict[str, Any]:
@@ -272,7 +385,9 @@ def config_from_dict(
             raise ValueError(f"config {where!r} lacks {key!r}")
     sources = raw["sources"]
     _check_keys("sources", sources, tuple(sources) if isinstance(sources, dict) else ())
-    specs = tuple(_source(name, table, base) for name, table in sources.items())
+    output = raw.get("output", "tokens")
+    _validate.choice("output", output, ("dict", "tokens"))
+    specs = tuple(_source(name, table, base, output) for name, table in sources.items())
     sized = [s for s in specs if s.size is not None]
     if sized and len(sized) != len(specs):
         lacking = next(s.name for s in specs if s.size is None)
@@ -290,6 +405,8 @@ def config_from_dict(
         mode=raw.get("mode", "exact"),
         order=raw.get("order", "shuffle"),
         warn_epochs=raw.get("warn_epochs", 4.0),
+        unit=raw.get("unit"),
+        output=output,
         base=base,
     )
 
@@ -297,7 +414,14 @@ def config_from_dict(
 def budget(
     config: MixConfig, *, cursor: Cursor | None = None
 ) -> dict[str, dict[str, float | bool | None]]:
-    """Each source's samples, tokens and epochs by the end of training.
+    """Each source's samples, tokens, documents and epochs by the end of training.
+
+    Tokens are targets (``seq_len`` per window); epochs are passes over the source,
+    counted in tokens where the files' token count is known (a packed source's
+    windows per epoch hold a little less than the whole, so passes in windows run
+    slightly ahead); documents are whole-document equivalents (passes x documents)
+    for packed sources and samples for unpacked ones. An unpacked source's tokens
+    vary by document and are not counted here.
 
     Exact (the plan's counts) when replaying ``num_steps`` is affordable; past
     ``_EXACT_BUDGET`` steps x sources, the scheduled targets (summed weights, which
@@ -315,8 +439,20 @@ def budget(
     for k, spec in enumerate(config.sources):
         samples = int(consumed[k]) if exact else float(consumed[k])
         epochs = None if plan.sizes is None else samples / plan.sizes[k]
-        tokens = None if spec.seq_len is None else samples * spec.seq_len
-        out[spec.name] = {"samples": samples, "tokens": tokens, "epochs": epochs, "exact": exact}
+        tokens = documents = None
+        if spec.windows:  # a sample is seq_len tokens of targets; unpacked ones vary
+            tokens = samples * spec.seq_len
+            if spec.num_tokens:  # passes counted in tokens, as the files hold them
+                epochs = tokens / spec.num_tokens
+        if spec.num_documents is not None and epochs is not None:
+            documents = epochs * spec.num_documents if spec.windows else samples
+        out[spec.name] = {
+            "samples": samples,
+            "tokens": tokens,
+            "documents": documents,
+            "epochs": epochs,
+            "exact": exact,
+        }
         if epochs is None:
             continue
         if spec.max_epochs is not None and epochs > spec.max_epochs:
@@ -392,14 +528,18 @@ def dump_config(config: MixConfig) -> str:
         f"mode = {_value(config.mode)}",
         f"order = {_value(config.order)}",
         f"warn_epochs = {_value(config.warn_epochs)}",
+        f"output = {_value(config.output)}",
     ]
+    if config.unit is not None:
+        lines.append(f"unit = {_value(config.unit)}")
     for spec in config.sources:
         lines += ["", f"[sources.{_key(spec.name)}]", f"weight = {_value(spec.weight)}"]
         if spec.path is not None:
             lines += [f"path = {_value(spec.path)}", f"format = {_value(spec.format)}"]
         elif spec.size is not None:
             lines.append(f"size = {spec.size}")
-        for key in ("dtype", "seq_len", "vocab_size", "order", "max_epochs"):
+        for key in ("dtype", "seq_len", "vocab_size", "eos_id", "pack", "truncate", "order",
+                    "max_epochs"):  # fmt: skip
             if getattr(spec, key) is not None:
                 lines.append(f"{key} = {_value(getattr(spec, key))}")
     for phase in config.phases:

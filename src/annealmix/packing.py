@@ -41,10 +41,19 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from .documents import Documents, documents_of
+from .documents import Documents, documents_of, open_documents
 from .order import range_indices, sample_indices
+from .sources import open_token_source
 
-__all__ = ["OUTPUTS", "Packed", "PackedStream", "Padded", "cu_seqlens", "name_key"]
+__all__ = [
+    "OUTPUTS",
+    "Packed",
+    "PackedStream",
+    "Padded",
+    "cu_seqlens",
+    "name_key",
+    "open_source",
+]
 
 OUTPUTS = ("dict", "tokens")
 _BLOCK = 64  # permuted documents per entry of an epoch's table
@@ -344,6 +353,56 @@ class PackedStream:
             for w in range(n):
                 yield flat[w * s : w * s + s + 1]
             buffer, held = [flat[n * s :]], flat.size - n * s
+
+
+def open_source(
+    paths: str | list[str],
+    format: str,
+    seq_len: int,
+    *,
+    name: str,
+    seed: int = 0,
+    eos_id: int | None = None,
+    pack: bool = True,
+    output: str = "tokens",
+    dtype: str = "uint16",
+    vocab_size: int | None = None,
+    truncate: bool = False,
+) -> Any:
+    """Token files as a source of ``seq_len + 1``-token samples, the way a config names it.
+
+    Where the documents are known (a Megatron pair; flat files with ``eos_id``), the
+    source is ``Packed`` (``pack``: documents reshuffled every epoch) or ``Padded``
+    (one document per sample, ``pad_id`` = ``eos_id``, always ``output = "dict"``).
+    Flat files without ``eos_id`` hold no document boundaries: they are cut into
+    fixed windows (``TokenShards``), the same in every epoch, and cannot be unpacked.
+    """
+    documents = format == "megatron" or eos_id is not None
+    if not documents:
+        if not pack:
+            raise ValueError(
+                f"{name}: pack = false needs documents, and {format} files without eos_id are "
+                "one flat stream; give eos_id (the end-of-text id) to split them"
+            )
+        if output != "tokens":
+            raise ValueError(
+                f'{name}: output = "{output}" needs document boundaries (position ids and '
+                f"loss masks per document), and {format} files without eos_id have none; "
+                "give eos_id"
+            )
+        return open_token_source(paths, format, seq_len, dtype, vocab_size=vocab_size)
+    docs = open_documents(
+        paths, format, eos_id=eos_id, dtype=dtype, vocab_size=vocab_size, name=name
+    )
+    if pack:
+        return Packed(docs, seq_len, seed=seed, name=name, output=output)
+    if output != "dict":
+        raise ValueError(
+            f"{name}: an unpacked source pads its documents, and padding needs a loss mask: "
+            'give output = "dict"'
+        )
+    pad = 0 if eos_id is None else eos_id
+    return Padded(docs, seq_len, pad_id=pad, truncate=truncate, name=name)
 
 
 def _row(batch: Any, i: int) -> Any:
