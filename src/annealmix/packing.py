@@ -119,6 +119,11 @@ class Packed:
     def __len__(self) -> int:
         return self.num_tokens // self.seq_len
 
+    @property
+    def tokens_per_sample(self) -> int:
+        """Training targets in one window (what token metrics count)."""
+        return self.seq_len
+
     def __getitem__(self, i: int) -> Any:
         """Window ``i`` of the first block (``at_epoch`` reads the others)."""
         return self.at_epoch(0, i)

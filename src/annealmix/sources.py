@@ -92,6 +92,11 @@ class TokenWindows:
     def __len__(self) -> int:
         return max(0, (self.tokens.size - 1) // self.seq_len)
 
+    @property
+    def tokens_per_sample(self) -> int:
+        """Training targets in one sample (what token metrics count)."""
+        return self.seq_len
+
     def __getitem__(self, i: int) -> np.ndarray:
         i = int(i)
         if not 0 <= i < len(self):
@@ -131,6 +136,11 @@ class TokenShards:
 
     def __len__(self) -> int:
         return int(self._ends[-1])
+
+    @property
+    def tokens_per_sample(self) -> int:
+        """Training targets in one sample (what token metrics count)."""
+        return self.seq_len
 
     def locate(self, i: int) -> tuple[int, int]:
         """(shard, sample within it) of sample ``i``."""

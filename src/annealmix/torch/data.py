@@ -435,6 +435,11 @@ class MixtureDataLoader(DataLoader):
                 dataset, batch_sampler=sampler, collate_fn=_TaggedCollate(collate), **kwargs
             )
         self.names = plan.mixture.sources
+        # fixed-length sources say how many tokens a sample is (windows of seq_len)
+        self._tokens_per_sample = {
+            n: s.tokens_per_sample for n, s in zip(self.names, ordered)
+            if hasattr(s, "tokens_per_sample")
+        }  # fmt: skip
         self._after = self.stream.position  # the position after the last batch handed out
         self._boundaries = {0: self._after.consumed}  # step -> plan counts before it (recent)
         self._metrics_cursor = plan.cursor()
@@ -479,7 +484,9 @@ class MixtureDataLoader(DataLoader):
         """``annealmix.metrics.step_metrics`` of this loader's plan at ``step``.
 
         The steps the loop is at (and the one before) cost no replay: their counts
-        travelled with the batches.
+        travelled with the batches. Tokens are counted for sources of fixed-length
+        samples (packed documents, token windows: ``tokens_per_sample``) unless
+        ``tokens_per_sample`` names them.
         """
         return _metrics.step_metrics(
             self.stream.plan,
@@ -487,8 +494,9 @@ class MixtureDataLoader(DataLoader):
             consumed=self._boundaries.get(step),
             cursor=self._metrics_cursor,
             offset=self.stream.offset,
-            tokens_per_sample=tokens_per_sample,
-        )
+            tokens_per_sample=self._tokens_per_sample if tokens_per_sample is None
+            else tokens_per_sample,
+        )  # fmt: skip
 
 
 def _check_stream_loader(streams: Sequence[str], shard: Shard, kwargs: Mapping[str, Any]) -> None:
