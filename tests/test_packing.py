@@ -322,3 +322,29 @@ def torch_dtype_long():
     import torch
 
     return torch.int64
+
+
+def test_a_hugging_face_stream_packs_the_same_in_every_worker():
+    datasets = pytest.importorskip("datasets")
+    pytest.importorskip("torch")
+    from annealmix.torch import MixtureDataLoader
+
+    docs = numbered([3, 9, 4, 12, 1, 6] * 30)
+    rows = datasets.Dataset.from_dict({"input_ids": [d.tolist() for d in docs]})
+    stream = PackedStream(rows.to_iterable_dataset(num_shards=3), 8)
+    flat = np.concatenate(docs)
+    memory = Packed(docs, 8, name="mem")
+    plan = Plan(Mixture(weights={"hf": 1, "mem": 1}), global_batch_size=4,
+                sizes={"hf": 10**6, "mem": len(memory)}, order={"hf": "sequential"})  # fmt: skip
+    shard = Shard(rank=0, world_size=1, global_batch_size=4)
+    for workers in (0, 2):
+        loader = MixtureDataLoader({"hf": stream, "mem": memory}, plan, shard, num_steps=12,
+                                   num_workers=workers)  # fmt: skip
+        seen = 0
+        for batch in loader:
+            for k, d, sample in zip(batch["source"], batch["index"], batch["sample"]):
+                if k == 0:  # draw d of the stream is its window d
+                    d = int(d)
+                    assert sample.tolist() == flat[d * 8 : d * 8 + 9].tolist()
+                    seen += 1
+        assert seen == 24

@@ -43,7 +43,7 @@ import numpy as np
 from . import _validate
 from .documents import Documents, documents_of, open_documents
 from .order import range_indices, sample_indices
-from .sources import open_token_source
+from .sources import every_item, open_token_source
 
 __all__ = [
     "OUTPUTS",
@@ -333,7 +333,9 @@ class PackedStream:
     For sources without random access (a Hugging Face streaming dataset, a
     generator of token lists): documents are concatenated as they come and cut as
     ``Packed`` cuts them, without a reshuffle (a stream cannot be reordered without
-    reading it whole); the windows are the same on every pass.
+    reading it whole); the windows are the same on every pass. A Hugging Face stream
+    is read whole in every DataLoader worker (``annealmix.sources.every_item``), so
+    window ``d`` is the same whichever worker reads it.
 
     Args:
         documents: an iterable of documents: token arrays, or rows with ``column``.
@@ -347,7 +349,7 @@ class PackedStream:
 
     def __iter__(self) -> Iterator[np.ndarray]:
         s, buffer, held = self.seq_len, [], 0
-        for row in self.documents:
+        for row in every_item(self.documents):
             doc = row[self.column] if isinstance(row, dict) else row
             buffer.append(np.asarray(doc, dtype=np.int64).ravel())
             held += buffer[-1].size

@@ -27,6 +27,7 @@ document boundaries do not fit its data.
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "MegatronIndexed",
     "TokenShards",
     "TokenWindows",
+    "every_item",
     "open_token_source",
     "read",
     "read_batch",
@@ -46,6 +48,18 @@ __all__ = [
     "read_nanogpt",
     "read_npy",
 ]
+
+
+def every_item(stream: Any) -> Iterator[Any]:
+    """Every item of a stream, in order, whichever DataLoader worker reads it.
+
+    A Hugging Face ``IterableDataset`` iterated in a worker gives only that worker's
+    shards through ``__iter__``; its batch iterator reads them all.
+    """
+    if type(stream).__module__.startswith("datasets") and callable(getattr(stream, "iter", None)):
+        rows = stream.iter(batch_size=1)
+        return ({key: column[0] for key, column in batch.items()} for batch in rows)
+    return iter(stream)
 
 
 def read(source: Any, epoch: int, index: int) -> Any:

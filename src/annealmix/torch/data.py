@@ -15,7 +15,7 @@ from torch.utils.data._utils.pin_memory import pin_memory as _pin
 from .. import metrics as _metrics
 from ..plan import Plan
 from ..shard import Shard
-from ..sources import read, read_batch
+from ..sources import every_item, read, read_batch
 from ..stream import MicroBatch, Position, Stream
 from .dist import resolve_shard
 
@@ -325,12 +325,7 @@ def _items(source: Any, start: int) -> tuple[Iterator[Any], int]:
     first = 0
     if start and callable(getattr(source, "skip", None)):
         source, first = source.skip(start), start  # Hugging Face streams skip in their reader
-    if type(source).__module__.startswith("datasets") and callable(getattr(source, "iter", None)):
-        # A Hugging Face IterableDataset in a DataLoader worker reads only the worker's
-        # shards through __iter__; its batch iterator reads them all.
-        rows = source.iter(batch_size=1)
-        return ({key: column[0] for key, column in batch.items()} for batch in rows), first
-    return iter(source), first
+    return every_item(source), first
 
 
 class _StreamReader:
