@@ -348,3 +348,21 @@ def test_a_hugging_face_stream_packs_the_same_in_every_worker():
                     assert sample.tolist() == flat[d * 8 : d * 8 + 9].tolist()
                     seen += 1
         assert seen == 24
+
+
+def test_the_sample_dict_is_what_megatron_computes_from_the_same_tokens():
+    """Megatron-core's own mask and position builder, on each packed window's tokens
+    (documents ending in EOD, as its preprocessing writes them), agrees with the dict."""
+    torch = pytest.importorskip("torch")
+    gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset")
+    eod = 0
+    p = Packed(numbered([5, 31, 2, 64, 9, 17] * 6, eos=eod), 24, output="dict", eod_mask_loss=True)
+    batch = p.windows(np.arange(3 * len(p)))  # three epochs
+    for j in range(len(batch["tokens"])):
+        tokens = torch.from_numpy(batch["tokens"][j])
+        _, loss_mask, position_ids = gpt._get_ltor_masks_and_position_ids(
+            tokens, eod, reset_position_ids=True, reset_attention_mask=False,
+            eod_mask_loss=True, create_attention_mask=False,
+        )  # fmt: skip
+        assert loss_mask.tolist() == batch["loss_mask"][j].tolist()
+        assert position_ids.tolist() == batch["position_ids"][j].tolist()
