@@ -73,8 +73,10 @@ class Packed:
         documents: the documents (``Documents``, a Hugging Face dataset with
             ``input_ids``, or a list of token arrays).
         seq_len: input tokens per window; each window holds one more (the last target).
-        seed: keys the per-epoch document orders (with ``key``).
-        key: this source's key; a source name's ``name_key`` by default of ``name``.
+        seed: keys the per-epoch document orders (with ``key``). The plan does not
+            see it: keep the seed and the name with the run (a config passes its own
+            seed), or a resumed run reads other windows for the same draws.
+        key: this source's key (default: ``name_key(name)``).
         name: the source's name, for messages and (without ``key``) its key.
         output: ``"tokens"``: a window is its ``seq_len + 1`` tokens (int64);
             ``"dict"``: Megatron's sample dict (``tokens``, ``labels``,
