@@ -89,3 +89,33 @@ def test_prefixes_with_one_file_name_get_distinct_source_names(tmp_path):
         write_megatron(tmp_path / folder / "web", [list(range(100))])
     weights, _ = read_blend("1 a/web 3 b/web", 10, base=tmp_path)
     assert weights == {"web": 1.0, "web-2": 3.0}
+
+
+@pytest.mark.parametrize("split", ["969,30,1", "99,1,0", "1", "80,20", "98,2,0", "3,3,3"])
+@pytest.mark.parametrize("n", [1, 7, 100, 1001])
+def test_splits_cut_documents_where_megatron_cuts_them(split, n):
+    config = pytest.importorskip("megatron.core.datasets.blended_megatron_dataset_config")
+    from annealmix.blends import split_bounds
+
+    matrix = config.convert_split_vector_to_split_matrix(config.parse_and_normalize_split(split))
+    theirs = {}
+    for name, bookends in zip(("train", "valid", "test"), matrix):
+        if bookends is not None:  # Megatron's builder: round(lo * n), round(hi * n)
+            lo, hi = int(round(bookends[0] * n)), int(round(bookends[1] * n))
+            if hi > lo:
+                theirs[name] = (lo, hi)
+    assert split_bounds(split, n) == theirs
+
+
+def test_a_blend_reads_one_split_of_each_dataset(pairs):
+    _, train = read_blend("web_text_document", 10, base=pairs, split="1,1")
+    _, valid = read_blend("web_text_document", 10, base=pairs, split="1,1", subset="valid")
+    # two documents: [0, 500) and [500, 1001); train is the first, valid the second
+    assert train["web_text_document"].documents.document(0).tolist() == list(range(500))
+    assert valid["web_text_document"].documents.document(0).tolist() == list(range(500, 1001))
+    with pytest.raises(ValueError, match="gives its 2 documents no test part"):
+        read_blend("web_text_document", 10, base=pairs, split="1,1", subset="test")
+    with pytest.raises(ValueError, match="unknown subset 'dev'"):
+        read_blend("web_text_document", 10, base=pairs, split="1,1", subset="dev")
+    with pytest.raises(ValueError, match='split must be numbers like "969,30,1"'):
+        read_blend("web_text_document", 10, base=pairs, split="train")

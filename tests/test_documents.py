@@ -87,3 +87,14 @@ def test_errors_name_the_field_and_the_fix(tmp_path):
         documents_from_hf(datasets.Dataset.from_dict({"text": ["a"]}))
     with pytest.raises(TypeError, match="cannot read documents from int"):
         documents_of(3)
+
+
+def test_a_subset_of_documents_spans_files_without_copying(tmp_path):
+    write_megatron(tmp_path / "a", DOCS[:2])
+    write_megatron(tmp_path / "b", DOCS[2:])
+    docs = open_documents([str(tmp_path / "a"), str(tmp_path / "b")], "megatron")
+    middle = docs.subset(1, 3)
+    assert as_lists(middle) == DOCS[1:3] and middle.num_tokens == 7
+    assert np.shares_memory(middle.parts[0][0], docs.parts[0][0])
+    with pytest.raises(ValueError, match=r"documents \[3, 3\) are not a non-empty range"):
+        docs.subset(3, 3)

@@ -14,14 +14,50 @@ prefixes (an old and a new mix) become the start and a phase's target of one ann
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import _validate
-from .packing import Packed, open_source
+from .documents import open_documents
+from .packing import Packed
 
-__all__ = ["read_blend", "read_blend_file", "read_split_blends"]
+__all__ = ["SPLITS", "read_blend", "read_blend_file", "read_split_blends", "split_bounds"]
+
+SPLITS = ("train", "valid", "test")
+
+
+def split_bounds(split: str, num_documents: int) -> dict[str, tuple[int, int]]:
+    """Each split's documents ``[start, stop)`` of a dataset, as Megatron's ``--split``
+    (``"969,30,1"``: relative sizes of train, valid and test, missing ones 0) cuts
+    every dataset of a blend: by document, in file order, at
+    ``round(cumulative fraction x documents)``. A split of size 0 is absent."""
+    if not isinstance(split, str):
+        raise ValueError(f'split must be a string like "969,30,1", got {split!r}')
+    words = [w for w in re.split(r"[,/\s]+", split.strip()) if w]
+    try:
+        sizes = [float(w) for w in words]
+    except ValueError:
+        raise ValueError(
+            f'split must be numbers like "969,30,1" (train, valid, test), got {split!r}'
+        ) from None
+    if not 1 <= len(sizes) <= 3 or any(not 0 <= x < float("inf") for x in sizes) or not sum(sizes):
+        raise ValueError(
+            f"split {split!r} must give 1 to 3 finite sizes >= 0 (train, valid, test), not all "
+            'zero; e.g. "969,30,1"'
+        )
+    sizes += [0.0] * (3 - len(sizes))
+    total = sum(sizes)
+    edges = [0.0]
+    for x in sizes:
+        edges.append(edges[-1] + x / total)
+    out = {}
+    for name, lo, hi in zip(SPLITS, edges[:-1], edges[1:]):
+        start, stop = round(lo * num_documents), round(hi * num_documents)
+        if hi > lo and stop > start:
+            out[name] = (start, stop)
+    return out
 
 
 def _words(data_path: str | Sequence[str]) -> list[str]:
@@ -46,14 +82,20 @@ def read_blend(
     base: str | Path = ".",
     seed: int = 0,
     output: str = "tokens",
+    split: str | None = None,
+    subset: str = "train",
 ) -> tuple[dict[str, float], dict[str, Packed]]:
     """(weights, sources) of a Megatron ``--data-path``, sources named by file name.
 
     Weights are as given (relative), or, for prefixes alone, each dataset's windows
     of ``seq_len`` tokens, as Megatron weights an unweighted blend by size.
     Relative prefixes are read from ``base``; ``seed`` keys the per-epoch document
-    orders and ``output`` is each window's form (``Packed``).
+    orders and ``output`` is each window's form (``Packed``). With ``split``
+    (Megatron's ``--split``, ``"969,30,1"``), each source holds only the documents
+    of ``subset`` (``"train"``, ``"valid"`` or ``"test"``; ``split_bounds``).
     """
+    if split is not None:
+        _validate.choice("subset", subset, SPLITS)
     words = _words(data_path)
     weighted = _is_number(words[0])
     if weighted:
@@ -81,9 +123,16 @@ def read_blend(
     for weight, prefix in pairs:
         path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
         name = _unique(Path(prefix).name, sources)
-        sources[name] = open_source(
-            str(path), "megatron", seq_len, name=name, seed=seed, output=output
-        )
+        docs = open_documents(str(path), "megatron", name=name)
+        if split is not None:
+            bounds = split_bounds(split, len(docs))
+            if subset not in bounds:
+                raise ValueError(
+                    f"{prefix}: split {split!r} gives its {len(docs)} documents no {subset} "
+                    "part; give that part a size, or more documents"
+                )
+            docs = docs.subset(*bounds[subset])
+        sources[name] = Packed(docs, seq_len, seed=seed, name=name, output=output)
         value = float(len(sources[name]) if weight is None else weight)
         if not 0 <= value < float("inf"):  # also refuses nan
             raise ValueError(f"weight of {prefix!r} must be finite and >= 0, got {weight}")

@@ -92,6 +92,22 @@ class Documents:
             out[at] = np.asarray(self.parts[p][2])[local[at]]
         return out
 
+    def subset(self, start: int, stop: int) -> Documents:
+        """Documents ``[start, stop)`` in file order, as their own ``Documents`` (views of
+        the same files: nothing is copied)."""
+        if not 0 <= start < stop <= len(self):
+            raise ValueError(
+                f"{self.name}: documents [{start}, {stop}) are not a non-empty range of the "
+                f"{len(self)} documents"
+            )
+        parts, names = [], []
+        for label, (tokens, starts, lengths), first in zip(self.names, self.parts, self._first):
+            a, b = max(start - first, 0), min(stop - first, len(starts))
+            if a < b:
+                parts.append((tokens, starts[a:b], lengths[a:b]))
+                names.append(label)
+        return Documents(parts, names=names, name=self.name)
+
     def max_length(self) -> int:
         """The longest document's token count."""
         return max(int(np.max(p[2])) if len(p[2]) else 0 for p in self.parts)
