@@ -71,6 +71,17 @@ def rate(fn, batches: int, tokens_per_batch: int) -> float:
     return batches * tokens_per_batch / (time.perf_counter() - t)
 
 
+def batches_of(loader):
+    """A reader of ``n`` more batches from one pass over ``loader`` (for ``rate``)."""
+    it = iter(loader)
+
+    def read(n):
+        for _ in range(n):
+            next(it)
+
+    return read
+
+
 class _Tokenizer:
     """The two ids Megatron's GPTDataset reads from its tokenizer."""
 
@@ -159,14 +170,8 @@ def main() -> None:
             sources, plan, Shard(rank=0, world_size=1, global_batch_size=b),
             num_workers=workers,
         )  # fmt: skip
-        it = iter(loader)
-
-        def through(n, it=it):
-            for _ in range(n):
-                next(it)
-
         rows.append((f"annealmix MixtureDataLoader, {workers} workers",
-                     rate(through, args.batches, per_batch)))  # fmt: skip
+                     rate(batches_of(loader), args.batches, per_batch)))  # fmt: skip
     mega = None
     try:
         mega, build = megatron_dataset(prefix, s, k)  # one epoch of samples
@@ -175,14 +180,8 @@ def main() -> None:
     if mega is not None:
         for workers in (0, 2):
             loader = DataLoader(mega, batch_size=b, shuffle=False, num_workers=workers)
-            it = iter(loader)
-
-            def theirs(n, it=it):
-                for _ in range(n):
-                    next(it)
-
             rows.append((f"Megatron GPTDataset + DataLoader, {workers} workers",
-                         rate(theirs, args.batches, per_batch)))  # fmt: skip
+                         rate(batches_of(loader), args.batches, per_batch)))  # fmt: skip
     ref = rows[0][1]
     print(f"{'reader':<48} {'M tokens/s':>11} {'vs raw gather':>14}")
     for name, r in rows:

@@ -43,7 +43,7 @@ import numpy as np
 from . import _validate
 from .documents import Documents, documents_of, open_documents
 from .order import range_indices, sample_indices
-from .sources import every_item, open_token_source
+from .sources import batch_row, every_item, open_token_source
 
 __all__ = [
     "OUTPUTS",
@@ -132,7 +132,7 @@ class Packed:
 
     def at_epoch(self, epoch: int, index: int) -> Any:
         """Window ``index`` of block ``epoch`` (what the plan's draw of that epoch reads)."""
-        return _row(self.at_epochs(np.array([epoch]), np.array([index])), 0)
+        return batch_row(self.at_epochs(np.array([epoch]), np.array([index])), 0)
 
     def at_epochs(self, epochs: np.ndarray, indices: np.ndarray) -> Any:
         """Windows ``indices`` of blocks ``epochs``, stacked (a batch read at once)."""
@@ -149,7 +149,7 @@ class Packed:
 
     def window(self, w: int) -> Any:
         """Window ``w`` of the endless stream of epochs, as ``output`` says."""
-        return _row(self.windows(np.array([w])), 0)
+        return batch_row(self.windows(np.array([w])), 0)
 
     def windows(self, ws: np.ndarray) -> Any:
         """Windows ``ws`` of the endless stream, stacked: an ``(n, seq_len + 1)`` token
@@ -412,13 +412,6 @@ def open_source(
         )
     pad = 0 if eos_id is None else eos_id
     return Padded(docs, seq_len, pad_id=pad, truncate=truncate, name=name)
-
-
-def _row(batch: Any, i: int) -> Any:
-    """Row ``i`` of a stacked batch (an array, or a dict of arrays)."""
-    if isinstance(batch, dict):
-        return {k: v[i] for k, v in batch.items()}
-    return batch[i]
 
 
 def cu_seqlens(document_ids: np.ndarray) -> np.ndarray:

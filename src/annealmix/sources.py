@@ -40,6 +40,7 @@ __all__ = [
     "MegatronIndexed",
     "TokenShards",
     "TokenWindows",
+    "batch_row",
     "every_item",
     "open_token_source",
     "read",
@@ -75,6 +76,14 @@ def read_batch(source: Any, epochs: np.ndarray, indices: np.ndarray) -> Any:
     if at_epochs is not None:
         return at_epochs(epochs, indices)
     return [read(source, e, i) for e, i in zip(epochs.tolist(), indices.tolist())]
+
+
+def batch_row(batch: Any, i: int) -> Any:
+    """Sample ``i`` of what ``read_batch`` gave: a row of a stacked array, of each
+    array of a dict, or an item of a list."""
+    if isinstance(batch, dict):
+        return {key: value[i] for key, value in batch.items()}
+    return batch[i]
 
 
 class TokenWindows:

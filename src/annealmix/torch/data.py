@@ -15,7 +15,7 @@ from torch.utils.data._utils.pin_memory import pin_memory as _pin
 from .. import metrics as _metrics
 from ..plan import Plan
 from ..shard import Shard
-from ..sources import every_item, read, read_batch
+from ..sources import batch_row, every_item, read, read_batch
 from ..stream import MicroBatch, Position, Stream
 from .dist import resolve_shard
 
@@ -156,18 +156,12 @@ class MixedDataset(Dataset):
         samples: list[Any] = [None] * n
         for k, at, got in parts:
             for j, row in enumerate(at.tolist()):
-                sample = _row(got, j)
+                sample = batch_row(got, j)
                 samples[row] = sample if self.transform is None else self.transform(sample, k)
         return _stack(samples)
 
     def __len__(self) -> int:
         return sum(len(s) for s in self.sources)
-
-
-def _row(batch: Any, j: int) -> Any:
-    if isinstance(batch, dict):
-        return {key: value[j] for key, value in batch.items()}
-    return batch[j]
 
 
 def _scatter(parts: list[tuple[np.ndarray, Any]], n: int) -> Any:
