@@ -36,6 +36,8 @@ def test_megatron_pairs_give_one_document_per_sequence(tmp_path):
     write_megatron(tmp_path / "b", DOCS[2:], dtype=np.int32, code=4)
     docs = open_documents([str(tmp_path / "a.bin"), str(tmp_path / "b.idx")], "megatron")
     assert len(docs) == 4 and as_lists(docs) == DOCS
+    # the index stays memory-mapped: its byte pointers are read as token starts on demand
+    assert all(isinstance(p[1].pointers, np.memmap) for p in docs.parts)
     # pieces across both files, back to back, in one call
     got = docs.gather(
         np.array([3, 0, 2, 1, 2]), np.array([1, 2, 0, 0, 4]), np.array([1, 2, 3, 2, 1])

@@ -229,6 +229,7 @@ weights = { code = 1 }
     assert main(["preview", str(tmp_path / "mix.toml")]) == 0
     out = capsys.readouterr().out
     assert "documents" in out and f"{spent['web']['tokens']:,.0f}" in out
+    assert "weights in tokens" in out
     assert main(["inspect", str(tmp_path / "mix.toml"), "--step", "3"]) == 0
     assert "doc " in capsys.readouterr().out
     # unpacked: one padded document per sample, which needs the sample dict
@@ -291,7 +292,7 @@ def test_token_weights_over_documents_of_very_different_lengths():
     """50/50 over 104- and 1017-token documents: by samples of whole documents that
     was a 9%/91% token split; packed, every step's cumulative tokens per source are
     within one window of the linear token anneal's target."""
-    pytest.importorskip("torch")
+    torch = pytest.importorskip("torch")
     from annealmix import Phase
     from annealmix.torch.megatron import MegatronDataset
 
@@ -315,13 +316,7 @@ def test_token_weights_over_documents_of_very_different_lengths():
             tokens[k] += sample["labels"].numel()
         target += mix.weights_at(step) * b * s
         assert np.abs(tokens - target).max() <= s  # within one window, at every step
-    assert sample["position_ids"].dtype == torch_dtype_long()
-
-
-def torch_dtype_long():
-    import torch
-
-    return torch.int64
+    assert sample["position_ids"].dtype == torch.int64
 
 
 def test_a_hugging_face_stream_packs_the_same_in_every_worker():

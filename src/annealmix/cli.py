@@ -47,6 +47,7 @@ def _preview(args: argparse.Namespace) -> int:
         spent = budget(config, cursor=cursor)
     report = {
         "sources": list(names),
+        "unit": config.weight_unit,
         "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
         "smoothness": plan.mixture.smoothness(),
         "budget": spent,
@@ -56,7 +57,10 @@ def _preview(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     width = max(10, *map(len, names))
-    print(f"{steps} steps x {plan.global_batch_size} samples, mode {plan.mode}, seed {plan.seed}\n")
+    print(
+        f"{steps} steps x {plan.global_batch_size} samples, mode {plan.mode}, seed {plan.seed}, "
+        f"weights in {report['unit']}\n"
+    )
     print("weights at milestones")
     print(f"{'step':>10} " + " ".join(f"{n:>{width}}" for n in names))
     for s, w in zip(milestones, weights):

@@ -6,8 +6,9 @@ It is what packing (``annealmix.packing``) cuts into windows and what a "no
 packing" source pads. It opens from:
 
 - a Megatron-LM indexed pair (``PREFIX.bin`` + ``PREFIX.idx``): one document per
-  sequence, as Megatron's GPT dataset counts them; the index is memory-mapped, so
-  the documents cost no memory beyond the page cache;
+  sequence, as Megatron's GPT dataset counts them; the index stays memory-mapped
+  (its byte pointers are read as token starts on demand), so the documents cost no
+  memory beyond the page cache;
 - flat token files (nanoGPT, llm.c, ``.npy``, OLMo-style raw ``uint16``/``uint32``
   memmaps) split at an end-of-text id: each document ends with its EOS token, and
   a last piece without one is a document too; the split costs 12 bytes per
@@ -25,7 +26,15 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from .sources import FORMATS, MegatronIndexed, _expand, read_llmc, read_nanogpt, read_npy
+from .sources import (
+    FORMATS,
+    MegatronIndexed,
+    _check_vocab,
+    _expand,
+    read_llmc,
+    read_nanogpt,
+    read_npy,
+)
 
 __all__ = ["Documents", "open_documents"]
 
@@ -74,22 +83,21 @@ class Documents:
     def __len__(self) -> int:
         return int(self._first[-1])
 
-    @property
-    def dtype(self) -> np.dtype:
-        return np.result_type(*[p[0].dtype for p in self.parts])
-
     def lengths(self, ids: np.ndarray | None = None) -> np.ndarray:
         """Token counts of documents ``ids`` (all of them by default), int64."""
         if ids is None:
             return np.concatenate([np.asarray(p[2], dtype=np.int64) for p in self.parts])
-        ids = np.asarray(ids, dtype=np.int64)
+        return self._take(2, np.asarray(ids, dtype=np.int64))
+
+    def _take(self, column: int, ids: np.ndarray) -> np.ndarray:
+        """Column ``column`` of the parts (1: starts, 2: lengths) at documents ``ids``."""
         if self._single:
-            return np.asarray(self.parts[0][2], dtype=np.int64)[ids] if ids.size else ids.copy()
+            return np.asarray(self.parts[0][column][ids], dtype=np.int64)
         part, local = self._locate(ids)
         out = np.empty(ids.shape, dtype=np.int64)
         for p in np.unique(part).tolist():
             at = part == p
-            out[at] = np.asarray(self.parts[p][2])[local[at]]
+            out[at] = self.parts[p][column][local[at]]
         return out
 
     def subset(self, start: int, stop: int) -> Documents:
@@ -137,12 +145,8 @@ class Documents:
         ids, offsets, counts = (np.asarray(a, dtype=np.int64) for a in (ids, offsets, counts))
         total = int(counts.sum())
         out = np.empty(total, dtype=np.int64)
-        part, local = self._locate(ids) if not self._single else (np.zeros_like(ids), ids)
-        starts = np.empty(ids.size, dtype=np.int64)
-        for p in np.unique(part).tolist():
-            mine = part == p
-            starts[mine] = np.asarray(self.parts[p][1])[local[mine]]
-        starts += offsets
+        part = np.zeros_like(ids) if self._single else self._locate(ids)[0]
+        starts = self._take(1, ids) + offsets
         views = self._views()
         if ids.size <= 4 or total >= 64 * ids.size:  # few or long pieces: slice each
             at = 0
@@ -230,8 +234,7 @@ def open_documents(
             m = MegatronIndexed(f)
             if eos_id is not None:
                 _check_eos(eos_id, m.tokens, f, vocab_size)
-            starts = _pointers_to_starts(m, f)
-            parts.append((m.tokens, starts, m.lengths))
+            parts.append((m.tokens, _TokenStarts(m.pointers, m.dtype.itemsize), m.lengths))
     else:
         if eos_id is None:
             raise ValueError(
@@ -244,21 +247,26 @@ def open_documents(
             eos = _check_eos(eos_id, tokens, f, vocab_size)
             parts.append((tokens, *_split(tokens, eos, f)))
     if vocab_size is not None:
-        from .sources import _check_vocab
-
         for f, (tokens, _, _) in zip(files, parts):
             _check_vocab(f, tokens, vocab_size)
     return Documents(parts, names=files, name=name)
 
 
-def _pointers_to_starts(m: MegatronIndexed, label: str) -> np.ndarray:
-    """Token starts of a Megatron index's sequences (its pointers are bytes)."""
-    if m.dtype.itemsize == 1:
-        return m.pointers
-    starts = np.asarray(m.pointers, dtype=np.int64)
-    if (starts % m.dtype.itemsize).any():
-        raise ValueError(f"{label}: a sequence pointer is not a whole number of tokens; corrupt")
-    return starts // m.dtype.itemsize
+class _TokenStarts:
+    """A Megatron index's byte pointers read as token starts on demand, so the index
+    stays memory-mapped (no per-document memory; ``MegatronIndexed`` has checked
+    that every pointer is a whole number of tokens)."""
+
+    def __init__(self, pointers: np.ndarray, itemsize: int) -> None:
+        self.pointers, self.itemsize = pointers, itemsize
+
+    def __len__(self) -> int:
+        return len(self.pointers)
+
+    def __getitem__(self, at: Any) -> Any:
+        if isinstance(at, slice):
+            return _TokenStarts(self.pointers[at], self.itemsize)
+        return np.asarray(self.pointers[at], dtype=np.int64) // self.itemsize
 
 
 def documents_from_arrays(arrays: Sequence[Any], name: str = "documents") -> Documents:
@@ -270,7 +278,9 @@ def documents_from_arrays(arrays: Sequence[Any], name: str = "documents") -> Doc
                 f"{name}: document {i} must be a 1-D integer array, got {a.shape} {a.dtype}"
             )
     lengths = np.array([a.size for a in arrays], dtype=np.int64)
-    tokens = np.concatenate(arrays).astype(np.int64) if arrays else np.zeros(0, np.int64)
+    tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+    if not np.issubdtype(tokens.dtype, np.integer):  # only empty documents: no dtype of their own
+        tokens = tokens.astype(np.int64)
     return Documents([(tokens, np.cumsum(lengths) - lengths, lengths)], name=name)
 
 

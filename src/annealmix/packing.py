@@ -177,16 +177,15 @@ class Packed:
         span_epoch = np.concatenate([epoch, epoch[over] + 1])
         span_start = np.concatenate([start, np.zeros(over.size, dtype=np.int64)])
         span_stop = np.concatenate([np.minimum(stop, t), stop[over] - t])
-        rank = np.argsort(span_window * 2 + (np.arange(span_window.size) >= n), kind="stable")
         out = []
         for e in np.unique(span_epoch).tolist():
             at = np.flatnonzero(span_epoch == e)
             span, ids, offsets, counts = self._spans(e, span_start[at], span_stop[at])
             out.append((at[span], ids, offsets, counts))
         span, ids, offsets, counts = (np.concatenate(x) for x in zip(*out))
-        where = np.empty_like(rank)
-        where[rank] = np.arange(rank.size)  # each span's place in window order
-        order = np.argsort(where[span], kind="stable")
+        # Window order, a window's own span before its overflow; a span's pieces are
+        # already in order, and the stable sort keeps them so.
+        order = np.argsort(span_window[span] * 2 + (span >= n), kind="stable")
         return span_window[span[order]], ids[order], offsets[order], counts[order]
 
     def _spans(self, epoch: int, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, ...]:

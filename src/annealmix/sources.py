@@ -276,7 +276,8 @@ class MegatronIndexed:
     The ``.idx`` holds the token type, each sequence's length and byte offset, and
     the document boundaries; the ``.bin`` holds the tokens. ``tokens`` is the whole
     ``.bin`` as one memory-mapped array (sequences back to back, as Megatron's GPT
-    dataset concatenates them); ``sequence(i)`` is one sequence.
+    dataset concatenates them); ``annealmix.documents.open_documents`` reads its
+    sequences as documents.
 
     Args:
         prefix: the path without ``.bin``/``.idx`` (either extension is stripped).
@@ -326,11 +327,6 @@ class MegatronIndexed:
     def __len__(self) -> int:
         return int(self.lengths.size)
 
-    def sequence(self, i: int) -> np.ndarray:
-        """Sequence ``i`` (one document, or part of one) as a token array."""
-        start = int(self.pointers[i]) // self.dtype.itemsize
-        return self.tokens[start : start + int(self.lengths[i])]
-
 
 def _check_index(
     idx: Path,
@@ -351,6 +347,12 @@ def _check_index(
             i = int(np.flatnonzero(length < 0)[0])
             raise ValueError(
                 f"{idx}: sequence {a + i} has a negative length {int(length[i])}; corrupt"
+            )
+        if (start % itemsize).any():
+            i = int(np.flatnonzero(start % itemsize)[0])
+            raise ValueError(
+                f"{idx}: sequence {a + i} starts at byte {int(start[i])}, not a whole number of "
+                f"{itemsize}-byte tokens; corrupt"
             )
         end = start + length * itemsize
         bad = (start < 0) | (end > bin_bytes)
