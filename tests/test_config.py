@@ -98,7 +98,7 @@ def test_example_config_loads():
             TINY.replace("seed = 1", 'seed = 1\nunit = "tokens"')
             .replace("size = 50", "size = 50\nseq_len = 8\npack = false")
             .replace("size = 7", "size = 7\nseq_len = 8"),
-            "sources.a is unpacked (pack = false): its samples are documents of varying length",
+            "sources.a is unpacked (pack = false) and has no path: token weights over documents",
         ),
         (
             TINY.replace("seed = 1", 'seed = 1\nunit = "tokens"')

@@ -11,7 +11,7 @@ LAYERS = [
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
     ("mixture", {"mixture", "weights"}),
     ("plan", {"_counts", "plan"}),
-    ("order", {"order"}),
+    ("order", {"order", "tokens"}),
     (
         "sources and the stream",
         {"sources", "documents", "packing", "blends", "shard", "stream", "metrics"},

@@ -39,6 +39,7 @@ def test_public_api_is_frozen_and_sorted():
         "State",
         "Step",
         "Stream",
+        "TokenPlan",
         "TokenWindows",
         "__version__",
         "get_schedule",

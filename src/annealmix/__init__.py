@@ -24,6 +24,7 @@ from .schedules import (
 from .shard import Shard
 from .sources import TokenWindows
 from .stream import MicroBatch, Position, State, Stream
+from .tokens import TokenPlan
 
 __version__ = "0.1.0"
 
@@ -49,6 +50,7 @@ __all__ = [
     "State",
     "Step",
     "Stream",
+    "TokenPlan",
     "TokenWindows",
     "__version__",
     "get_schedule",

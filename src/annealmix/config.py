@@ -57,6 +57,7 @@ import numpy as np
 from . import _validate
 from .mixture import Mixture, Phase
 from .plan import MODES, ORDERS, Cursor, Plan
+from .tokens import TokenPlan
 
 __all__ = [
     "UNITS",
@@ -78,6 +79,7 @@ _PHASE = ("start_step", "end_step", "schedule", "weights")
 # instead: at about 110 ns per step and source (three or more sources, 2-core Intel
 # Xeon, benchmarks/bench_plan.py), half a minute at most.
 _EXACT_BUDGET = 3 * 10**8
+_EXACT_TOKEN_BUDGET = 2 * 10**6  # samples a token plan's budget walks (about 5 s)
 
 
 def _check_keys(where: str, table: Any, valid: tuple[str, ...]) -> None:
@@ -206,15 +208,28 @@ class MixConfig:
 
     @cached_property
     def plan(self) -> Plan:
-        """The plan these fields describe."""
+        """The plan these fields describe: a ``TokenPlan`` where the weights count
+        tokens and some source's samples vary in length (unpacked documents)."""
+        mixture = Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases)
+        order = {s.name: s.order or self.order for s in self.sources}
+        if self.weight_unit == "tokens" and not all(s.windows for s in self.sources):
+            if self.mode != "exact":
+                raise ValueError(
+                    f'unit = "tokens" over unpacked sources plans by tokens, exactly; mode = '
+                    f'{self.mode!r} draws samples at random: give mode = "exact" or '
+                    'unit = "samples"'
+                )
+            lengths = {s.name: sample_tokens(self.open_source(s.name)) for s in self.sources}
+            return TokenPlan(mixture, global_batch_size=self.global_batch_size,
+                             lengths=lengths, seed=self.seed, order=order)  # fmt: skip
         sized = all(s.size is not None for s in self.sources)
         return Plan(
-            Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases),
+            mixture,
             global_batch_size=self.global_batch_size,
             seed=self.seed,
             mode=self.mode,
             sizes={s.name: s.size for s in self.sources} if sized else None,
-            order={s.name: s.order or self.order for s in self.sources},
+            order=order,
         )
 
     def spec(self, name: str) -> SourceSpec:
@@ -236,18 +251,19 @@ class MixConfig:
 
 
 def _check_token_unit(sources: tuple[SourceSpec, ...]) -> None:
-    """``unit = "tokens"`` holds exactly where every sample is a window of one length."""
+    """``unit = "tokens"``: every source has the one ``seq_len`` a batch tensor needs;
+    unpacked sources also their files (their documents' lengths plan the mix)."""
     for s in sources:
         if s.seq_len is None:
             raise ValueError(
                 f'unit = "tokens" but sources.{s.name} has no seq_len: give every source its '
                 'seq_len, or unit = "samples"'
             )
-        if s.pack is False:
+        if s.pack is False and s.path is None:
             raise ValueError(
-                f'unit = "tokens" but sources.{s.name} is unpacked (pack = false): its samples '
-                "are documents of varying length, and token weights over them are not "
-                'supported; pack it, or give unit = "samples"'
+                f'unit = "tokens" but sources.{s.name} is unpacked (pack = false) and has no '
+                "path: token weights over documents need their lengths; give its files, "
+                'or unit = "samples"'
             )
     seq_lens = {s.name: s.seq_len for s in sources}
     if len(set(seq_lens.values())) > 1:
@@ -255,6 +271,14 @@ def _check_token_unit(sources: tuple[SourceSpec, ...]) -> None:
             f'unit = "tokens" needs one seq_len for every source (a batch is one tensor), got '
             f"{seq_lens}; give them one seq_len"
         )
+
+
+def sample_tokens(source: Any) -> np.ndarray:
+    """Training targets per sample of an opened source: each document's for unpacked
+    ones (``Padded.sample_tokens``), ``seq_len`` per window for the rest."""
+    if hasattr(source, "sample_tokens"):
+        return source.sample_tokens()
+    return np.full(len(source), source.tokens_per_sample, dtype=np.int64)
 
 
 def _open(spec: SourceSpec, base: Path, seed: int = 0, output: str = "tokens") -> Any:
@@ -420,8 +444,10 @@ def budget(
     counted in tokens where the files' token count is known (a packed source's
     windows per epoch hold a little less than the whole, so passes in windows run
     slightly ahead); documents are whole-document equivalents (passes x documents)
-    for packed sources and samples for unpacked ones. An unpacked source's tokens
-    vary by document and are not counted here.
+    for packed sources and samples for unpacked ones (whose passes are counted in
+    documents). An unpacked source's tokens vary by document: where the weights
+    count tokens, the plan walks them (past the exact budget, estimated from the
+    mean document length); else they are not counted here.
 
     Exact (the plan's counts) when replaying ``num_steps`` is affordable; past
     ``_EXACT_BUDGET`` steps x sources, the scheduled targets (summed weights, which
@@ -431,7 +457,19 @@ def budget(
     """
     plan = config.plan
     exact = budget_is_exact(config)
-    if exact:
+    drawn = None  # a token plan's tokens per source
+    if isinstance(plan, TokenPlan):
+        if exact:
+            cursor = Cursor() if cursor is None else cursor
+            drawn = plan.tokens(config.num_steps, cursor=cursor)
+            consumed = plan.consumed(config.num_steps, cursor=cursor)
+        else:  # samples in proportion to token share over mean tokens per sample
+            means = np.array([a.mean() for a in plan.lengths])
+            consumed = plan.global_batch_size * _summed_weights(
+                plan.mixture, config.num_steps, lambda w: _sample_shares(w, means)
+            )
+            drawn = consumed * means
+    elif exact:
         consumed = plan.consumed(config.num_steps, cursor=cursor)
     else:
         consumed = plan.global_batch_size * _summed_weights(plan.mixture, config.num_steps)
@@ -440,10 +478,12 @@ def budget(
         samples = int(consumed[k]) if exact else float(consumed[k])
         epochs = None if plan.sizes is None else samples / plan.sizes[k]
         tokens = documents = None
-        if spec.windows:  # a sample is seq_len tokens of targets; unpacked ones vary
+        if spec.windows:  # a sample is seq_len tokens of targets
             tokens = samples * spec.seq_len
             if spec.num_tokens:  # passes counted in tokens, as the files hold them
                 epochs = tokens / spec.num_tokens
+        elif drawn is not None:  # an unpacked source's documents vary
+            tokens = int(drawn[k]) if exact else float(drawn[k])
         if spec.num_documents is not None and epochs is not None:
             documents = epochs * spec.num_documents if spec.windows else samples
         out[spec.name] = {
@@ -473,25 +513,37 @@ def budget(
 
 def budget_is_exact(config: MixConfig) -> bool:
     """Whether ``budget`` replays the plan (else it sums the scheduled weights)."""
-    return config.mode == "exact" and config.num_steps * len(config.sources) <= _EXACT_BUDGET
+    if config.mode != "exact":
+        return False
+    if isinstance(config.plan, TokenPlan):  # a walk over every sample
+        return config.num_steps * config.global_batch_size <= _EXACT_TOKEN_BUDGET
+    return config.num_steps * len(config.sources) <= _EXACT_BUDGET
 
 
-def _summed_weights(mixture: Mixture, num_steps: int) -> np.ndarray:
-    """sum of w(s) over s < num_steps: held segments exactly, moving ones on a grid of
-    at most 10^6 points per segment (trapezoids; schedules are smooth or steps)."""
+def _sample_shares(weights: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """Token shares -> the sample shares that give them at these mean sample lengths."""
+    per_token = weights / means
+    return per_token / per_token.sum(axis=-1, keepdims=True)
+
+
+def _summed_weights(mixture: Mixture, num_steps: int, per_step=None) -> np.ndarray:
+    """sum of w(s) (or of ``per_step(w(s))``, rows to rows) over s < num_steps: held
+    segments exactly, moving ones on a grid of at most 10^6 points per segment
+    (trapezoids; schedules are smooth or steps)."""
+    f = (lambda w: w) if per_step is None else per_step
     total = np.zeros(mixture.num_sources)
     for seg in mixture.segments():
         stop = num_steps if seg.stop is None else min(seg.stop, num_steps)
         if stop <= seg.start:
             continue
         if seg.weights is not None:
-            total += seg.weights * (stop - seg.start)
+            total += f(seg.weights) * (stop - seg.start)
             continue
         if stop - seg.start <= 10**6:
-            total += mixture.weights_at(np.arange(seg.start, stop)).sum(axis=0)
+            total += f(mixture.weights_at(np.arange(seg.start, stop))).sum(axis=0)
             continue
         grid = np.unique(np.linspace(seg.start, stop - 1, 10**6).round().astype(np.int64))
-        w = mixture.weights_at(grid)
+        w = f(mixture.weights_at(grid))
         total += (0.5 * (w[1:] + w[:-1]) * np.diff(grid)[:, None]).sum(axis=0) + w[0]
     return total
 

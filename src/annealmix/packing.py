@@ -311,6 +311,13 @@ class Padded:
     def __len__(self) -> int:
         return len(self.documents)
 
+    def sample_tokens(self) -> np.ndarray:
+        """Training targets of every sample (what token weights count): a document
+        of n tokens, cut to ``seq_len + 1``, gives n - 1; a one-token document
+        counts as one."""
+        kept = np.minimum(self.documents.lengths(), self.seq_len + 1)
+        return np.maximum(kept - 1, 1).astype(np.int64)
+
     def __getitem__(self, i: int) -> dict[str, np.ndarray]:
         s = self.seq_len
         doc = np.asarray(self.documents.document(i)[: s + 1], dtype=np.int64)

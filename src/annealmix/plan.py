@@ -63,6 +63,9 @@ class Batch:
         indices: sample index within its source, same shape as ``sources``; ``None``
             until ``annealmix.order.indexed`` (or a ``Stream``) maps the draws, and
             for a plan without source sizes.
+        carry: what a walk of the plan carries from step to step besides counts,
+            before each step held and after the last (a ``TokenPlan``'s deficits);
+            ``None`` for a plan whose counts alone say where it stands.
     """
 
     start_step: int
@@ -70,6 +73,7 @@ class Batch:
     draws: np.ndarray
     first_draws: np.ndarray
     indices: np.ndarray | None = None
+    carry: tuple[tuple[int, ...], ...] | None = None
 
 
 def _digest(value: Any) -> str:
@@ -268,6 +272,43 @@ class Plan:
         prev = np.asarray(consumed, dtype=np.int64)
         cumulative = self._counter.range(start, num_steps, prev, cursor)
         return np.diff(cumulative, axis=0, prepend=prev[None, :])
+
+    @property
+    def initial_carry(self) -> tuple[int, ...] | None:
+        """What a walk carries besides counts at step 0 (``Batch.carry``); none here."""
+        return None
+
+    def check_consumed(
+        self,
+        step: int,
+        consumed: np.ndarray,
+        carry: tuple[int, ...] | None,
+        cursor: Cursor,
+    ) -> None:
+        """Refuse counts (from a saved state) that are not the plan's at ``step``: they
+        would shift every later draw without a word. Exact mode recomputes them by a
+        replay, which also positions ``cursor``; random mode, whose counts cost a hash
+        per earlier position, checks that they add up to the step's samples."""
+        b = self.global_batch_size
+        if self.mode == "random":
+            total = int(np.sum(consumed))
+            if total == b * step:
+                return
+            detail = f"they add up to {total}, not {step} steps x {b} = {b * step}"
+        else:
+            want = self.consumed(step, cursor=cursor)
+            wrong = np.flatnonzero(want != consumed)
+            if not wrong.size:
+                return
+            k = int(wrong[0])
+            detail = (
+                f"source {self.mixture.sources[k]!r}: {int(consumed[k])} in the "
+                f"state, {int(want[k])} in the plan; {wrong.size} source(s) differ"
+            )
+        raise ValueError(
+            f"state counts at step {step} are not the plan's counts there ({detail}): the "
+            "state was edited or belongs to another run; resume from the state this run saved"
+        )
 
     # -- batches ------------------------------------------------------------------
 

@@ -13,12 +13,16 @@ is the only resume format in annealmix: a small versioned JSON dict holding
 - ``offset``: after a re-plan, what each source had drawn beyond the new plan's own
   counts (``None`` otherwise);
 - ``plan``: a fingerprint per part of the plan (sources, weights, phases, batch
-  size, seed, mode, sizes, orders, algorithm), so that a refusal names what changed.
+  size, seed, mode, sizes, orders, algorithm), so that a refusal names what changed;
+- ``deficits`` (only for a ``TokenPlan``): each source's token target minus its
+  tokens before ``step``, in tokens / 2**40, exact integers summing to zero.
 
 A loaded state is checked, not trusted: its counts must be the plan's counts at its
-step (exact mode: recomputed by a replay, once, that also positions the cursor;
-random mode, whose counts cost a hash per earlier position: they must add up to
-the step's samples).
+step (``Plan.check_consumed``: exact mode recomputes them by a replay, once, that
+also positions the cursor; random mode, whose counts cost a hash per earlier
+position, and token plans, whose counts cost a walk over every earlier sample,
+check that they add up to the step's samples, and a token plan's deficits that
+they sum to zero within its bound).
 """
 
 from __future__ import annotations
@@ -39,17 +43,20 @@ __all__ = ["MicroBatch", "Position", "State", "Stream"]
 
 STATE_VERSION = 2
 _KEYS = ("version", "step", "micro", "world_size", "micro_batches", "counts", "offset", "plan")
+_OPTIONAL = ("deficits",)
 
 
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a stream stands: the next micro-batch, and the plan's own counts before
-    its step (without a re-plan offset). Cheap to keep and to send between processes.
+    its step (without a re-plan offset), with what the plan carries besides
+    (``Batch.carry``). Cheap to keep and to send between processes.
     """
 
     step: int
     micro: int
     consumed: np.ndarray
+    carry: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -86,6 +93,7 @@ class State:
         counts: samples of each source before ``step``, all ranks, in source order.
         offset: per-source draws beyond the plan's counts after a re-plan, or ``None``.
         plan: the plan's per-part fingerprints (``Plan.fingerprints``).
+        deficits: a ``TokenPlan``'s deficits before ``step``; ``None`` otherwise.
     """
 
     step: int
@@ -95,8 +103,10 @@ class State:
     counts: tuple[int, ...]
     offset: tuple[int, ...] | None
     plan: Mapping[str, str]
+    deficits: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.deficits is None else {"deficits": list(self.deficits)}
         return {
             "version": STATE_VERSION,
             "step": self.step,
@@ -106,6 +116,7 @@ class State:
             "counts": list(self.counts),
             "offset": None if self.offset is None else list(self.offset),
             "plan": dict(self.plan),
+            **extra,
         }
 
     @classmethod
@@ -123,7 +134,7 @@ class State:
         missing = [k for k in _KEYS if k not in state]
         if missing:
             raise ValueError(f"state lacks {missing}; pass what state_dict() returned")
-        unknown = sorted(set(state) - set(_KEYS))
+        unknown = sorted(set(state) - set(_KEYS) - set(_OPTIONAL))
         if unknown:
             raise ValueError(f"state has unknown keys {unknown}; pass what state_dict() returned")
         if state["version"] != STATE_VERSION:
@@ -146,6 +157,9 @@ class State:
                     f"state offset has {len(offset)} entries for {len(counts)} counts; "
                     "pass what state_dict() returned"
                 )
+        deficits = state.get("deficits")
+        if deficits is not None:
+            deficits = _vector("state deficits", deficits, minimum=None)
         plan = state["plan"]
         if not isinstance(plan, Mapping) or any(not isinstance(plan.get(k), str) for k in PARTS):
             raise ValueError(
@@ -159,6 +173,7 @@ class State:
             counts=counts,
             offset=offset,
             plan={k: plan[k] for k in PARTS},
+            deficits=deficits,
         )
 
 
@@ -207,7 +222,8 @@ class Stream(Iterator[MicroBatch]):
         self.chunk_steps = _validate.integer("chunk_steps", chunk_steps, minimum=1)
         self.cursor = plan.cursor()
         self.offset: np.ndarray | None = None  # added to every draw after a re-plan
-        self.position = Position(0, 0, np.zeros(plan.num_sources, dtype=np.int64))
+        zeros = np.zeros(plan.num_sources, dtype=np.int64)
+        self.position = Position(0, 0, zeros, plan.initial_carry)
         self._cache: tuple[Batch, np.ndarray] | None = None
 
     @property
@@ -258,9 +274,10 @@ class Stream(Iterator[MicroBatch]):
         row = pos.step - batch.start_step
         cols = self.shard.positions(pos.micro, pos.step)
         if pos.micro + 1 == self.shard.micro_batches:
-            after = Position(pos.step + 1, 0, pos.consumed + counts[row])
+            carry = None if batch.carry is None else batch.carry[row + 1]
+            after = Position(pos.step + 1, 0, pos.consumed + counts[row], carry)
         else:
-            after = Position(pos.step, pos.micro + 1, pos.consumed)
+            after = Position(pos.step, pos.micro + 1, pos.consumed, pos.carry)
         self.position = after
         return MicroBatch(
             step=pos.step,
@@ -285,6 +302,7 @@ class Stream(Iterator[MicroBatch]):
         return self._cache
 
     def _plan(self, pos: Position, num_steps: int) -> Batch:
+        self.cursor.at(pos.step, pos.consumed, pos.carry)
         batch = self.plan.batches(
             pos.step, num_steps, pos.consumed, draw_offset=self.offset, cursor=self.cursor
         )
@@ -307,7 +325,8 @@ class Stream(Iterator[MicroBatch]):
                 raise StopIteration
         batch = self._plan(pos, num_steps)
         totals = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
-        self.position = Position(pos.step + num_steps, 0, pos.consumed + totals)
+        carry = None if batch.carry is None else batch.carry[-1]
+        self.position = Position(pos.step + num_steps, 0, pos.consumed + totals, carry)
         cols = self.shard.columns(np.arange(pos.step, pos.step + num_steps))
         if isinstance(cols, slice):
             return batch
@@ -334,6 +353,7 @@ class Stream(Iterator[MicroBatch]):
             counts=tuple(self._actual(pos.consumed).tolist()),
             offset=None if self.offset is None else tuple(self.offset.tolist()),
             plan=self.plan.fingerprints,
+            deficits=pos.carry,
         )
 
     def state_dict(self, position: Position | None = None) -> dict[str, Any]:
@@ -353,7 +373,9 @@ class Stream(Iterator[MicroBatch]):
         ``replan=True``: then this plan takes over from the saved step, each source
         continuing from its saved count, so a without-replacement source repeats
         nothing. (Per-source counts then stay within two samples of the old counts
-        plus the new plan's targets from that step on.) A state names its sources
+        plus the new plan's targets from that step on; a ``TokenPlan`` starts its
+        token targets afresh there, each source's tokens within the plan's bound of
+        its share of the tokens drawn from the saved step on.) A state names its sources
         by position only; when the sources themselves changed, ``previous_sources``
         (the old names, in the old order) says which count is whose, and a new
         source starts at 0.
@@ -381,8 +403,13 @@ class Stream(Iterator[MicroBatch]):
             )
         actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
                                  previous_sources)  # fmt: skip
-        plan_consumed = self.plan.consumed(s.step, cursor=self.cursor)
         self._cache = None
+        if self.plan.initial_carry is not None:  # a token walk goes on from the saved counts
+            self.offset = None
+            self.position = Position(s.step, 0, np.array(actual, dtype=np.int64),
+                                     self.plan.initial_carry)  # fmt: skip
+            return
+        plan_consumed = self.plan.consumed(s.step, cursor=self.cursor)
         self.offset = np.asarray(actual, dtype=np.int64) - plan_consumed
         if not self.offset.any():
             self.offset = None
@@ -394,34 +421,10 @@ class Stream(Iterator[MicroBatch]):
             raise ValueError(f"state counts {len(s.counts)} sources, the plan has {n}")
         offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
         plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
-        self._check_counts(s.step, plan_consumed)
+        self.plan.check_consumed(s.step, plan_consumed, s.deficits, self.cursor)
         self._cache = None
         self.offset = offset if offset is not None and offset.any() else None
-        self.position = Position(s.step, s.micro, plan_consumed)
-
-    def _check_counts(self, step: int, plan_consumed: np.ndarray) -> None:
-        """Refuse counts that are not the plan's at ``step``: they would shift every
-        later draw without a word."""
-        b = self.plan.global_batch_size
-        if self.plan.mode == "random":
-            total = int(plan_consumed.sum())
-            if total == b * step:
-                return
-            detail = f"they add up to {total}, not {step} steps x {b} = {b * step}"
-        else:
-            want = self.plan.consumed(step, cursor=self.cursor)
-            wrong = np.flatnonzero(want != plan_consumed)
-            if not wrong.size:
-                return
-            k = int(wrong[0])
-            detail = (
-                f"source {self.plan.mixture.sources[k]!r}: {int(plan_consumed[k])} in the "
-                f"state, {int(want[k])} in the plan; {wrong.size} source(s) differ"
-            )
-        raise ValueError(
-            f"state counts at step {step} are not the plan's counts there ({detail}): the "
-            "state was edited or belongs to another run; resume from the state this run saved"
-        )
+        self.position = Position(s.step, s.micro, plan_consumed, s.deficits)
 
 
 def _counts_by_name(

@@ -1,0 +1,217 @@
+"""Weights in tokens over samples of varying length: ``TokenPlan``.
+
+A packed source's samples are windows of one length, so its token share is its
+sample share and the ordinary ``Plan`` is exact in tokens. Unpacked documents
+(``annealmix.packing.Padded``, fine-tuning data) hold different numbers of tokens:
+a ``TokenPlan`` reads each sample's length and keeps every source's cumulative
+tokens near its token target at every step (the bound and its proof:
+``annealmix._counts.Tokens``). It is a ``Plan`` in every other respect (batches,
+draws, sample indices, streams, shards, states), with one difference a user sees:
+a step's counts depend on the lengths of every sample before it, so a stream's
+state carries the per-source deficits that make a resume O(1), and a cold lookup
+of step t replays the steps before it (``benchmarks/bench_tokens.py`` measures it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from ._counts import Q, Cursor, Tokens
+from .mixture import Mixture
+from .order import range_indices
+from .plan import Batch, Plan
+
+__all__ = ["TokenPlan"]
+
+
+class TokenPlan(Plan):
+    """A plan whose weights count tokens, over samples of varying length.
+
+    Args:
+        mixture: the weights w(step), as token shares.
+        global_batch_size: B, samples per optimizer step across all ranks.
+        lengths: each source's tokens per sample, by name: an integer array over
+            its sample indices, every entry >= 1 (``Padded.sample_tokens()``, or
+            a constant array for windows). Its length is the source's size.
+        seed: as for ``Plan``.
+        order: as for ``Plan``.
+
+    Attributes:
+        lengths: the arrays, read-only, in the plan's source order.
+    """
+
+    __slots__ = ("lengths", "_digest")
+
+    def __init__(
+        self,
+        mixture: Mixture,
+        *,
+        global_batch_size: int,
+        lengths: Mapping[str, Any],
+        seed: int = 0,
+        order: str | Mapping[str, str] = "shuffle",
+    ) -> None:
+        if not isinstance(mixture, Mixture):
+            raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
+        arrays = _check_lengths(lengths, mixture.sources)
+        digest = hashlib.blake2b(digest_size=8)
+        for a in arrays:
+            digest.update(np.int64(a.size).tobytes())
+            digest.update(a.tobytes())
+        put = object.__setattr__
+        put(self, "lengths", arrays)
+        put(self, "_digest", digest.hexdigest())
+        super().__init__(
+            mixture,
+            global_batch_size=global_batch_size,
+            seed=seed,
+            sizes={n: a.size for n, a in zip(mixture.sources, arrays)},
+            order=order,
+        )
+        put(self, "mode", "tokens")
+        longest = tuple(int(a.max()) for a in arrays)
+        put(self, "_counter", Tokens(mixture, self.global_batch_size, self._lengths_of, longest))
+
+    def __reduce__(self):
+        names = self.mixture.sources
+        arguments = {
+            "global_batch_size": self.global_batch_size,
+            "lengths": dict(zip(names, self.lengths)),
+            "seed": self.seed,
+            "order": dict(zip(names, self.orders)),
+        }
+        return _rebuild, (self.mixture, arguments)
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace("Plan(", "TokenPlan(", 1)
+
+    def spec(self) -> dict[str, Any]:
+        out = super().spec()
+        out["mode"] = "tokens"
+        out["sizes"] = {"samples": out["sizes"], "lengths": self._digest}
+        return out
+
+    def batches(
+        self,
+        start: int,
+        num_steps: int,
+        consumed: np.ndarray | None = None,
+        *,
+        draw_offset: np.ndarray | None = None,
+        cursor: Cursor | None = None,
+    ) -> Batch:
+        """As ``Plan.batches``, with ``carry``: the deficits before each step held
+        and after the last. (No ``draw_offset``: a re-planned token walk continues
+        from the saved counts themselves.)"""
+        if draw_offset is not None:
+            raise ValueError("a TokenPlan takes no draw_offset; re-plan from the saved counts")
+        cursor = Cursor() if cursor is None else cursor
+        batch = super().batches(start, num_steps, consumed, cursor=cursor)
+        return dataclasses.replace(batch, carry=tuple(cursor.carries[1]))
+
+    @property
+    def initial_carry(self) -> tuple[int, ...]:
+        return (0,) * self.num_sources
+
+    @property
+    def longest(self) -> tuple[int, ...]:
+        """Each source's longest sample, in tokens (the bound's ``M_k``)."""
+        return self._counter.longest
+
+    def _lengths_of(self, k: int, first: int, count: int) -> np.ndarray:
+        out = np.empty(count, dtype=np.int64)
+        range_indices(self.orders[k], first, out, size=self.sizes[k], seed=self.seed, source_id=k)
+        return self.lengths[k].take(out)
+
+    def tokens(self, step: int, *, cursor: Cursor | None = None) -> np.ndarray:
+        """Tokens drawn from each source in steps [0, step), as int64."""
+        counts = self.consumed(step, cursor=cursor)
+        out = np.zeros(self.num_sources, dtype=np.int64)
+        block = 1 << 20
+        for k, count in enumerate(counts.tolist()):
+            for a in range(0, count, block):
+                out[k] += int(self._lengths_of(k, a, min(block, count - a)).sum())
+        return out
+
+    def targets(self, step: int) -> np.ndarray:
+        """Scheduled cumulative tokens per source through ``step`` (floats)."""
+        step = _validate.integer("step", step, minimum=0)
+        cursor = Cursor()
+        drawn = self.tokens(step + 1, cursor=cursor)
+        deficits = cursor.deficits_at[2]
+        return np.array([t + d / Q for t, d in zip(drawn.tolist(), deficits)])
+
+    def check_consumed(
+        self,
+        step: int,
+        consumed: np.ndarray,
+        carry: tuple[int, ...] | None,
+        cursor: Cursor,
+    ) -> None:
+        """A saved token walk is checked, not replayed: its counts must add up to the
+        step's samples and its deficits must sum to zero within the proven bounds;
+        then the cursor walks on from it."""
+        b, n = self.global_batch_size, self.num_sources
+        total = int(np.sum(consumed))
+        if total != b * step:
+            _refuse(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
+        if carry is None:
+            _refuse(step, "it has no deficits, which a token-weighted stream's state carries")
+        if len(carry) != n or sum(carry) != 0:
+            _refuse(step, f"its deficits {list(carry)} do not sum to zero over {n} sources")
+        longest = self.longest
+        for k, d in enumerate(carry):
+            behind = sum(longest) - longest[k]
+            if not -Q * longest[k] < d < Q * max(behind, 1):
+                _refuse(step, f"source {self.mixture.sources[k]!r}'s deficit is out of bounds")
+        cursor.at(step, consumed, tuple(carry))
+
+
+def _refuse(step: int, detail: str) -> None:
+    raise ValueError(
+        f"state counts at step {step} are not the plan's counts there ({detail}): the "
+        "state was edited or belongs to another run; resume from the state this run saved"
+    )
+
+
+def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> TokenPlan:
+    return TokenPlan(mixture, **arguments)
+
+
+def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    if not isinstance(lengths, Mapping):
+        raise TypeError(f"lengths must map source names to arrays of tokens per sample, got "
+                        f"{type(lengths).__name__}")  # fmt: skip
+    for name in lengths:
+        if name not in names:
+            _validate.choice("source in lengths:", name, names)
+    out = []
+    for name in names:
+        if name not in lengths:
+            raise ValueError(
+                f"lengths has no entry for source {name!r}; give every source its tokens per "
+                "sample"
+            )
+        a = np.asarray(lengths[name])
+        if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(
+                f"lengths of source {name!r} must be a non-empty 1-D integer array (tokens per "
+                f"sample), got shape {a.shape} and dtype {a.dtype}"
+            )
+        low = int(a.min())
+        if low < 1:
+            i = int(np.argmin(a))
+            raise ValueError(
+                f"lengths of source {name!r}: sample {i} holds {low} tokens; every sample "
+                "needs at least one (drop empty documents)"
+            )
+        a = a.astype(np.int64, copy=True)
+        a.flags.writeable = False
+        out.append(a)
+    return tuple(out)
