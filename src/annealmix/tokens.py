@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from ._counts import Q, Cursor, Tokens
+from ._counts import Cursor, Q, Tokens
 from .mixture import Mixture
 from .order import range_indices
 from .plan import Batch, Plan
@@ -195,8 +195,7 @@ def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[
     for name in names:
         if name not in lengths:
             raise ValueError(
-                f"lengths has no entry for source {name!r}; give every source its tokens per "
-                "sample"
+                f"lengths has no entry for source {name!r}; give every source its tokens per sample"
             )
         a = np.asarray(lengths[name])
         if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
