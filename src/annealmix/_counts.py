@@ -84,6 +84,11 @@ class Cursor:
         counts_at: ``(s, C(s - 1))``: counts before ``s``, where the last replay stopped.
         ahead: ``(first, rows, C(first - 1))``: cumulative counts computed ahead.
         window: ``(first, quanta)``: the last quanta computed (look-ahead reuse).
+        deficits_at: ``(s, C(s - 1), deficits)``: where a token walk stands (``Tokens``).
+        carries: ``(first, deficits before each row and after the last)`` of the
+            last token walk.
+        marks: ``s -> (C(s - 1), deficits)`` every ``Tokens.MARK`` steps walked.
+        tokens_at: ``(counts, tokens)``: tokens of a token plan's first draws.
     """
 
     targets_at: tuple[int, list[int]] | None = None
@@ -93,6 +98,7 @@ class Cursor:
     deficits_at: tuple[int, np.ndarray, tuple[int, ...]] | None = None
     carries: tuple[int, list[tuple[int, ...]]] | None = field(default=None, repr=False)
     marks: dict[int, tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    tokens_at: tuple[np.ndarray, np.ndarray] | None = None
 
     def at(self, step: int, counts: np.ndarray, deficits: tuple[int, ...] | None) -> None:
         """Say where a token walk stands (``Tokens``): counts and deficits before ``step``."""

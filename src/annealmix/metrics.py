@@ -6,7 +6,10 @@ Keys are ``{prefix}/{kind}/{source}``:
 - ``share``: the realized share of the step's global batch (count / B);
 - ``count``: samples of the source in the step's global batch;
 - ``samples``: cumulative samples through the step;
-- ``tokens``: cumulative tokens, where ``tokens_per_sample`` says a sample's length;
+- ``tokens``: cumulative tokens, where ``tokens_per_sample`` says a sample's length
+  or the plan counts tokens itself (``TokenPlan``);
+- ``documents``: cumulative documents (whole-document equivalents of packed
+  windows), where ``documents_per_sample`` says how many a sample holds;
 - ``epochs``: passes over the source, where the plan knows its size.
 
 Everything here follows from the plan, so every rank computes the same values
@@ -23,6 +26,7 @@ import numpy as np
 
 from . import _validate
 from .plan import Cursor, Plan
+from .tokens import TokenPlan
 
 __all__ = ["ADDITIVE", "rank_counts", "step_metrics"]
 
@@ -37,6 +41,7 @@ def step_metrics(
     cursor: Cursor | None = None,
     offset: np.ndarray | None = None,
     tokens_per_sample: Mapping[str, int] | None = None,
+    documents_per_sample: Mapping[str, float] | None = None,
     prefix: str = "mix",
 ) -> dict[str, float]:
     """The mix at ``step``: scheduled and realized, per source.
@@ -49,7 +54,11 @@ def step_metrics(
         offset: after a re-plan, each source's draws beyond the plan's own counts
             (``Stream.offset``): cumulative samples, tokens and epochs include them.
         tokens_per_sample: tokens in one sample of a source, by name (fixed-length
-            token sources); sources not named report no tokens.
+            token sources); sources not named report no tokens, unless the plan is
+            a ``TokenPlan``, which counts every source's tokens from its lengths.
+        documents_per_sample: documents per sample of a source, by name (one for
+            unpacked documents; a packed source's documents over its windows per
+            epoch); sources not named report no documents.
         prefix: the first part of every key.
     """
     step = _validate.integer("step", step, minimum=0)
@@ -60,9 +69,12 @@ def step_metrics(
     after = before + counts + (0 if offset is None else np.asarray(offset, dtype=np.int64))
     weights = plan.mixture.weights_at(step)
     tokens = dict(tokens_per_sample or {})
-    for name in tokens:
-        if name not in plan.mixture.sources:
-            _validate.choice("source in tokens_per_sample:", name, plan.mixture.sources)
+    documents = dict(documents_per_sample or {})
+    for what, given in (("tokens", tokens), ("documents", documents)):
+        for name in given:
+            if name not in plan.mixture.sources:
+                _validate.choice(f"source in {what}_per_sample:", name, plan.mixture.sources)
+    drawn = plan.tokens(step + 1, cursor=cursor) if isinstance(plan, TokenPlan) else None
     out: dict[str, float] = {}
     b = plan.global_batch_size
     for k, name in enumerate(plan.mixture.sources):
@@ -70,8 +82,12 @@ def step_metrics(
         out[f"{prefix}/share/{name}"] = float(counts[k]) / b
         out[f"{prefix}/count/{name}"] = float(counts[k])
         out[f"{prefix}/samples/{name}"] = float(after[k])
-        if name in tokens:
+        if drawn is not None:
+            out[f"{prefix}/tokens/{name}"] = float(drawn[k])
+        elif name in tokens:
             out[f"{prefix}/tokens/{name}"] = float(after[k] * tokens[name])
+        if name in documents:
+            out[f"{prefix}/documents/{name}"] = float(after[k] * documents[name])
         if plan.sizes is not None:
             out[f"{prefix}/epochs/{name}"] = float(after[k]) / plan.sizes[k]
     return out

@@ -130,13 +130,19 @@ class TokenPlan(Plan):
         return self.lengths[k].take(out)
 
     def tokens(self, step: int, *, cursor: Cursor | None = None) -> np.ndarray:
-        """Tokens drawn from each source in steps [0, step), as int64."""
+        """Tokens drawn from each source in steps [0, step), as int64. With a cursor,
+        a later step adds only the draws since its last call."""
+        cursor = Cursor() if cursor is None else cursor
         counts = self.consumed(step, cursor=cursor)
-        out = np.zeros(self.num_sources, dtype=np.int64)
+        known = cursor.tokens_at
+        if known is None or (known[0] > counts).any():
+            known = (np.zeros_like(counts), np.zeros_like(counts))
+        out = known[1].copy()
         block = 1 << 20
-        for k, count in enumerate(counts.tolist()):
-            for a in range(0, count, block):
-                out[k] += int(self._lengths_of(k, a, min(block, count - a)).sum())
+        for k, (a, b) in enumerate(zip(known[0].tolist(), counts.tolist())):
+            for c in range(a, b, block):
+                out[k] += int(self._lengths_of(k, c, min(block, b - c)).sum())
+        cursor.tokens_at = (counts, out.copy())
         return out
 
     def targets(self, step: int) -> np.ndarray:

@@ -429,6 +429,11 @@ class MixtureDataLoader(DataLoader):
             n: s.tokens_per_sample for n, s in zip(self.names, ordered)
             if hasattr(s, "tokens_per_sample")
         }  # fmt: skip
+        # document sources say how many documents a sample holds (packed: per epoch)
+        self._documents_per_sample = {
+            n: len(s.documents) / len(s) for n, s in zip(self.names, ordered)
+            if hasattr(s, "documents") and hasattr(s, "__len__")
+        }  # fmt: skip
         self._after = self.stream.position  # the position after the last batch handed out
         self._boundaries = {0: self._after.consumed}  # step -> plan counts before it (recent)
         self._metrics_cursor = plan.cursor()
@@ -475,7 +480,9 @@ class MixtureDataLoader(DataLoader):
         The steps the loop is at (and the one before) cost no replay: their counts
         travelled with the batches. Tokens are counted for sources of fixed-length
         samples (packed documents, token windows: ``tokens_per_sample``) unless
-        ``tokens_per_sample`` names them.
+        ``tokens_per_sample`` names them, and for every source of a ``TokenPlan``;
+        documents for document sources (``Packed``: whole-document equivalents,
+        ``Padded``: one per sample).
         """
         return _metrics.step_metrics(
             self.stream.plan,
@@ -485,6 +492,7 @@ class MixtureDataLoader(DataLoader):
             offset=self.stream.offset,
             tokens_per_sample=self._tokens_per_sample if tokens_per_sample is None
             else tokens_per_sample,
+            documents_per_sample=self._documents_per_sample,
         )  # fmt: skip
 
 
