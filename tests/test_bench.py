@@ -66,3 +66,14 @@ def test_the_short_peer_benchmark_prints_the_tables():
         capture_output=True, text=True, check=True, timeout=300,
     ).stdout  # fmt: skip
     assert "| annealmix exact, shuffle |" in out and "2 sources, fixed weights" in out
+
+
+def test_the_short_token_benchmark_measures_within_the_proven_bound():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_tokens.py"), "--steps", "8", "--trials", "10"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    assert "| 3 |" in out and "resume from a saved state" in out
+    row = next(line for line in out.splitlines() if line.startswith("| 2 to 6 sources |"))
+    ahead, behind = (float(x) for x in row.strip("|").split("|")[1:])
+    assert 0 < ahead < 1 and 0 < behind < 5

@@ -416,7 +416,7 @@ class Tokens(_Strategy):
     - behind by less than ``sum_{j != k} M_j``: the deficits sum to zero and every
       other one is above ``-Q * M_j``. For two sources: less than the other
       source's longest sample. (Measured over random mixtures of 2 to 6 sources
-      and schedules, the largest lag was under one longest sample;
+      and schedules, the largest gap either way was 0.96 of the longest sample;
       ``benchmarks/bench_tokens.py``.)
 
     The walk is sequential: a position's source depends on every sample's length

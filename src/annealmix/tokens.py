@@ -43,7 +43,8 @@ class TokenPlan(Plan):
         order: as for ``Plan``.
 
     Attributes:
-        lengths: the arrays, read-only, in the plan's source order.
+        lengths: the arrays (int32: 4 bytes per sample, the plan's only memory per
+            sample), read-only, in the plan's source order.
     """
 
     __slots__ = ("lengths", "_digest")
@@ -127,7 +128,7 @@ class TokenPlan(Plan):
     def _lengths_of(self, k: int, first: int, count: int) -> np.ndarray:
         out = np.empty(count, dtype=np.int64)
         range_indices(self.orders[k], first, out, size=self.sizes[k], seed=self.seed, source_id=k)
-        return self.lengths[k].take(out)
+        return self.lengths[k].take(out).astype(np.int64)
 
     def tokens(self, step: int, *, cursor: Cursor | None = None) -> np.ndarray:
         """Tokens drawn from each source in steps [0, step), as int64. With a cursor,
@@ -209,14 +210,14 @@ def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[
                 f"lengths of source {name!r} must be a non-empty 1-D integer array (tokens per "
                 f"sample), got shape {a.shape} and dtype {a.dtype}"
             )
-        low = int(a.min())
-        if low < 1:
-            i = int(np.argmin(a))
+        low, high = int(a.min()), int(a.max())
+        if low < 1 or high >= 1 << 31:
+            i = int(np.argmin(a) if low < 1 else np.argmax(a))
             raise ValueError(
-                f"lengths of source {name!r}: sample {i} holds {low} tokens; every sample "
-                "needs at least one (drop empty documents)"
+                f"lengths of source {name!r}: sample {i} holds {a[i]} tokens; every sample "
+                "needs at least one and fewer than 2**31 (drop empty documents)"
             )
-        a = a.astype(np.int64, copy=True)
+        a = a.astype(np.int32, copy=True)  # 4 bytes per sample
         a.flags.writeable = False
         out.append(a)
     return tuple(out)
