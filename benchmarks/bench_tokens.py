@@ -20,10 +20,10 @@ Measures, at global batch size 512 (documents per step) with a linear anneal:
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 from _machine import describe
+from bench_plan import best_of
 
 from annealmix import Mixture, Phase, Plan, Stream, TokenPlan
 
@@ -58,15 +58,6 @@ def anneal(names, steps, schedule="linear", rng=None) -> Mixture:
     )
 
 
-def best_of(fn, repeat: int = 3) -> float:
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def walk(plan, steps: int) -> None:
     Stream(plan, chunk_steps=16).take(steps)
 
@@ -91,7 +82,7 @@ def lookups(steps: int, rng) -> list[str]:
     lengths = lengths_of(3, 200_000, rng)
     plan = TokenPlan(anneal(list(lengths), steps), global_batch_size=B, lengths=lengths)
     t = steps - 1
-    cold = best_of(lambda: plan.batch(t), repeat=1)
+    cold = best_of(lambda: plan.batch(t), repeat=1, warm=False)
     cursor = plan.cursor()
     plan.consumed(steps, cursor=cursor)  # a walk that leaves marks every 256 steps
     warm = best_of(lambda: plan.batches(t, 1, cursor=cursor.__class__(marks=cursor.marks)))

@@ -305,10 +305,7 @@ class Plan:
                 f"source {self.mixture.sources[k]!r}: {int(consumed[k])} in the "
                 f"state, {int(want[k])} in the plan; {wrong.size} source(s) differ"
             )
-        raise ValueError(
-            f"state counts at step {step} are not the plan's counts there ({detail}): the "
-            "state was edited or belongs to another run; resume from the state this run saved"
-        )
+        refuse_counts(step, detail)
 
     # -- batches ------------------------------------------------------------------
 
@@ -373,6 +370,14 @@ class Plan:
         draws = offset.ravel().take(sources + np.arange(0, steps * n, n)[:, None])
         draws += element
         return sources, draws
+
+
+def refuse_counts(step: int, detail: str) -> None:
+    """The error for saved counts that are not a plan's at ``step``."""
+    raise ValueError(
+        f"state counts at step {step} are not the plan's counts there ({detail}): the "
+        "state was edited or belongs to another run; resume from the state this run saved"
+    )
 
 
 def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> Plan:

@@ -25,7 +25,7 @@ from . import _validate
 from ._counts import Cursor, Q, Tokens
 from .mixture import Mixture
 from .order import range_indices
-from .plan import Batch, Plan
+from .plan import Batch, Plan, refuse_counts
 
 __all__ = ["TokenPlan"]
 
@@ -167,24 +167,18 @@ class TokenPlan(Plan):
         b, n = self.global_batch_size, self.num_sources
         total = int(np.sum(consumed))
         if total != b * step:
-            _refuse(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
+            refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
         if carry is None:
-            _refuse(step, "it has no deficits, which a token-weighted stream's state carries")
+            refuse_counts(step, "it has no deficits, which a token-weighted stream's state carries")
         if len(carry) != n or sum(carry) != 0:
-            _refuse(step, f"its deficits {list(carry)} do not sum to zero over {n} sources")
+            refuse_counts(step, f"its deficits {list(carry)} do not sum to zero over {n} sources")
         longest = self.longest
         for k, d in enumerate(carry):
             behind = sum(longest) - longest[k]
             if not -Q * longest[k] < d < Q * max(behind, 1):
-                _refuse(step, f"source {self.mixture.sources[k]!r}'s deficit is out of bounds")
+                name = self.mixture.sources[k]
+                refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
         cursor.at(step, consumed, tuple(carry))
-
-
-def _refuse(step: int, detail: str) -> None:
-    raise ValueError(
-        f"state counts at step {step} are not the plan's counts there ({detail}): the "
-        "state was edited or belongs to another run; resume from the state this run saved"
-    )
 
 
 def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> TokenPlan:
