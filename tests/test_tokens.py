@@ -1,5 +1,6 @@
 """Token weights over samples of varying length: the bound, resume, random access, errors."""
 
+import importlib.util
 import json
 import pickle
 
@@ -16,15 +17,7 @@ from annealmix.packing import Padded
 def walk(plan: TokenPlan, steps: int):
     """Per step: tokens drawn from each source, and the scheduled token target,
     computed here from the samples' lengths and the float weights alone."""
-    batch = Stream(plan, num_steps=steps).take(steps)
-    lengths = np.zeros(batch.sources.shape, dtype=np.int64)
-    for k, a in enumerate(plan.lengths):
-        at = batch.sources == k
-        lengths[at] = a[batch.indices[at]]
-    per_step = np.stack(
-        [np.where(batch.sources == k, lengths, 0).sum(axis=1) for k in range(plan.num_sources)],
-        axis=1,
-    )
+    per_step = plan.step_tokens(Stream(plan, num_steps=steps).take(steps))
     w = plan.mixture.weights_at(np.arange(steps))
     target = np.cumsum(w * per_step.sum(axis=1, keepdims=True), axis=0)
     return np.cumsum(per_step, axis=0), target
@@ -292,6 +285,9 @@ def test_a_config_weighs_unpacked_documents_by_tokens(tmp_path, capsys):
     assert main(["preview", str(tmp_path / "mix.toml")]) == 0
     out = capsys.readouterr().out
     assert "weights in tokens" in out and f"{tokens[0]:,}" in out
+    if importlib.util.find_spec("matplotlib"):
+        assert main(["plot", str(tmp_path / "mix.toml"), "-o", str(tmp_path / "mix.png")]) == 0
+        assert (tmp_path / "mix.png").stat().st_size > 10_000
     (tmp_path / "mix.toml").write_text(
         (tmp_path / "mix.toml").read_text().replace("num_steps", 'mode = "random"\nnum_steps')
     )

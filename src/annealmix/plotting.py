@@ -8,6 +8,8 @@ import numpy as np
 
 from ._progress import Progress
 from .config import MixConfig, budget_is_exact
+from .stream import Stream
+from .tokens import TokenPlan
 
 __all__ = ["plot_config"]
 
@@ -15,7 +17,8 @@ _CHUNK = 1 << 16
 
 
 def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Path:
-    """Stacked scheduled weights with the phases marked, over the realized share per step."""
+    """Stacked scheduled weights with the phases marked, over the realized share per
+    step (of the tokens, for a ``TokenPlan``: what its weights count)."""
     try:
         import matplotlib
 
@@ -37,16 +40,21 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     sums = np.zeros((bins, len(names)))
     consumed = np.zeros(len(names), dtype=np.int64)
     cursor = plan.cursor()
+    tokens = isinstance(plan, TokenPlan)
+    stream = Stream(plan, num_steps=steps) if tokens else None
     bar = Progress(steps, "steps counted")
     for a in range(0, steps if counted else 0, _CHUNK):
         n = min(_CHUNK, steps - a)
-        counts = plan.counts(a, n, consumed, cursor=cursor)
-        consumed = consumed + counts.sum(axis=0)
+        if tokens:
+            counts = plan.step_tokens(stream.take(n))
+        else:
+            counts = plan.counts(a, n, consumed, cursor=cursor)
+            consumed = consumed + counts.sum(axis=0)
         which = np.searchsorted(edges, np.arange(a, a + n), side="right") - 1
         np.add.at(sums, which, counts)
         bar.update(a + n)
     bar.close()
-    share = sums / (np.diff(edges)[:, None] * plan.global_batch_size)
+    share = sums / np.maximum(sums.sum(axis=1, keepdims=True), 1)
     centres = (edges[:-1] + edges[1:] - 1) / 2
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10 + 1.2 * (len(names) > 16), 6), sharex=True)
@@ -65,8 +73,8 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
         loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8 if columns == 1 else 6, ncol=columns
     )
     bottom.set_title(
-        f"realized share of each global batch of {plan.global_batch_size} "
-        f"(mean per {steps / len(share):.3g} steps), {plan.mode} mode"
+        f"realized share of the {'tokens' if tokens else 'samples'} of each global batch of "
+        f"{plan.global_batch_size} (mean per {steps / len(share):.3g} steps), {plan.mode} mode"
         if counted
         else f"realized share not counted: {steps:,} steps x {len(names)} sources are too many "
         "to replay (see preview's budget)",

@@ -146,6 +146,20 @@ class TokenPlan(Plan):
         cursor.tokens_at = (counts, out.copy())
         return out
 
+    def step_tokens(self, batch: Batch) -> np.ndarray:
+        """Tokens of each source in each step of ``batch`` (with sample indices, as a
+        ``Stream`` gives them), shape (steps, N)."""
+        if batch.indices is None:
+            raise ValueError("step_tokens needs sample indices: take the batch from a Stream")
+        tokens = np.zeros(batch.sources.shape, dtype=np.int64)
+        for k, lengths in enumerate(self.lengths):
+            at = batch.sources == k
+            tokens[at] = lengths[batch.indices[at]]
+        rows = np.arange(tokens.shape[0])[:, None] * self.num_sources
+        flat = np.bincount((rows + batch.sources).ravel(), weights=tokens.ravel(),
+                           minlength=tokens.shape[0] * self.num_sources)  # fmt: skip
+        return flat.astype(np.int64).reshape(-1, self.num_sources)
+
     def targets(self, step: int) -> np.ndarray:
         """Scheduled cumulative tokens per source through ``step`` (floats)."""
         step = _validate.integer("step", step, minimum=0)
