@@ -17,7 +17,7 @@ LAYERS = [
         {"sources", "documents", "packing", "blends", "shard", "stream", "metrics"},
     ),
     ("torch", {"torch"}),
-    ("config, cli, demo", {"config", "plotting", "cli", "__main__", "demo"}),
+    ("config, cli, demo", {"config", "plotting", "cli", "__main__", "demo", "titan"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 MODULES = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}
