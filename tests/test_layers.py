@@ -14,7 +14,7 @@ LAYERS = [
     ("order", {"order", "tokens"}),
     (
         "sources and the stream",
-        {"sources", "documents", "packing", "blends", "shard", "stream", "metrics"},
+        {"sources", "documents", "packing", "blends", "shard", "stream", "metrics", "hf"},
     ),
     ("torch", {"torch"}),
     ("config, cli, demo", {"config", "plotting", "cli", "__main__", "demo", "titan"}),
