@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 from test_sources import write_megatron
 
@@ -119,3 +120,60 @@ def test_a_blend_reads_one_split_of_each_dataset(pairs):
         read_blend("web_text_document", 10, base=pairs, split="1,1", subset="dev")
     with pytest.raises(ValueError, match='split must be numbers like "969,30,1"'):
         read_blend("web_text_document", 10, base=pairs, split="train")
+
+
+def file_list(tmp_path, text):
+    for name, n in (("books-0000", 400), ("books-0001", 4000), ("web-0000", 900)):
+        write_megatron(tmp_path / f"{name}_text_document", [list(range(n)), list(range(n + 1))])
+    (tmp_path / "list.txt").write_text(text)
+    return tmp_path / "list.txt"
+
+
+ALCF = """# weight prefix corpus, as ALCF's gen_file_list.py writes them
+0.3 books-0000_text_document books
+0.1 books-0001_text_document books
+0.6 web-0000_text_document web
+"""
+
+
+def test_a_data_file_list_honours_the_weights_of_the_files_inside_a_corpus(tmp_path):
+    from annealmix import Stream
+    from annealmix.blends import read_file_list, scale_corpora
+
+    weights, sources, corpora = read_file_list(file_list(tmp_path, ALCF), 10)
+    assert corpora == {"books": ["books/books-0000_text_document",
+                                 "books/books-0001_text_document"],
+                       "web": ["web/web-0000_text_document"]}  # fmt: skip
+    assert list(weights.values()) == [0.3, 0.1, 0.6]
+    # the small file is drawn 3 times as often as the 10x larger one: as listed, not by size
+    plan = Plan(Mixture(weights=weights), global_batch_size=40,
+                sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+    counts = plan.consumed(100)
+    assert np.abs(counts - [1200, 400, 2400]).max() <= 1  # within one sample
+    # a corpus-level anneal keeps each corpus's files in their listed ratio
+    target = scale_corpora(weights, corpora, {"books": 0.8, "web": 0.2})
+    assert target == pytest.approx({"books/books-0000_text_document": 0.6,
+                                    "books/books-0001_text_document": 0.2,
+                                    "web/web-0000_text_document": 0.2})  # fmt: skip
+    mix = Mixture(weights=weights, phases=[Phase(start_step=10, end_step=50, weights=target)])
+    batch = Stream(Plan(mix, global_batch_size=40)).take(60)
+    assert np.bincount(batch.sources[55], minlength=3).tolist() == [24, 8, 8]
+    with pytest.raises(ValueError, match="corpus"):
+        scale_corpora(weights, corpora, {"novels": 1.0})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("0.3 books-0000_text_document\n", r"list.txt:1: expected 'weight prefix corpus'"),
+        ("# only a comment\n", "names no files"),
+        ("x books-0000_text_document books\n", "expected 'weight prefix corpus'"),
+        ("-1 books-0000_text_document books\n", "must be finite and >= 0"),
+        ("1 missing_text_document books\n", "missing_text_document"),
+    ],
+)
+def test_bad_file_lists_say_where(tmp_path, text, message):
+    from annealmix.blends import read_file_list
+
+    with pytest.raises((ValueError, FileNotFoundError), match=message):
+        read_file_list(file_list(tmp_path, text), 10)

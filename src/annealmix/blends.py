@@ -23,7 +23,15 @@ from . import _validate
 from .documents import open_documents
 from .packing import Packed
 
-__all__ = ["SPLITS", "read_blend", "read_blend_file", "read_split_blends", "split_bounds"]
+__all__ = [
+    "SPLITS",
+    "read_blend",
+    "read_blend_file",
+    "read_file_list",
+    "read_split_blends",
+    "scale_corpora",
+    "split_bounds",
+]
 
 SPLITS = ("train", "valid", "test")
 
@@ -121,23 +129,35 @@ def read_blend(
     weights: dict[str, float] = {}
     sources: dict[str, Packed] = {}
     for weight, prefix in pairs:
-        path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
         name = _unique(Path(prefix).name, sources)
-        docs = open_documents(str(path), "megatron", name=name)
-        if split is not None:
-            bounds = split_bounds(split, len(docs))
-            if subset not in bounds:
-                raise ValueError(
-                    f"{prefix}: split {split!r} gives its {len(docs)} documents no {subset} "
-                    "part; give that part a size, or more documents"
-                )
-            docs = docs.subset(*bounds[subset])
-        sources[name] = Packed(docs, seq_len, seed=seed, name=name, output=output)
-        value = float(len(sources[name]) if weight is None else weight)
-        if not 0 <= value < float("inf"):  # also refuses nan
-            raise ValueError(f"weight of {prefix!r} must be finite and >= 0, got {weight}")
-        weights[name] = value
+        sources[name] = _packed(prefix, name, base, seq_len, seed, output, split, subset)
+        weights[name] = _weight(prefix, len(sources[name]) if weight is None else weight)
     return weights, sources
+
+
+def _packed(
+    prefix: str, name: str, base: str | Path, seq_len: int, seed: int, output: str,
+    split: str | None, subset: str,
+) -> Packed:  # fmt: skip
+    """One Megatron pair's documents (``subset`` of ``split``), packed."""
+    path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
+    docs = open_documents(str(path), "megatron", name=name)
+    if split is not None:
+        bounds = split_bounds(split, len(docs))
+        if subset not in bounds:
+            raise ValueError(
+                f"{prefix}: split {split!r} gives its {len(docs)} documents no {subset} "
+                "part; give that part a size, or more documents"
+            )
+        docs = docs.subset(*bounds[subset])
+    return Packed(docs, seq_len, seed=seed, name=name, output=output)
+
+
+def _weight(prefix: str, weight: Any) -> float:
+    value = float(weight)
+    if not 0 <= value < float("inf"):  # also refuses nan
+        raise ValueError(f"weight of {prefix!r} must be finite and >= 0, got {weight}")
+    return value
 
 
 def _unique(name: str, taken: dict[str, Any]) -> str:
@@ -177,4 +197,71 @@ def read_split_blends(
         _validate.choice("split", split, ("test", "train", "valid"))
         if words:
             out[split] = read_blend(words, seq_len, base=path.parent)
+    return out
+
+
+def read_file_list(
+    path: str | Path,
+    seq_len: int,
+    *,
+    seed: int = 0,
+    output: str = "tokens",
+    split: str | None = None,
+    subset: str = "train",
+) -> tuple[dict[str, float], dict[str, Packed], dict[str, list[str]]]:
+    """(weights, sources, corpora) of an ALCF / BlendCorpus data-file-list.
+
+    Each line is ``weight prefix corpus`` (``#`` starts a comment); relative
+    prefixes are read from the list's folder. Every file is a source of its own,
+    named ``corpus/file name``, with its listed weight, so the weights inside a
+    corpus hold as listed (not in proportion to the files' sizes); ``corpora`` maps
+    each corpus to its sources, in the list's order. ``scale_corpora`` gives the
+    weights of another mix of the corpora, each corpus's files in their listed
+    ratios: the target of an anneal. ``seed``, ``output``, ``split`` and
+    ``subset`` are as for ``read_blend``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file list {str(path)!r} does not exist")
+    if split is not None:
+        _validate.choice("subset", subset, SPLITS)
+    weights: dict[str, float] = {}
+    sources: dict[str, Packed] = {}
+    corpora: dict[str, list[str]] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        words = line.split("#", 1)[0].split()
+        if not words:
+            continue
+        if len(words) != 3 or not _is_number(words[0]):
+            raise ValueError(
+                f"{path}:{number}: expected 'weight prefix corpus', got {line.strip()!r}"
+            )
+        weight, prefix, corpus = words
+        name = _unique(f"{corpus}/{Path(prefix).name}", sources)
+        sources[name] = _packed(prefix, name, path.parent, seq_len, seed, output, split, subset)
+        weights[name] = _weight(prefix, weight)
+        corpora.setdefault(corpus, []).append(name)
+    if not sources:
+        raise ValueError(f"{path}: the data file list names no files")
+    return weights, sources, corpora
+
+
+def scale_corpora(
+    weights: dict[str, float], corpora: dict[str, list[str]], corpus_weights: dict[str, float]
+) -> dict[str, float]:
+    """File weights that give each corpus its share of ``corpus_weights`` (corpora
+    left out get 0), split among the corpus's files in the ratios of ``weights``."""
+    for corpus in corpus_weights:
+        _validate.choice("corpus", corpus, tuple(corpora))
+    out = {}
+    for corpus, names in corpora.items():
+        share = _weight(corpus, corpus_weights.get(corpus, 0.0))
+        listed = sum(weights[n] for n in names)
+        if share and not listed:
+            raise ValueError(
+                f"corpus {corpus!r} lists its files with weight 0, so its files' ratios are "
+                "unknown; give them weights in the list"
+            )
+        for n in names:
+            out[n] = share * weights[n] / listed if listed else 0.0
     return out
