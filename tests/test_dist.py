@@ -198,3 +198,55 @@ def test_replan_mid_run_repeats_no_sample(tmp_path):
     assert len(set(pairs)) == len(pairs), "a without-replacement sample came twice"
     late = [source for step, _, source, _ in rows if int(step) >= 18]  # anneal over: 60% code
     assert late.count("code") / len(late) == pytest.approx(0.6, abs=0.05)
+
+
+def two_nodes(script: Path, *args: str, crash_node_at: int | None = None) -> list[int]:
+    """One job of two torchrun "nodes" (one rank each) on this host, meeting through
+    c10d rendezvous on 127.0.0.1; ``crash_node_at`` SIGKILLs node 1 at that step."""
+    import socket
+
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for node in range(2):
+        extra = ["--crash-at-step", str(crash_node_at)] if node == 1 and crash_node_at else []
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+               "--nproc-per-node=1", "--rdzv-backend=c10d", "--max-restarts=0",
+               f"--rdzv-endpoint=127.0.0.1:{port}", f"--rdzv-id=twonode{port}",
+               str(script), *args, *extra]  # fmt: skip
+        procs.append(subprocess.Popen(
+            cmd, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), start_new_session=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        ))  # fmt: skip
+    codes = []
+    for p in procs:
+        try:
+            out, _ = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            raise
+        codes.append((p.returncode, out))
+    return codes
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_a_node_killed_in_a_two_node_job_resumes_with_nothing_lost_or_repeated(tmp_path):
+    script = ROOT / "examples" / "train_ddp.py"
+
+    def args(name):
+        folder = tmp_path / name
+        return ["--steps", "24", "--ckpt-every", "5", "--log-every", "100",
+                "--ckpt-dir", str(folder), "--audit", str(folder / "audit.txt")]  # fmt: skip
+
+    assert [code for code, _ in two_nodes(script, *args("whole"))] == [0, 0]
+    reference = audit(tmp_path / "whole" / "audit.txt")
+    assert len(reference) == 24 * 16
+    crashed = two_nodes(script, *args("crash"), crash_node_at=13)
+    assert all(code != 0 for code, _ in crashed)  # node 1 killed; node 0 loses its peer
+    assert len(audit(tmp_path / "crash" / "audit.txt")) == 13 * 16
+    resumed = two_nodes(script, *args("crash"))
+    assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-2000:]
+    assert "resumed at step 10" in resumed[0][1] + resumed[1][1]
+    assert audit(tmp_path / "crash" / "audit.txt") == reference
