@@ -92,3 +92,18 @@ def test_sources_of_other_lengths_and_indices_out_of_range_are_refused():
     ds = MegatronDataset(sources(), plan(), num_steps=3)
     with pytest.raises(IndexError, match="global sample 96 is out of range for 96 samples"):
         ds[96]
+
+
+def test_the_megatron_loop_example_resumes_from_consumed_samples(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("megatron.core")
+    script = Path(__file__).resolve().parent.parent / "examples" / "megatron_loop.py"
+    command = [sys.executable, str(script), "--data", str(tmp_path), "--steps", "80"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300).stdout
+    assert "2,560 samples read by 2 data-parallel ranks" in out
+    assert "consumed_samples = 1,280: identical" in out
+    shares = [float(x.split("prose")[1].split("%")[0]) for x in out.splitlines() if "prose" in x]
+    assert shares[0] == 10.0 and shares[-1] == 80.0 and shares == sorted(shares)
