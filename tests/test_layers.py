@@ -11,7 +11,7 @@ LAYERS = [
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
     ("mixture", {"mixture", "weights"}),
     ("plan", {"_counts", "plan"}),
-    ("order", {"order", "tokens"}),
+    ("order", {"order", "tokens", "online"}),
     (
         "sources and the stream",
         {"sources", "documents", "packing", "blends", "shard", "stream", "metrics", "hf"},

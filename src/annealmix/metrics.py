@@ -67,14 +67,15 @@ def step_metrics(
     before = np.asarray(consumed, dtype=np.int64)
     counts = plan.counts(step, 1, before, cursor=cursor)[0]
     after = before + counts + (0 if offset is None else np.asarray(offset, dtype=np.int64))
-    weights = plan.mixture.weights_at(step)
+    weights = plan.weights_at(step)
     tokens = dict(tokens_per_sample or {})
     documents = dict(documents_per_sample or {})
     for what, given in (("tokens", tokens), ("documents", documents)):
         for name in given:
             if name not in plan.mixture.sources:
                 _validate.choice(f"source in {what}_per_sample:", name, plan.mixture.sources)
-    drawn = plan.tokens(step + 1, cursor=cursor) if isinstance(plan, TokenPlan) else None
+    counts_tokens = isinstance(plan, TokenPlan) and plan.lengths is not None
+    drawn = plan.tokens(step + 1, cursor=cursor) if counts_tokens else None
     out: dict[str, float] = {}
     b = plan.global_batch_size
     for k, name in enumerate(plan.mixture.sources):

@@ -153,14 +153,7 @@ class Plan:
                 for n in names
             ),
         )
-        spec = self.spec()
-        parts = {
-            "sources": list(names),
-            "weights": spec["mixture"]["weights"],
-            "phases": spec["mixture"]["phases"],
-            **{k: spec[k] for k in PARTS[3:]},
-        }
-        fingerprints = {k: _digest(v) for k, v in parts.items()}
+        fingerprints = {k: _digest(v) for k, v in self._parts().items()}
         put(self, "fingerprints", MappingProxyType(fingerprints))
         put(self, "fingerprint", _digest(fingerprints))
         put(self, "_counter", strategy(mixture, batch, self.mode, seed))
@@ -198,6 +191,16 @@ class Plan:
             "mode": self.mode,
             "sizes": None if self.sizes is None else dict(zip(names, self.sizes)),
             "order": dict(zip(names, self.orders)),
+        }
+
+    def _parts(self) -> dict[str, Any]:
+        """What each of ``PARTS`` fingerprints, as JSON-able values."""
+        spec = self.spec()
+        return {
+            "sources": list(self.mixture.sources),
+            "weights": spec["mixture"]["weights"],
+            "phases": spec["mixture"]["phases"],
+            **{k: spec[k] for k in PARTS[3:]},
         }
 
     def spec(self) -> dict[str, Any]:
@@ -272,6 +275,10 @@ class Plan:
         prev = np.asarray(consumed, dtype=np.int64)
         cumulative = self._counter.range(start, num_steps, prev, cursor)
         return np.diff(cumulative, axis=0, prepend=prev[None, :])
+
+    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+        """The weights the plan follows at ``step`` (its mixture's)."""
+        return self.mixture.weights_at(step)
 
     @property
     def initial_carry(self) -> tuple[int, ...] | None:

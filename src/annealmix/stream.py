@@ -14,8 +14,10 @@ is the only resume format in annealmix: a small versioned JSON dict holding
   counts (``None`` otherwise);
 - ``plan``: a fingerprint per part of the plan (sources, weights, phases, batch
   size, seed, mode, sizes, orders, algorithm), so that a refusal names what changed;
-- ``deficits`` (only for a ``TokenPlan``): each source's token target minus its
-  tokens before ``step``, in tokens / 2**40, exact integers summing to zero.
+- ``deficits`` (only for a ``TokenPlan`` or ``OnlinePlan``): each source's target
+  minus what it drew before ``step``, in tokens (or samples) / 2**40, exact
+  integers summing to zero;
+- ``log`` (only for an ``OnlinePlan``): its weight log, ``[[step, [weights]], ...]``.
 
 A loaded state is checked, not trusted: its counts must be the plan's counts at its
 step (``Plan.check_consumed``: exact mode recomputes them by a replay, once, that
@@ -43,7 +45,7 @@ __all__ = ["MicroBatch", "Position", "State", "Stream"]
 
 STATE_VERSION = 2
 _KEYS = ("version", "step", "micro", "world_size", "micro_batches", "counts", "offset", "plan")
-_OPTIONAL = ("deficits",)
+_OPTIONAL = ("deficits", "log")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,8 @@ class State:
         counts: samples of each source before ``step``, all ranks, in source order.
         offset: per-source draws beyond the plan's counts after a re-plan, or ``None``.
         plan: the plan's per-part fingerprints (``Plan.fingerprints``).
-        deficits: a ``TokenPlan``'s deficits before ``step``; ``None`` otherwise.
+        deficits: a walking plan's deficits before ``step``; ``None`` otherwise.
+        log: an ``OnlinePlan``'s weight log; ``None`` otherwise.
     """
 
     step: int
@@ -104,9 +107,12 @@ class State:
     offset: tuple[int, ...] | None
     plan: Mapping[str, str]
     deficits: tuple[int, ...] | None = None
+    log: list[list[Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         extra = {} if self.deficits is None else {"deficits": list(self.deficits)}
+        if self.log is not None:
+            extra["log"] = [[step, list(weights)] for step, weights in self.log]
         return {
             "version": STATE_VERSION,
             "step": self.step,
@@ -160,6 +166,9 @@ class State:
         deficits = state.get("deficits")
         if deficits is not None:
             deficits = _vector("state deficits", deficits, minimum=None)
+        log = state.get("log")
+        if log is not None and (isinstance(log, (str, bytes)) or not isinstance(log, Sequence)):
+            raise ValueError(f"state log must be a list of [step, weights] entries, got {log!r}")
         plan = state["plan"]
         if not isinstance(plan, Mapping) or any(not isinstance(plan.get(k), str) for k in PARTS):
             raise ValueError(
@@ -174,6 +183,7 @@ class State:
             offset=offset,
             plan={k: plan[k] for k in PARTS},
             deficits=deficits,
+            log=None if log is None else [list(entry) for entry in log],
         )
 
 
@@ -354,6 +364,7 @@ class Stream(Iterator[MicroBatch]):
             offset=None if self.offset is None else tuple(self.offset.tolist()),
             plan=self.plan.fingerprints,
             deficits=pos.carry,
+            log=self.plan.log_entries() if hasattr(self.plan, "log_entries") else None,
         )
 
     def state_dict(self, position: Position | None = None) -> dict[str, Any]:
@@ -381,6 +392,7 @@ class Stream(Iterator[MicroBatch]):
         source starts at 0.
         """
         s = State.from_dict(state)
+        self._take_log(s)
         if s.micro and (
             s.micro_batches != self.shard.micro_batches
             or s.world_size != self.shard.world_size
@@ -414,6 +426,45 @@ class Stream(Iterator[MicroBatch]):
         if not self.offset.any():
             self.offset = None
         self.position = Position(s.step, 0, plan_consumed)
+
+    def _take_log(self, s: State) -> None:
+        """An online state's log rebuilds the plan (its fingerprint then checks it)."""
+        online = hasattr(self.plan, "with_log")
+        if s.log is None:
+            if online and self.plan.log:
+                raise ValueError(
+                    "state has no weight log, and this stream's online plan has updates; "
+                    "load it into a stream built from the plan's schedule alone"
+                )
+            return
+        if not online:
+            raise ValueError(
+                f"state carries a weight log ({len(s.log)} update(s)) from an online run; "
+                "resume it with an annealmix.online.OnlinePlan over the same schedule"
+            )
+        self.plan = self.plan.with_log(s.log)
+        self.cursor = self.plan.cursor()
+        self._cache = None
+
+    def commit(self, step: int, weights: Any) -> None:
+        """Online plans: ``weights`` take effect at ``step``, which no micro-batch of
+        this stream has reached yet. Refused (the plan unchanged) for a step already
+        planned into what was handed out, or for bad weights."""
+        if not hasattr(self.plan, "with_update"):
+            raise TypeError(
+                f"commit needs an annealmix.online.OnlinePlan, this stream's plan is a "
+                f"{type(self.plan).__name__}"
+            )
+        step = _validate.integer("commit step", step, minimum=0)
+        first_open = self.step if self.micro == 0 else self.step + 1
+        if step < first_open:
+            raise ValueError(
+                f"step {step} is already (partly) handed out: this stream stands at step "
+                f"{self.step}, micro-batch {self.micro}; commit at step {first_open} or later"
+            )
+        self.plan = self.plan.with_update(step, weights)
+        self.cursor = self.plan.cursor()  # marks and rows past the step are the old plan's
+        self._cache = None
 
     def _resume(self, s: State) -> None:
         n = self.plan.num_sources

@@ -126,6 +126,8 @@ class TokenPlan(Plan):
         return self._counter.longest
 
     def _lengths_of(self, k: int, first: int, count: int) -> np.ndarray:
+        if self.lengths is None:  # every sample counts one (an online plan in samples)
+            return np.ones(count, dtype=np.int64)
         out = np.empty(count, dtype=np.int64)
         range_indices(self.orders[k], first, out, size=self.sizes[k], seed=self.seed, source_id=k)
         return self.lengths[k].take(out).astype(np.int64)
@@ -151,8 +153,8 @@ class TokenPlan(Plan):
         ``Stream`` gives them), shape (steps, N)."""
         if batch.indices is None:
             raise ValueError("step_tokens needs sample indices: take the batch from a Stream")
-        tokens = np.zeros(batch.sources.shape, dtype=np.int64)
-        for k, lengths in enumerate(self.lengths):
+        tokens = np.ones(batch.sources.shape, dtype=np.int64)
+        for k, lengths in enumerate(self.lengths or ()):
             at = batch.sources == k
             tokens[at] = lengths[batch.indices[at]]
         rows = np.arange(tokens.shape[0])[:, None] * self.num_sources
@@ -183,7 +185,7 @@ class TokenPlan(Plan):
         if total != b * step:
             refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
         if carry is None:
-            refuse_counts(step, "it has no deficits, which a token-weighted stream's state carries")
+            refuse_counts(step, "it has no deficits, which the state of a walking plan carries")
         if len(carry) != n or sum(carry) != 0:
             refuse_counts(step, f"its deficits {list(carry)} do not sum to zero over {n} sources")
         longest = self.longest

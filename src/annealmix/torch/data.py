@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 from torch.utils.data._utils.pin_memory import pin_memory as _pin
 
+from .. import _validate
 from .. import metrics as _metrics
 from ..plan import Plan
 from ..shard import Shard
@@ -473,6 +474,33 @@ class MixtureDataLoader(DataLoader):
         # The check of the loaded counts left the stream's cursor at the step: metrics
         # walk on from there (the cursor's fields are replaced, never changed in place).
         self._metrics_cursor = dataclasses.replace(self.stream.cursor)
+
+    @property
+    def commit_delay(self) -> int:
+        """Steps from the last batch handed out to the first an update may change:
+        past every micro-batch the workers may have prefetched (``prefetch_factor``
+        x ``num_workers``), plus the step in progress."""
+        prefetched = (self.prefetch_factor or 0) * self.num_workers if self.num_workers else 0
+        return 1 + -(-prefetched // self.stream.shard.micro_batches)
+
+    def commit(self, weights: Any, *, step: int | None = None, delay: int | None = None) -> int:
+        """Online plans (``annealmix.online.OnlinePlan``): ``weights`` take effect at
+        ``step``, by default ``delay`` (``commit_delay``) steps after the last batch
+        handed out, so every rank that commits at the same point of its loop commits
+        the same step, and no prefetched batch changes. Returns the step. Bad weights
+        or a step already planned into prefetched batches are refused, the plan
+        unchanged."""
+        if isinstance(self.dataset, MixtureIterableDataset):
+            raise ValueError(
+                "online updates need map-style sources: with a stream source the plan is "
+                "walked inside the workers, which an update cannot reach"
+            )
+        if step is None:
+            wait = self.commit_delay if delay is None else delay
+            step = self._after.step + _validate.integer("delay", wait, minimum=1)
+        self.stream.commit(step, weights)
+        self._metrics_cursor = self.stream.plan.cursor()
+        return step
 
     def metrics(self, step: int, tokens_per_sample: Mapping[str, int] | None = None):
         """``annealmix.metrics.step_metrics`` of this loader's plan at ``step``.

@@ -1,0 +1,244 @@
+"""Online mixing: weights that change during training, replayed exactly from a log.
+
+An ``OnlinePlan`` is a plan over a scheduled mixture plus a *weight log*: entries
+``(step, weights)``, each committed before its step is planned. From an entry's step
+on, the schedule is tilted so that the mixture at that step is the logged weights:
+``w(t) = normalise(schedule(t) * m)``, ``m = weights / schedule(step)``. Under a
+constant schedule that is the logged weights themselves; under an anneal the
+learned tilt rides along it (a scheduled anneal with a learned residual). A source
+the schedule gives weight 0 stays at 0 (its tilt has nothing to scale).
+
+Where a ``Plan`` reads weights thousands of steps ahead of the step it plans (its
+exact counts for three or more sources look ahead), weights learned online are not
+known ahead. So an online plan walks: each position goes to the source whose next
+sample finishes first among those not ahead of their targets, reading only the
+step's own weights (``annealmix._counts.Tokens``, with every sample counting one,
+or its tokens with ``lengths``). A committed entry therefore never changes a step
+before it, and the plan with the log replays every step exactly, on any world
+size. The bound, against the realized weights: each source ahead of its target by
+less than one sample (one longest sample in tokens) and behind by less than the
+other sources' together (proven; for two sources: less than one sample either way;
+measured under one for up to 6 sources).
+
+The log travels in the stream's state (``"log"``, one row per update), so a
+resumed run rebuilds the plan from it; the log is part of the plan's fingerprint
+("phases"), so an edited log is refused. ``MixtureDataLoader.commit`` commits
+updates at a step every rank and every prefetching worker agrees on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from ._counts import Tokens
+from .mixture import Mixture, Segment
+from .tokens import TokenPlan, _check_lengths
+
+__all__ = ["OnlinePlan"]
+
+
+class _Tilted:
+    """The schedule tilted by the log (what the walk reads): ``weights_at`` and
+    ``segments`` as a ``Mixture`` gives them."""
+
+    def __init__(self, base: Mixture, log: tuple[tuple[int, np.ndarray], ...]) -> None:
+        self.base, self.num_sources, self.sources = base, base.num_sources, base.sources
+        self.tilts = []
+        for step, weights in log:
+            scheduled = base.weights_at(step)
+            tilt = np.divide(weights, scheduled, out=np.zeros_like(weights), where=scheduled > 0)
+            self.tilts.append((step, tilt))
+
+    def _tilt(self, weights: np.ndarray, tilt: np.ndarray) -> np.ndarray:
+        tilted = weights * tilt
+        total = tilted.sum(axis=-1, keepdims=True)
+        return np.where(total > 0, tilted / np.where(total > 0, total, 1.0), weights)
+
+    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+        steps = np.asarray(step)
+        out = self.base.weights_at(steps)
+        for i, (first, tilt) in enumerate(self.tilts):
+            stop = self.tilts[i + 1][0] if i + 1 < len(self.tilts) else None
+            within = (steps >= first) if stop is None else ((steps >= first) & (steps < stop))
+            out[within] = self._tilt(out[within], tilt)
+        return out
+
+    def segments(self) -> tuple[Segment, ...]:
+        cuts = [s for s, _ in self.tilts]
+        out = []
+        for seg in self.base.segments():
+            inside = [c for c in cuts if seg.start < c and (seg.stop is None or c < seg.stop)]
+            edges = [seg.start, *inside]
+            for a, b in zip(edges, [*edges[1:], seg.stop]):
+                weights = seg.weights
+                active = [t for s, t in self.tilts if s <= a]
+                if weights is not None and active:
+                    weights = self._tilt(weights, active[-1])
+                out.append(Segment(start=a, stop=b, weights=weights, phase=seg.phase))
+        return tuple(out)
+
+
+class OnlinePlan(TokenPlan):
+    """A plan whose weights can change during training, from a weight log.
+
+    Args:
+        mixture: the schedule the log tilts (a constant one for purely online mixing).
+        global_batch_size: B, samples per optimizer step across all ranks.
+        sizes: samples per source, by name (for sample indices and epochs).
+        lengths: tokens per sample, by name, to weigh tokens (as ``TokenPlan``);
+            ``None``: every sample counts one, weights are sample shares.
+        seed, order: as for ``Plan``.
+        log: ``(step, weights)`` entries in step order, weights by source name.
+
+    Attributes:
+        log: the entries, ``(step, weights array)``, in step order.
+    """
+
+    __slots__ = ("log",)
+
+    def __init__(
+        self,
+        mixture: Mixture,
+        *,
+        global_batch_size: int,
+        sizes: Mapping[str, int] | None = None,
+        lengths: Mapping[str, Any] | None = None,
+        seed: int = 0,
+        order: str | Mapping[str, str] = "shuffle",
+        log: Sequence[tuple[int, Any]] = (),
+    ) -> None:
+        if not isinstance(mixture, Mixture):
+            raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
+        put = object.__setattr__
+        names = mixture.sources
+        if lengths is not None:
+            arrays = _check_lengths(lengths, names)
+            sizes = {n: a.size for n, a in zip(names, arrays)}
+            digest = hashlib.blake2b(digest_size=8)
+            for a in arrays:
+                digest.update(np.int64(a.size).tobytes())
+                digest.update(a.tobytes())
+            put(self, "lengths", arrays)
+            put(self, "_digest", digest.hexdigest())
+        else:
+            if sizes is None:
+                raise ValueError("an OnlinePlan needs sizes={name: samples} (or lengths=)")
+            put(self, "lengths", None)
+            put(self, "_digest", None)
+        put(self, "log", _check_log(log, mixture))
+        super(TokenPlan, self).__init__(
+            mixture, global_batch_size=global_batch_size, seed=seed, sizes=sizes, order=order
+        )
+        put(self, "mode", "online")
+        longest = (1,) * len(names) if lengths is None else tuple(int(a.max()) for a in arrays)
+        walked = _Tilted(mixture, self.log)
+        put(self, "_counter", Tokens(walked, self.global_batch_size, self._lengths_of, longest))
+
+    def __reduce__(self):
+        return _rebuild, (self.mixture, self._arguments_online())
+
+    def _arguments_online(self) -> dict[str, Any]:
+        names = self.mixture.sources
+        return {
+            "global_batch_size": self.global_batch_size,
+            "sizes": dict(zip(names, self.sizes)),
+            "lengths": None if self.lengths is None else dict(zip(names, self.lengths)),
+            "seed": self.seed,
+            "order": dict(zip(names, self.orders)),
+            "log": self.log_entries(),
+        }
+
+    def __repr__(self) -> str:
+        return (
+            super().__repr__().replace("TokenPlan(", "OnlinePlan(", 1)[:-1]
+            + f", updates={len(self.log)})"
+        )
+
+    def spec(self) -> dict[str, Any]:
+        out = super().spec()
+        out["mode"] = "online" if self.lengths is None else "online tokens"
+        return out
+
+    def _parts(self) -> dict[str, Any]:
+        parts = super()._parts()
+        parts["phases"] = {"phases": parts["phases"], "log": self.log_entries()}
+        return parts
+
+    def log_entries(self) -> list[list[Any]]:
+        """The log as plain JSON: ``[[step, [weight, ...]], ...]`` in source order."""
+        return [[step, weights.tolist()] for step, weights in self.log]
+
+    def with_update(self, step: int, weights: Any) -> OnlinePlan:
+        """This plan with ``weights`` taking effect at ``step`` (after every earlier
+        entry). Bad weights (NaN, negative, all zero, unknown or missing sources)
+        are refused with a message; this plan is unchanged either way."""
+        return self.with_log([*self.log_entries(), [step, weights]])
+
+    def with_log(self, log: Sequence[tuple[int, Any]]) -> OnlinePlan:
+        """The same schedule and sources under another log (a saved state's)."""
+        arguments = self._arguments_online()
+        arguments["log"] = log
+        return OnlinePlan(self.mixture, **arguments)
+
+    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+        """The realized weights: the schedule tilted by the log."""
+        return self._counter.targets.mixture.weights_at(step)
+
+
+def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> OnlinePlan:
+    return OnlinePlan(mixture, **arguments)
+
+
+def _check_log(log: Sequence[tuple[int, Any]], mixture: Mixture) -> tuple:
+    if isinstance(log, (str, bytes, Mapping)) or not isinstance(log, Sequence):
+        raise TypeError(f"log must be a list of (step, weights) entries, got {log!r}")
+    names = mixture.sources
+    out, last = [], -1
+    for i, entry in enumerate(log):
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
+            raise ValueError(f"log[{i}] must be (step, weights), got {entry!r}")
+        step = _validate.integer(f"log[{i}] step", entry[0], minimum=0)
+        if step <= last:
+            raise ValueError(
+                f"log[{i}] step {step} is not after the previous entry's step {last}; the log "
+                "is append-only, one entry per step"
+            )
+        out.append((step, _weights(f"log[{i}] (step {step})", entry[1], names)))
+        last = step
+    return tuple(out)
+
+
+def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
+    """Weights by name (or in source order) -> a read-only array on the simplex."""
+    if isinstance(weights, Mapping):
+        for name in weights:
+            _validate.choice(f"source in {where}:", name, names)
+        missing = [n for n in names if n not in weights]
+        if missing:
+            raise ValueError(f"{where} has no weight for {missing}; give every source a weight")
+        values = [weights[n] for n in names]
+    else:
+        values = list(weights) if isinstance(weights, (Sequence, np.ndarray)) else None
+        if values is None or len(values) != len(names):
+            raise ValueError(f"{where} must map each of {list(names)} to a weight, got {weights!r}")
+    try:
+        vec = np.array([float(v) for v in values], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} weights must be numbers, got {values!r}") from None
+    bad = [n for n, v in zip(names, vec) if not np.isfinite(v) or v < 0]
+    if bad:
+        raise ValueError(
+            f"{where}: weights must be finite and >= 0, got "
+            f"{ {n: float(v) for n, v in zip(names, vec) if n in bad} }; the previous weights "
+            "stay in force"
+        )
+    if vec.sum() <= 0:
+        raise ValueError(f"{where}: weights are all zero; the previous weights stay in force")
+    vec = vec / vec.sum()
+    vec.flags.writeable = False
+    return vec

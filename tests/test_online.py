@@ -1,0 +1,203 @@
+"""Online plans: weights committed during a run, replayed exactly from the log."""
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+from helpers import assert_resume_equivalent
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from annealmix import Mixture, Phase, Plan, Shard, Stream
+from annealmix.online import OnlinePlan
+
+SIZES = {"a": 97, "b": 41, "c": 13}
+
+
+def plan(log=(), batch=12, mixture=None):
+    mix = mixture or Mixture(weights={"a": 0.5, "b": 0.3, "c": 0.2})
+    return OnlinePlan(mix, global_batch_size=batch, sizes=SIZES, seed=7, log=log)
+
+
+def walked(p, steps, commits=()):
+    """The stream of ``p`` over ``steps``, committing ``(at_step, step, weights)`` as it goes."""
+    s = Stream(p, num_steps=steps)
+    rows, pending = [], list(commits)
+    for mb in s:
+        rows.append((mb.sources.copy(), mb.indices.copy()))
+        while pending and pending[0][0] == s.step:
+            _, step, weights = pending.pop(0)
+            s.commit(step, weights)
+    return rows, s
+
+
+def test_a_committed_update_changes_no_earlier_step_and_the_log_replays_the_run():
+    commits = [(10, 12, {"a": 0.1, "b": 0.1, "c": 0.8}), (30, 33, [0.6, 0.4, 0.0])]
+    rows, s = walked(plan(), 50, commits)
+    before, _ = walked(plan(), 50)
+    assert all(np.array_equal(x[0], y[0]) for x, y in zip(rows[:12], before[:12]))
+    assert not np.array_equal(rows[12][0], before[12][0])
+    assert s.plan.log_entries() == [[12, [0.1, 0.1, 0.8]], [33, [0.6, 0.4, 0.0]]]
+    replay = Stream(plan(s.plan.log_entries()), num_steps=50).take(50)
+    assert np.array_equal(replay.sources, np.stack([r[0] for r in rows]))
+    assert np.array_equal(replay.indices, np.stack([r[1] for r in rows]))
+    # from the commit on, the realized weights are the committed ones
+    assert s.plan.weights_at(np.array([11, 12, 40])).round(6).tolist() == [
+        [0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.6, 0.4, 0.0]]  # fmt: skip
+    assert np.bincount(replay.sources[40], minlength=3).tolist() in ([7, 5, 0], [8, 4, 0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    data=st.data(),
+    n=st.integers(2, 5),
+    batch=st.integers(1, 20),
+    steps=st.integers(2, 60),
+)
+def test_counts_stay_within_the_bound_of_the_realized_weights(data, n, batch, steps):
+    names = [f"s{k}" for k in range(n)]
+    simplex = st.lists(st.integers(0, 9), min_size=n, max_size=n).filter(any)
+    start = data.draw(simplex)
+    at = (
+        sorted(set(data.draw(st.lists(st.integers(1, steps - 1), max_size=5)))) if steps > 1 else []
+    )
+    log = [(s, data.draw(simplex)) for s in at]
+    p = OnlinePlan(Mixture(weights=dict(zip(names, start))), global_batch_size=batch,
+                   sizes=dict.fromkeys(names, 50), log=log)  # fmt: skip
+    counts = np.cumsum(p.counts(0, steps), axis=0)
+    target = batch * np.cumsum(p.weights_at(np.arange(steps)), axis=0)
+    gap = counts - target
+    assert gap.max() < 1 + 1e-6  # ahead by less than one sample
+    assert (-gap).max() < (1 if n == 2 else n - 1) + 1e-6  # behind: the proven bound
+
+
+def test_a_schedule_carries_the_learned_tilt():
+    anneal = Phase(start_step=0, end_step=99, weights={"a": 0.2, "b": 0.4, "c": 0.4})
+    mix = Mixture(weights={"a": 0.8, "b": 0.1, "c": 0.1}, phases=[anneal])
+    p = plan(mixture=mix, log=[(50, {"a": 0.25, "b": 0.25, "c": 0.5})])
+    w = p.weights_at(np.array([49, 50, 99]))
+    assert w[1].round(9).tolist() == [0.25, 0.25, 0.5]
+    base = mix.weights_at(99)
+    tilted = base * (w[1] / mix.weights_at(50))
+    assert np.allclose(w[2], tilted / tilted.sum())  # c keeps twice b's share along the anneal
+    assert w[0].tolist() == mix.weights_at(49).tolist()
+
+
+def test_states_carry_the_log_and_resume_on_another_world_size():
+    p = plan()
+    first = Stream(p, Shard(global_batch_size=12, world_size=2, rank=0))
+    for _ in range(8):
+        next(first)
+    first.commit(9, {"a": 0.2, "b": 0.2, "c": 0.6})
+    for _ in range(6):
+        next(first)
+    state = json.loads(json.dumps(first.state_dict()))
+    assert state["log"] == [[9, [0.2, 0.2, 0.6]]] and sum(state["deficits"]) == 0
+    whole = Stream(first.plan, num_steps=40).take(40)
+    for world in (1, 3):
+        got = np.empty((26, 12), dtype=np.int64)
+        for rank in range(world):
+            s = Stream(plan(), Shard(global_batch_size=12, world_size=world, rank=rank),
+                       num_steps=40)  # fmt: skip
+            s.load_state_dict(state)
+            cols = s.shard.columns(np.arange(14, 40))
+            rows = slice(None) if isinstance(cols, slice) else np.arange(26)[:, None]
+            got[rows, cols] = s.take(26).indices
+        assert np.array_equal(got, whole.indices[14:])
+
+
+def test_resume_inside_a_step_after_updates():
+    def make():
+        s = Stream(plan(), Shard(global_batch_size=12, world_size=2, rank=1, micro_batches=2))
+        s.commit(3, {"a": 0.0, "b": 0.5, "c": 0.5})
+        return s
+
+    assert_resume_equivalent(make, next, 60, seed=1)
+
+
+def test_a_state_with_an_edited_log_or_the_wrong_plan_is_refused():
+    s = Stream(plan())
+    s.take(5)
+    s.commit(6, [0.3, 0.3, 0.4])
+    s.take(3)
+    state = s.state_dict()
+    edited = {**state, "log": [[6, [0.3, 0.4, 0.3]]]}
+    with pytest.raises(ValueError, match="phases changed"):
+        Stream(plan()).load_state_dict(edited)
+    with pytest.raises(ValueError, match="resume it with an annealmix.online.OnlinePlan"):
+        Stream(Plan(plan().mixture, global_batch_size=12, sizes=SIZES)).load_state_dict(state)
+    with pytest.raises(ValueError, match="state log must be a list"):
+        Stream(plan()).load_state_dict({**state, "log": "none"})
+    updated = Stream(plan(log=[(2, [1, 1, 1])]))
+    with pytest.raises(ValueError, match="has updates"):
+        updated.load_state_dict({k: v for k, v in state.items() if k != "log"})
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        ({"a": float("nan"), "b": 1, "c": 1}, "must be finite and >= 0"),
+        ({"a": -0.1, "b": 1, "c": 1}, "must be finite and >= 0"),
+        ({"a": 0, "b": 0, "c": 0}, "all zero"),
+        ({"a": 1, "b": 1, "c": 1, "d": 1}, "'d'"),
+        ({"a": 1, "b": 1}, r"no weight for \['c'\]"),
+        ([1, 2], "must map each of"),
+        ({"a": "x", "b": 1, "c": 1}, "must be numbers"),
+    ],
+)
+def test_bad_weights_are_refused_and_the_previous_ones_kept(weights, message):
+    s = Stream(plan())
+    s.take(2)
+    before = s.plan
+    with pytest.raises(ValueError, match=message):
+        s.commit(4, weights)
+    assert s.plan is before
+
+
+def test_steps_handed_out_or_out_of_order_are_refused():
+    s = Stream(plan(), Shard(global_batch_size=12, micro_batches=2))
+    for _ in range(5):  # inside step 2
+        next(s)
+    with pytest.raises(ValueError, match="commit at step 3 or later"):
+        s.commit(2, [1, 1, 1])
+    s.commit(5, [1, 1, 1])
+    with pytest.raises(ValueError, match="not after the previous entry's step 5"):
+        s.commit(5, [1, 2, 1])
+    with pytest.raises(TypeError, match="needs an annealmix.online.OnlinePlan"):
+        Stream(Plan(plan().mixture, global_batch_size=12)).commit(3, [1, 1, 1])
+    with pytest.raises(ValueError, match="needs sizes"):
+        OnlinePlan(plan().mixture, global_batch_size=4)
+
+
+def test_an_online_plan_is_a_value():
+    p = plan(log=[(3, [1, 2, 3])])
+    again = pickle.loads(pickle.dumps(p))
+    assert again == p and again.log_entries() == p.log_entries()
+    assert p != plan() and p != plan(log=[(3, [1, 2, 4])])
+    assert "OnlinePlan(" in repr(p) and "updates=1" in repr(p)
+    assert plan().fingerprints["phases"] != p.fingerprints["phases"]
+
+
+def test_the_loader_commits_past_what_its_workers_prefetched():
+    torch = pytest.importorskip("torch")
+    from annealmix.torch import MixtureDataLoader
+
+    sources = {n: torch.arange(size) + 1000 * k for k, (n, size) in enumerate(SIZES.items())}
+    loader = MixtureDataLoader(sources, plan(), Shard(global_batch_size=12), num_steps=30,
+                               num_workers=2, prefetch_factor=2)  # fmt: skip
+    assert loader.commit_delay == 1 + 4
+    got, at = [], None
+    for i, batch in enumerate(loader):
+        got.append(batch["source"].numpy())
+        if i == 6:
+            at = loader.commit({"a": 0.0, "b": 0.0, "c": 1.0})
+            with pytest.raises(ValueError, match="already"):
+                loader.commit([1, 1, 1], delay=1)
+    assert at == 12
+    replay = Stream(plan(loader.stream.plan.log_entries()), num_steps=30).take(30)
+    assert np.array_equal(np.stack(got), replay.sources)
+    before = Stream(plan(), num_steps=12).take(12)
+    assert np.array_equal(np.stack(got[:12]), before.sources)  # nothing before the commit moved
+    assert (np.stack(got[13:]) == 2).all()
+    assert loader.metrics(20)["mix/weight/c"] == 1.0
