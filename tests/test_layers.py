@@ -9,7 +9,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "annealmix"
 LAYERS = [
     ("helpers", {"_validate", "_hash", "_fmath", "_progress"}),
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
-    ("mixture", {"mixture", "weights"}),
+    ("mixture", {"mixture", "weights", "controllers"}),
     ("plan", {"_counts", "plan"}),
     ("order", {"order", "tokens", "online"}),
     (

@@ -28,13 +28,14 @@ from .data import (
     collated,
 )
 from .dist import all_reduce_metrics, resolve_local_rank, resolve_rank, resolve_shard
-from .losses import loss_by_source, mix_losses
+from .losses import SourceLosses, loss_by_source, mix_losses
 
 __all__ = [
     "MixedDataset",
     "MixtureBatchSampler",
     "MixtureDataLoader",
     "MixtureIterableDataset",
+    "SourceLosses",
     "all_reduce_metrics",
     "collated",
     "loss_by_source",
