@@ -10,6 +10,11 @@ last checkpoint, on any number of ranks; with ``--replan`` a changed mix takes
 over from there, each source continuing from its saved count. ``--audit FILE`` appends one
 ``step rank source index`` line per sample consumed (a resume first drops the lines
 of steps the checkpoint does not hold), so two runs can be compared sample by sample.
+
+With ``--online loss|doremi|exp3`` the mix also learns: every ``--update-every`` steps
+the per-source losses, summed over the ranks, go to a controller whose weights tilt
+the schedule from a step every rank agrees on; the weight log and the controller's
+state are in the checkpoint, so a resumed run replays the same mix.
 """
 
 from __future__ import annotations
@@ -27,11 +32,19 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from annealmix import Mixture, Phase, Plan
+from annealmix.controllers import EXP3, DoReMi, LossProportional
 from annealmix.demo.data import domain_bytes, split
 from annealmix.demo.model import GPT, GPTConfig, per_sample_loss
 from annealmix.metrics import rank_counts
+from annealmix.online import OnlinePlan
 from annealmix.sources import TokenWindows
-from annealmix.torch import MixtureDataLoader, all_reduce_metrics, loss_by_source, resolve_shard
+from annealmix.torch import (
+    MixtureDataLoader,
+    SourceLosses,
+    all_reduce_metrics,
+    loss_by_source,
+    resolve_shard,
+)
 
 
 def parse_args() -> argparse.Namespace:
@@ -56,6 +69,13 @@ def parse_args() -> argparse.Namespace:
         help="on resume, accept a changed mix (e.g. --end-code) from the checkpoint's step on",
     )
     p.add_argument(
+        "--online",
+        choices=("none", "loss", "doremi", "exp3"),
+        default="none",
+        help="learn the mix online with this controller (its tilt rides the schedule)",
+    )
+    p.add_argument("--update-every", type=int, default=5, help="steps between online updates")
+    p.add_argument(
         "--crash-at-step",
         type=int,
         help="testing aid: SIGKILL the whole job when this step starts (a node failure)",
@@ -77,7 +97,17 @@ def build_plan(args: argparse.Namespace, sources: dict) -> Plan:
         ],
     )
     sizes = {name: len(s) for name, s in sources.items()}
-    return Plan(mixture, global_batch_size=args.global_batch, seed=args.seed, sizes=sizes)
+    kind = OnlinePlan if args.online != "none" else Plan
+    return kind(mixture, global_batch_size=args.global_batch, seed=args.seed, sizes=sizes)
+
+
+def build_controller(kind: str, names: tuple[str, ...]):
+    guards = {"floor": 0.05, "max_change": 0.2}
+    if kind == "loss":
+        return LossProportional(names, **guards)
+    if kind == "doremi":  # excess over a target loss of 2.0 nats per byte
+        return DoReMi(names, reference=dict.fromkeys(names, 2.0), step_size=0.5, **guards)
+    return EXP3(names, **guards)
 
 
 def save(path: Path, state: dict) -> None:
@@ -100,6 +130,9 @@ def main() -> None:
     loader = MixtureDataLoader(
         sources, plan, shard, num_steps=args.steps, num_workers=args.num_workers
     )
+    names = plan.mixture.sources
+    controller = None if args.online == "none" else build_controller(args.online, names)
+    tracker = SourceLosses(names)
     model = DDP(GPT(GPTConfig(seq_len=args.seq_len, num_layers=2, dim=64)))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     ckpt = args.ckpt_dir / "last.pt"
@@ -109,6 +142,9 @@ def main() -> None:
         model.module.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         loader.load_state_dict(state["data"], replan=args.replan)
+        if controller is not None:
+            controller.load_state_dict(state["controller"])
+            tracker.load_state_dict(state["losses"])
         step = state["data"]["step"]
         if rank == 0:
             print(f"resumed at step {step} on {world} rank(s) from {ckpt}", flush=True)
@@ -118,7 +154,6 @@ def main() -> None:
         args.audit.write_text("".join(x for x in lines if int(x.split()[0]) < step))
     dist.barrier()
 
-    names = plan.mixture.sources
     batches = iter(loader)
     t0 = time.perf_counter()
     while step < args.steps:
@@ -134,6 +169,7 @@ def main() -> None:
                 (per_sample.mean() / args.micro_batches).backward()
             seen.append(batch)
             losses.append(per_sample.detach())
+            tracker.add(per_sample, batch["source"])
         opt.step()
         if args.audit:
             lines = "".join(
@@ -144,6 +180,10 @@ def main() -> None:
             with open(args.audit, "a") as f:  # one append per rank and step
                 f.write(lines)
         step += 1
+        if controller is not None and step % args.update_every == 0:
+            # the same all-reduced means on every rank: the same weights, the same step
+            weights = controller.update(tracker.reduce(), loader.stream.plan.weights_at(step))
+            loader.commit(weights)
         if step % args.log_every == 0 or step == args.steps:
             sources_seen = torch.cat([b["source"] for b in seen]).numpy()
             logs = loader.metrics(step - 1, tokens_per_sample={n: args.seq_len for n in names})
@@ -154,12 +194,17 @@ def main() -> None:
                 rate = step / (time.perf_counter() - t0)
                 print(json.dumps({"step": step, "steps_per_s": round(rate, 2), **logs}), flush=True)
         if step % args.ckpt_every == 0 or step == args.steps:
+            online = {} if controller is None else {
+                "controller": controller.state_dict(),
+                "losses": tracker.state_dict(),  # a collective: every rank calls it
+            }  # fmt: skip
             if rank == 0:
                 args.ckpt_dir.mkdir(parents=True, exist_ok=True)
                 state = {
                     "model": model.module.state_dict(),
                     "optimizer": opt.state_dict(),
                     "data": loader.state_dict(),
+                    **online,
                 }
                 save(ckpt, state)
             dist.barrier()

@@ -250,3 +250,38 @@ def test_a_node_killed_in_a_two_node_job_resumes_with_nothing_lost_or_repeated(t
     assert [code for code, _ in resumed] == [0, 0], resumed[0][1][-2000:]
     assert "resumed at step 10" in resumed[0][1] + resumed[1][1]
     assert audit(tmp_path / "crash" / "audit.txt") == reference
+
+
+@pytest.mark.dist
+@pytest.mark.slow
+def test_an_online_run_killed_and_resumed_replays_its_samples_and_weight_log(tmp_path):
+    import torch
+
+    script = ROOT / "examples" / "train_ddp.py"
+    common = ["--steps", "24", "--ckpt-every", "5", "--log-every", "100",
+              "--online", "doremi", "--update-every", "3"]  # fmt: skip
+
+    def run(nproc, name, *extra):
+        folder = tmp_path / name
+        return torchrun(nproc, script, *common, "--ckpt-dir", str(folder),
+                        "--audit", str(folder / "audit.txt"), *extra)  # fmt: skip
+
+    def log(name):
+        return torch.load(tmp_path / name / "last.pt", weights_only=False)["data"]["log"]
+
+    check(run(2, "whole"))
+    reference = audit(tmp_path / "whole" / "audit.txt")
+    assert len(log("whole")) == 8  # an update every 3 steps, each from the next step on
+    assert run(2, "crash", "--crash-at-step", "13").returncode != 0
+    check(run(2, "crash"))
+    assert audit(tmp_path / "crash" / "audit.txt") == reference
+    assert log("crash") == log("whole")
+    # on one rank: the log saved at step 10 replays; later updates learn from a model
+    # trained on another world size, so only the steps before the next one must agree
+    assert run(2, "one", "--crash-at-step", "13").returncode != 0
+    resumed = run(1, "one")
+    check(resumed)
+    assert "resumed at step 10" in resumed.stdout
+    assert log("one")[:3] == log("whole")[:3]
+    early = [x for x in audit(tmp_path / "one" / "audit.txt") if int(x.split()[0]) < 13]
+    assert early == [x for x in reference if int(x.split()[0]) < 13]

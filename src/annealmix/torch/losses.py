@@ -105,7 +105,7 @@ class SourceLosses:
         """The window's mean loss of each source that drew samples in it, over all
         ranks (every rank must call it at the same step); starts a new window."""
         buf = torch.cat([self._sums, self._counts])
-        if dist.is_available() and dist.is_initialized():
+        if _distributed():
             dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
         n = len(self.names)
         sums, counts = buf[:n].tolist(), buf[n:].tolist()
@@ -127,20 +127,31 @@ class SourceLosses:
         return out | {f"{prefix}/loss_ema/{n}": v for n, v in self.ema.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        """The open window (this rank's part) and the averages: a resume mid-window
-        reads the same means at the next ``reduce``."""
+        """The open window, summed over the ranks (a collective: every rank calls it
+        at the same step), and the averages: the same on every rank, so a resume on
+        any world size reads the same means at the next ``reduce``."""
+        buf = torch.cat([self._sums, self._counts])
+        if _distributed():
+            dist.all_reduce(buf, op=dist.ReduceOp.SUM, group=self.group)
+        n = len(self.names)
         return {
-            "sums": self._sums.tolist(),
-            "counts": self._counts.tolist(),
+            "sums": buf[:n].tolist(),
+            "counts": buf[n:].tolist(),
             "last": dict(self.last),
             "ema": dict(self.ema),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """The saved window goes to the group's first rank, the others start empty."""
         if len(state["sums"]) != len(self.names):
             raise ValueError(
                 f"loss state has {len(state['sums'])} sources, this tracker {len(self.names)}"
             )
-        self._sums = torch.tensor(state["sums"], dtype=torch.int64)
-        self._counts = torch.tensor(state["counts"], dtype=torch.int64)
+        first = not _distributed() or dist.get_rank(self.group) == 0
+        self._sums = torch.tensor(state["sums"], dtype=torch.int64) * int(first)
+        self._counts = torch.tensor(state["counts"], dtype=torch.int64) * int(first)
         self.last, self.ema = dict(state["last"]), dict(state["ema"])
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
