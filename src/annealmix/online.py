@@ -10,15 +10,15 @@ the schedule gives weight 0 stays at 0 (its tilt has nothing to scale).
 
 Where a ``Plan`` reads weights thousands of steps ahead of the step it plans (its
 exact counts for three or more sources look ahead), weights learned online are not
-known ahead. So an online plan walks: each position goes to the source whose next
-sample finishes first among those not ahead of their targets, reading only the
-step's own weights (``annealmix._counts.Tokens``, with every sample counting one,
-or its tokens with ``lengths``). A committed entry therefore never changes a step
-before it, and the plan with the log replays every step exactly, on any world
-size. The bound, against the realized weights: each source ahead of its target by
-less than one sample (one longest sample in tokens) and behind by less than the
-other sources' together (proven; for two sources: less than one sample either way;
-measured under one for up to 6 sources).
+known ahead. So an online plan walks, each step reading only its own weights and
+the per-source deficits carried in: in samples, each step's counts are the
+deficits' largest remainders (``annealmix._counts.Carried``, O(N) per step); with
+``lengths``, in tokens, sample by sample as a ``TokenPlan``. A committed entry
+therefore never changes a step before it, and the plan with the log replays every
+step exactly, on any world size. The bound, against the realized weights: each
+source ahead of its target by less than one sample (one longest sample in tokens)
+and behind by less than one sample for two sources, N - 1 for N (the others'
+longest samples together, in tokens); measured under two.
 
 The log travels in the stream's state (``"log"``, one row per update), so a
 resumed run rebuilds the plan from it; the log is part of the plan's fingerprint
@@ -28,6 +28,7 @@ updates at a step every rank and every prefetching worker agrees on.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from ._counts import Tokens
+from ._counts import Carried, Tokens
 from .mixture import Mixture, Segment
 from .tokens import TokenPlan, _check_lengths
 
@@ -72,13 +73,14 @@ class _Tilted:
         cuts = [s for s, _ in self.tilts]
         out = []
         for seg in self.base.segments():
-            inside = [c for c in cuts if seg.start < c and (seg.stop is None or c < seg.stop)]
-            edges = [seg.start, *inside]
+            lo = bisect.bisect_right(cuts, seg.start)
+            hi = len(cuts) if seg.stop is None else bisect.bisect_left(cuts, seg.stop)
+            edges = [seg.start, *cuts[lo:hi]]
             for a, b in zip(edges, [*edges[1:], seg.stop]):
                 weights = seg.weights
-                active = [t for s, t in self.tilts if s <= a]
+                active = bisect.bisect_right(cuts, a)  # entries at or before a
                 if weights is not None and active:
-                    weights = self._tilt(weights, active[-1])
+                    weights = self._tilt(weights, self.tilts[active - 1][1])
                 out.append(Segment(start=a, stop=b, weights=weights, phase=seg.phase))
         return tuple(out)
 
@@ -135,9 +137,12 @@ class OnlinePlan(TokenPlan):
             mixture, global_batch_size=global_batch_size, seed=seed, sizes=sizes, order=order
         )
         put(self, "mode", "online")
-        longest = (1,) * len(names) if lengths is None else tuple(int(a.max()) for a in arrays)
         walked = _Tilted(mixture, self.log)
-        put(self, "_counter", Tokens(walked, self.global_batch_size, self._lengths_of, longest))
+        if lengths is None:  # samples: each step apportioned on its own, O(N)
+            put(self, "_counter", Carried(walked, self.global_batch_size))
+        else:  # tokens: sample by sample, as a TokenPlan
+            longest = tuple(int(a.max()) for a in arrays)
+            put(self, "_counter", Tokens(walked, self.global_batch_size, self._lengths_of, longest))
 
     def __reduce__(self):
         return _rebuild, (self.mixture, self._arguments_online())
@@ -239,6 +244,7 @@ def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
         )
     if vec.sum() <= 0:
         raise ValueError(f"{where}: weights are all zero; the previous weights stay in force")
-    vec = vec / vec.sum()
+    if abs(vec.sum() - 1.0) > 1e-12:  # normalised once: a saved log reloads bit for bit
+        vec = vec / vec.sum()
     vec.flags.writeable = False
     return vec

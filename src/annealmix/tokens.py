@@ -123,7 +123,7 @@ class TokenPlan(Plan):
     @property
     def longest(self) -> tuple[int, ...]:
         """Each source's longest sample, in tokens (the bound's ``M_k``)."""
-        return self._counter.longest
+        return getattr(self._counter, "longest", (1,) * self.num_sources)
 
     def _lengths_of(self, k: int, first: int, count: int) -> np.ndarray:
         if self.lengths is None:  # every sample counts one (an online plan in samples)
@@ -188,10 +188,8 @@ class TokenPlan(Plan):
             refuse_counts(step, "it has no deficits, which the state of a walking plan carries")
         if len(carry) != n or sum(carry) != 0:
             refuse_counts(step, f"its deficits {list(carry)} do not sum to zero over {n} sources")
-        longest = self.longest
-        for k, d in enumerate(carry):
-            behind = sum(longest) - longest[k]
-            if not -Q * longest[k] < d < Q * max(behind, 1):
+        for k, (d, (low, high)) in enumerate(zip(carry, self._counter.bounds())):
+            if not low < d < high:
                 name = self.mixture.sources[k]
                 refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
         cursor.at(step, consumed, tuple(carry))
