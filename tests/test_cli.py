@@ -148,3 +148,25 @@ def test_plot_of_a_huge_run_draws_the_schedule_without_a_replay(tmp_path, capsys
     out = tmp_path / "huge.png"
     assert main(["plot", str(write(tmp_path, text)), "-o", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_inspect_shows_the_steps_of_an_online_run_from_its_log(tmp_path, capsys):
+    from annealmix import Stream
+    from annealmix.online import OnlinePlan
+
+    path = write(tmp_path, TINY)
+    config = load_config(path)
+    stream = Stream(OnlinePlan.from_plan(config.plan))
+    stream.take(5)
+    stream.commit(7, {"a": 0.0, "b": 1.0})
+    stream.take(4)
+    (tmp_path / "state.json").write_text(json.dumps(stream.state_dict()))
+    assert main(["inspect", str(path), "--step", "8", "--json", "--log",
+                 str(tmp_path / "state.json")]) == 0  # fmt: skip
+    samples = json.loads(capsys.readouterr().out)["steps"][0]["samples"]
+    assert {s["source"] for s in samples} == {"b"}  # the update took the whole batch
+    want = Stream(stream.plan, num_steps=9).take(9)
+    assert [s["index"] for s in samples] == want.indices[8].tolist()
+    (tmp_path / "bad.json").write_text(json.dumps({"step": 3}))
+    assert main(["inspect", str(path), "--step", "8", "--log", str(tmp_path / "bad.json")]) == 2
+    assert "no weight log in it" in capsys.readouterr().err

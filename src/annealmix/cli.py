@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
 from ._progress import Progress
 from .config import budget, budget_is_exact, load_config
+from .online import OnlinePlan
 from .order import indexed
 from .plan import Cursor, Plan
 from .shard import Shard
@@ -115,9 +117,28 @@ def _step_range(args: argparse.Namespace, num_steps: int) -> range:
     return range(a, b)
 
 
+def _read_log(path: str) -> list:
+    """The weight log in a JSON file: a saved state's ``"log"``, or the list itself."""
+    try:
+        value = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--log {path!r} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"--log {path}: not JSON ({err}); give the saved state as JSON") from None
+    log = value.get("log") if isinstance(value, dict) else value
+    if not isinstance(log, list):
+        raise ValueError(
+            f"--log {path}: no weight log in it; give a state an online run saved, or its "
+            "'log' list"
+        )
+    return log
+
+
 def _inspect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     plan = config.plan
+    if args.log is not None:  # an online run: its weight log tilts the config's schedule
+        plan = OnlinePlan.from_plan(plan, _read_log(args.log))
     steps = _step_range(args, config.num_steps)
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
@@ -243,6 +264,10 @@ def main(argv: list[str] | None = None) -> int:
     inspect.add_argument("--rank", type=int, default=0, help="data-parallel rank (default 0)")
     inspect.add_argument("--world-size", type=int, default=1, help="data-parallel ranks (1)")
     inspect.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    inspect.add_argument(
+        "--log",
+        help="an online run's weight log: a JSON file of its saved state (or of the log alone)",
+    )
     inspect.set_defaults(run=_inspect)
     plot = sub.add_parser(
         "plot",

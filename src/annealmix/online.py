@@ -38,6 +38,7 @@ import numpy as np
 from . import _validate
 from ._counts import Carried, Tokens
 from .mixture import Mixture, Segment
+from .plan import Plan
 from .tokens import TokenPlan, _check_lengths
 
 __all__ = ["OnlinePlan"]
@@ -189,6 +190,25 @@ class OnlinePlan(TokenPlan):
         arguments = self._arguments_online()
         arguments["log"] = log
         return OnlinePlan(self.mixture, **arguments)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, log: Sequence[tuple[int, Any]] = ()) -> OnlinePlan:
+        """The online plan over ``plan``'s schedule, sizes, seed and orders (and its
+        lengths, for a ``TokenPlan``), under ``log``: e.g. to look up the steps of
+        an online run from its saved state."""
+        if plan.sizes is None:
+            raise ValueError("an online plan needs the plan's sizes: build it with sizes=")
+        names = plan.mixture.sources
+        lengths = getattr(plan, "lengths", None)
+        return cls(
+            plan.mixture,
+            global_batch_size=plan.global_batch_size,
+            sizes=dict(zip(names, plan.sizes)),
+            lengths=None if lengths is None else dict(zip(names, lengths)),
+            seed=plan.seed,
+            order=dict(zip(names, plan.orders)),
+            log=log,
+        )
 
     def weights_at(self, step: int | np.ndarray) -> np.ndarray:
         """The realized weights: the schedule tilted by the log."""
