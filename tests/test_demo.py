@@ -210,3 +210,21 @@ def test_confidence_intervals_and_indistinguishable_arms():
             records.append(rec | {"arm": arm, "seed": seed, "samples": samples})
     rows = {r["arm"]: r for r in summarise(records)}
     assert rows["a"]["indistinguishable"] == ["b"] and rows["c"]["indistinguishable"] == []
+
+
+def test_the_online_arm_learns_its_tilt_and_logs_it(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from annealmix.cli import main
+
+    args = ["demo", "--quick", "--arms", "online,cosine", "--seeds", "1", "--out", str(tmp_path)]
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    online = next(r for r in results["runs"] if r["arm"] == "online")
+    log = online["log"]
+    # an update every 10 steps, in force from the step after the next (commit_delay)
+    assert log and all(step % 10 == 1 for step, _ in log)
+    assert online["max_count_error"] < 1  # two sources: within a sample of the realized mix
+    cosine = next(r for r in results["runs"] if r["arm"] == "cosine")
+    assert online["weight_code"] != cosine["weight_code"]  # the tilt moved the mix
+    realized = np.cumsum(np.array(online["share_code"]) * online["config"]["batch"])
+    assert realized[-1] == online["samples"]["code"]

@@ -5,7 +5,11 @@ prose inside the same window (the middle half of training by default). Abrupt,
 linear and cosine moves are symmetric about the window's middle, so each gives
 the two domains the same number of samples over the run (to within one sample:
 the plan is exact); ``replay`` ends with a 5% share of code ("maintain a mixture")
-and so spends more samples on code, which is what it is about.
+and so spends more samples on code, which is what it is about. ``online`` (not in
+the default set: ``--arms online,cosine,constant``) follows the cosine move with a
+learned tilt: every ``update_every`` steps a controller reads the two domains'
+training losses and commits new weights (``annealmix.online``), so its samples
+per domain are whatever it learns, and the leaderboard counts them as they fall.
 
 Arms come by name (``ARMS``) or from a TOML file of ``[[arms]]`` tables::
 
@@ -42,12 +46,17 @@ class Arm:
         schedule: the curve of the move (``None``: a constant 50/50 mix, no move).
         end: the weights the move ends at.
         window: the move's (start, end) as fractions of training.
+        online: a controller that tilts the move by the domains' losses
+            (``"loss"``: ``LossProportional``), or ``None``.
+        update_every: steps between the controller's updates.
     """
 
     name: str
     schedule: Schedule | None
     end: dict[str, float] = field(default_factory=lambda: dict(ALL_PROSE))
     window: tuple[float, float] = (0.25, 0.75)
+    online: str | None = None
+    update_every: int = 10
 
     def __post_init__(self) -> None:
         lo = _validate.unit_interval(f"arm {self.name!r} window start", self.window[0])
@@ -78,6 +87,7 @@ ARMS: dict[str, Arm] = {
         name="replay", schedule=get_schedule("cosine"), end={"code": 0.05, "prose": 0.95}
     ),
     "constant": Arm(name="constant", schedule=None),
+    "online": Arm(name="online", schedule=get_schedule("cosine"), online="loss"),
 }
 DEFAULT_ARMS = ("abrupt", "linear", "cosine", "replay", "constant")
 

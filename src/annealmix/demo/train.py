@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..controllers import LossProportional
+from ..online import OnlinePlan
 from ..plan import Plan
 from ..shard import Shard
 from ..sources import TokenWindows
-from ..torch import MixtureDataLoader
+from ..torch import MixtureDataLoader, SourceLosses
 from .arms import Arm
 from .data import DOMAINS, domain_bytes, split
 from .model import GPT, GPTConfig, per_sample_loss
@@ -61,6 +63,11 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         seed=seed,
         sizes={n: len(s) for n, s in train.items()},
     )
+    controller = tracker = None
+    if arm.online is not None:  # the move, tilted by what the domains' losses say
+        plan = OnlinePlan.from_plan(plan)
+        controller = LossProportional(plan.mixture.sources, floor=0.05, max_change=0.1)
+        tracker = SourceLosses(plan.mixture.sources)
     loader = MixtureDataLoader(train, plan, Shard(global_batch_size=cfg.batch), num_steps=cfg.steps)
     model = GPT(
         GPTConfig(seq_len=cfg.seq_len, num_layers=cfg.layers, num_heads=cfg.heads, dim=cfg.dim)
@@ -82,8 +89,14 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         lr = cfg.learning_rate(step)
         for group in opt.param_groups:
             group["lr"] = lr
-        loss = per_sample_loss(model, batch["sample"].to(cfg.device)).mean()
+        per_sample = per_sample_loss(model, batch["sample"].to(cfg.device))
+        loss = per_sample.mean()
         loss.backward()
+        if tracker is not None:
+            tracker.add(per_sample, batch["source"])
+            if (step + 1) % arm.update_every == 0 and step + 1 < cfg.steps:
+                weights = loader.stream.plan.weights_at(step + 1)
+                loader.commit(controller.update(tracker.reduce(), weights))
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -95,17 +108,25 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         curves["weight_code"].append(metrics["mix/weight/code"])
         curves["share_code"].append(metrics["mix/share/code"])
         curves["lr"].append(lr)
-        target = plan.targets(step)
+        realized = loader.stream.plan  # an online arm's plan grows its log as it goes
+        target = realized.targets(step) if controller is None else None
         for k, name in enumerate(plan.mixture.sources):
             samples[name] = int(metrics[f"mix/samples/{name}"])
-            count_error = max(count_error, abs(samples[name] - float(target[k])))
+            if target is not None:
+                count_error = max(count_error, abs(samples[name] - float(target[k])))
         if progress is not None and (step + 1) % cfg.eval_every == 0:
             progress.put(cfg.eval_every)
     final = _evaluate(model, held, cfg.device)
     curves["eval_step"].append(cfg.steps)
     curves["eval_code"].append(final["code"])
     curves["eval_prose"].append(final["prose"])
+    plan = loader.stream.plan
     targets = plan.targets(cfg.steps - 1)
+    if controller is not None:  # the realized weights' targets, against the final log
+        counts = np.cumsum(plan.counts(0, cfg.steps), axis=0)
+        realized = cfg.batch * np.cumsum(plan.weights_at(np.arange(cfg.steps)), axis=0)
+        count_error = float(np.abs(counts - realized).max())
+        rec["log"] = plan.log_entries()
     rec |= curves
     rec["samples"] = samples
     rec["target_samples"] = dict(zip(plan.mixture.sources, targets.tolist()))
