@@ -259,6 +259,7 @@ def test_torch_api_is_frozen_and_sorted():
         "MixtureBatchSampler",
         "MixtureDataLoader",
         "MixtureIterableDataset",
+        "SourceLosses",
         "all_reduce_metrics",
         "collated",
         "loss_by_source",
