@@ -29,3 +29,12 @@ def describe() -> str:
         f"Python {platform.python_version()}, {platform.machine()} {cpu_model()} "
         f"({cores} cores), {datetime.date.today()}"
     )
+
+
+def report(lines: list[str], out: str | None) -> None:
+    """Print a benchmark's markdown, and write it to ``out`` when given."""
+    text = "\n".join(lines)
+    print(text)
+    if out:
+        with open(out, "w") as f:
+            f.write(text)

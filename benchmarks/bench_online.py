@@ -22,7 +22,7 @@ import argparse
 import json
 
 import numpy as np
-from _machine import describe
+from _machine import describe, report
 from bench_plan import best_of
 
 from annealmix import Mixture, Plan, Position, Stream
@@ -160,11 +160,7 @@ def main() -> None:
     lines += ["## Looking a step up\n"] + lookups(rng) + [""]
     lines += ["## Planning throughput (a Stream, 64 steps per chunk)\n"] + throughput(rng) + [""]
     lines += ["## The bound, measured\n"] + bound(args.trials, rng) + [""]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

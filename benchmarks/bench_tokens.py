@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from _machine import describe
+from _machine import describe, report
 from bench_plan import best_of
 
 from annealmix import Mixture, Phase, Plan, Stream, TokenPlan
@@ -159,11 +159,7 @@ def main() -> None:
         "bytes per sample of the run (dataset index int16 + sample index int64).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    report(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -37,3 +37,21 @@ def _same(a: Any, b: Any) -> bool:
             np.array_equal(getattr(a, f), getattr(b, f)) for f in ("sources", "draws", "indices")
         )
     return a == b
+
+
+def resumed_indices(plan: Any, state: dict, world: int, start: int, stop: int):
+    """Sample indices of steps [start, stop) of the global batch, put together from
+    ``world`` ranks that each resume ``state`` (taken at step ``start``)."""
+    import numpy as np
+
+    from annealmix import Shard, Stream
+
+    b = plan.global_batch_size
+    got = np.empty((stop - start, b), dtype=np.int64)
+    for rank in range(world):
+        s = Stream(plan, Shard(global_batch_size=b, world_size=world, rank=rank))
+        s.load_state_dict(state)
+        cols = s.shard.columns(np.arange(start, stop))
+        rows = slice(None) if isinstance(cols, slice) else np.arange(stop - start)[:, None]
+        got[rows, cols] = s.take(stop - start).indices
+    return got
