@@ -110,6 +110,49 @@ def test_measures_on_a_known_curve():
     assert m["prose_rise"] == 0 and m["prose_rise_steps"] == 0  # prose only falls
     assert m["forgetting"] == pytest.approx(2.2 - 1.9)
     assert m["final_mean"] == pytest.approx((2.2 + 1.8) / 2)
+    assert np.isnan(m["turn"]) and np.isnan(m["v_jump"]) and np.isnan(m["alignment"])
+
+
+def test_the_gradient_measures_on_known_curves():
+    rec = synthetic([2.0] * 13)  # the mix moves at steps 4..7; margin max(5, 12 // 10) = 5
+    rec["grad_cos"] = [float("nan"), 0.9, 0.8, 0.9, 0.2, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+    rec["v_ratio"] = [float("nan"), 1.0, 1.0, 1.0, 6.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    rec["align"] = [0.5, 0.5, 0.5, 0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5]
+    m = measure(rec)
+    assert m["turn"] == pytest.approx((0.9 + 0.8 + 0.9) / 3 - 0.2)  # NaN before step 1 skipped
+    assert m["v_jump"] == pytest.approx(6.0)
+    assert m["alignment"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 + 0.5) / 5)  # evals 4..8
+
+
+def test_the_wsd_schedule_decays_from_the_window_start():
+    from annealmix.demo.settings import RunConfig
+
+    cfg = RunConfig(steps=101, lr=1.0, warmup=10, lr_schedule="wsd")
+    assert cfg.learning_rate(4) == pytest.approx(0.5)  # warm-up
+    assert cfg.learning_rate(20) == cfg.learning_rate(25) == 1.0  # stable up to 25%
+    assert cfg.learning_rate(100) == pytest.approx(0.1)  # linear decay to 10% at the end
+    assert cfg.learning_rate(50) == pytest.approx(1 - 0.9 * (0.5 - 0.25) / 0.75)
+
+
+def test_the_learning_rate_axis_ranks_arms_within_each_schedule():
+    from annealmix.demo.report import leaderboard, summarise
+
+    records = []
+    for lr, base in (("constant", 2.0), ("wsd", 1.0)):
+        for arm, shift in (("abrupt", 0.1), ("cosine", 0.0)):
+            for seed in range(2):
+                rec = synthetic([base + shift + 0.01 * seed] * 13)
+                rec |= {"arm": f"{arm}@{lr}", "seed": seed, "samples": {"code": 1, "prose": 1}}
+                rec["config"] = {"steps": 12, "lr_schedule": lr}
+                records.append(rec)
+    rows = summarise(records)
+    assert [r["arm"] for r in rows] == ["cosine@constant", "abrupt@constant", "cosine@wsd",
+                                        "abrupt@wsd"]  # fmt: skip
+    assert all(r["lr_schedule"] in r["arm"] for r in rows)
+    assert all(o.split("@")[1] == r["lr_schedule"] for r in rows for o in r["indistinguishable"])
+    table = leaderboard(rows)
+    assert "learning rate: constant" in table and "learning rate: wsd" in table
+    assert sum(line.startswith("| 1 |") for line in table.splitlines()) == 2  # per schedule
 
 
 @pytest.mark.parametrize(
@@ -120,6 +163,9 @@ def test_measures_on_a_known_curve():
         (["--device", "tpu"], "unknown --device 'tpu'"),
         (["--seeds", "0"], "--seeds must be >= 1, got 0"),
         (["--jobs", "0"], "--jobs must be >= 1, got 0"),
+        (["--lr-schedule", "wsd,linear"], "unknown --lr-schedule 'linear'"),
+        (["--lr-schedule", "wsd,wsd"], "names a schedule twice"),
+        (["--lr-schedule", ","], "--lr-schedule is empty"),
     ],
 )
 def test_demo_refuses_bad_arms_and_devices_before_training(tmp_path, capsys, args, message):

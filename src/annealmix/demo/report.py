@@ -13,7 +13,20 @@ Measures, per run (then mean and spread over seeds per arm):
   its pre-switch level, during the move and shortly after;
 - ``grad_jump``: the largest gradient norm from the switch to shortly after the
   move, minus the mean before the switch, in units of the pre-switch standard
-  deviation (how unusual the jump is against normal step-to-step fluctuation).
+  deviation (how unusual the jump is against normal step-to-step fluctuation);
+- ``turn``: how far the gradient's direction turns: the mean cosine between
+  consecutive steps' gradients before the switch, minus its lowest value from the
+  switch to shortly after the move (the post's "sudden shift in gradient
+  statistics", as a direction rather than a size);
+- ``v_jump``: the largest ratio of the squared gradient to AdamW's second-moment
+  estimate over the same window, divided by its mean before the switch: how far
+  the new gradients outgrow what the optimizer's normalisation expects;
+- ``alignment``: the mean cosine between the gradients of the two domains'
+  held-out losses at the evaluations inside the move (1: the domains pull the
+  weights the same way; 0: unrelated; below 0: against each other).
+
+With several learning-rate schedules (``--lr-schedule constant,wsd,cosine``) arms are
+named ``arm@schedule`` and ranked, and compared, within their schedule.
 
 Per arm, the leaderboard also gives the 95% confidence interval of the mean final
 loss over seeds (Student's t) and the arms whose intervals overlap it: arms this
@@ -48,6 +61,9 @@ MEASURES = (
     "prose_rise_steps",
     "train_jump",
     "grad_jump",
+    "turn",
+    "v_jump",
+    "alignment",
     "max_count_error",
     "tokens_per_s",
 )
@@ -118,19 +134,39 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     window = grad[start : min(steps_total, end + margin)]
     spread = pre.std() if pre.size > 1 else np.nan
     out["grad_jump"] = float((window.max() - pre.mean()) / spread) if spread > 0 else np.nan
+    cos = np.asarray(rec.get("grad_cos", []), dtype=float)
+    out["turn"] = _drop(cos, start, end, margin)
+    ratio = np.asarray(rec.get("v_ratio", []), dtype=float)
+    pre, window = ratio[max(0, start - margin) : start], ratio[start : end + margin]
+    pre, window = pre[np.isfinite(pre)], window[np.isfinite(window)]
+    out["v_jump"] = float(window.max() / pre.mean()) if pre.size and window.size else np.nan
+    align = np.asarray(rec.get("align", []), dtype=float)
+    inside = (steps[: align.size] >= start) & (steps[: align.size] <= end)
+    out["alignment"] = float(align[inside].mean()) if inside.any() else np.nan
     out["max_count_error"] = float(rec["max_count_error"])
     out["tokens_per_s"] = float(rec["tokens_per_s"])
     return out
 
 
+def _drop(cos: np.ndarray, start: int, end: int, margin: int) -> float:
+    pre = cos[max(0, start - margin) : start]
+    window = cos[start : end + margin]
+    pre, window = pre[np.isfinite(pre)], window[np.isfinite(window)]
+    return float(pre.mean() - window.min()) if pre.size and window.size else np.nan
+
+
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per arm: mean and standard deviation of every measure over seeds, ranked."""
+    """Per arm: mean and standard deviation of every measure over seeds, ranked
+    within each learning-rate schedule."""
     arms: dict[str, list[dict[str, float]]] = {}
+    schedule: dict[str, str] = {}
     for rec in records:
         arms.setdefault(rec["arm"], []).append(measure(rec))
+        schedule[rec["arm"]] = rec["config"].get("lr_schedule", "constant")
+    order = list(dict.fromkeys(schedule.values()))
     rows = []
     for arm, runs in arms.items():
-        row: dict[str, Any] = {"arm": arm, "seeds": len(runs)}
+        row: dict[str, Any] = {"arm": arm, "seeds": len(runs), "lr_schedule": schedule[arm]}
         for key in MEASURES:
             values = np.array([r[key] for r in runs], dtype=float)
             row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
@@ -140,12 +176,13 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         row["samples_code"] = samples[0]["code"]
         row["samples_prose"] = samples[0]["prose"]
         rows.append(row)
-    rows.sort(key=lambda r: r["final_mean"])
+    rows.sort(key=lambda r: (order.index(r["lr_schedule"]), r["final_mean"]))
     for row in rows:  # arms whose 95% intervals of the final mean loss overlap this one's
         row["indistinguishable"] = [
             other["arm"]
             for other in rows
             if other is not row
+            and other["lr_schedule"] == row["lr_schedule"]
             and abs(other["final_mean"] - row["final_mean"])
             <= row["final_mean_ci"] + other["final_mean_ci"]
         ]
@@ -160,7 +197,14 @@ def _cell(row: dict[str, Any], key: str, digits: int = 3) -> str:
 
 
 def leaderboard(rows: list[dict[str, Any]]) -> str:
-    """The ranked table, as Markdown."""
+    """The ranked table, as Markdown; one per learning-rate schedule when there are
+    several."""
+    schedules = list(dict.fromkeys(r["lr_schedule"] for r in rows))
+    if len(schedules) > 1:
+        return "\n\n".join(
+            f"learning rate: {lr}\n\n" + leaderboard([r for r in rows if r["lr_schedule"] == lr])
+            for lr in schedules
+        )
     head = [
         "rank",
         "arm",
@@ -174,6 +218,9 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
         "prose rise (steps)",
         "train-loss jump",
         "grad-norm jump (σ)",
+        "gradient turn",
+        "2nd-moment jump (x)",
+        "domain alignment",
         "samples code/prose",
         "max count error",
         "tokens/s",
@@ -193,6 +240,9 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
             f"{_cell(r, 'prose_rise')} ({r['prose_rise_steps']:.0f})",
             _cell(r, "train_jump"),
             _cell(r, "grad_jump", 1),
+            _cell(r, "turn", 2),
+            _cell(r, "v_jump", 1),
+            _cell(r, "alignment", 2),
             f"{r['samples_code']}/{r['samples_prose']}",
             f"{r['max_count_error']:.2f}",
             f"{r['tokens_per_s']:,.0f}",
@@ -221,19 +271,11 @@ def write_outputs(
     path = out / "curves.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(
-            ["arm", "seed", "step", "train_loss", "grad_norm", "weight_code", "share_code", "lr"]
-        )
+        columns = ("train_loss", "grad_norm", "weight_code", "share_code", "lr", "grad_cos",
+                   "v_ratio")  # fmt: skip
+        w.writerow(["arm", "seed", "step", *columns])
         for rec in records:
-            for step, row in enumerate(
-                zip(
-                    rec["train_loss"],
-                    rec["grad_norm"],
-                    rec["weight_code"],
-                    rec["share_code"],
-                    rec["lr"],
-                )
-            ):
+            for step, row in enumerate(zip(*(rec[c] for c in columns))):
                 w.writerow([rec["arm"], rec["seed"], step, *row])
     written.append(path)
     path = out / "leaderboard.md"

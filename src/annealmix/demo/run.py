@@ -17,7 +17,7 @@ from .. import _validate
 from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .report import summarise, write_outputs
-from .settings import RunConfig
+from .settings import LR_SCHEDULES, RunConfig
 
 __all__ = ["add_arguments", "main", "run"]
 
@@ -52,9 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
     p.add_argument(
         "--lr-schedule",
-        choices=("constant", "cosine"),
         default="constant",
-        help="constant (default: keeps the learning rate out of the switch) or cosine",
+        help="constant (default: keeps the learning rate out of the switch), wsd (warm-up, "
+        "stable, then a decay from 25%% of training on: the moves fall inside it) or cosine; "
+        "a comma-separated list runs every arm under each: the learning-rate axis",
     )
     p.add_argument(
         "--device",
@@ -84,14 +85,20 @@ def _job(arm: Arm, seed: int, cfg: RunConfig, queue: Any) -> dict[str, Any]:
     return train_one(arm, seed, cfg, queue)
 
 
-def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str, Any]]:
-    """Train every arm with every seed; returns the records in (arm, seed) order."""
-    tasks = [(arm, seed) for arm in arms for seed in range(seeds)]
+def run(
+    arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int, lr_schedules: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Train every arm with every seed (under each learning-rate schedule given, else
+    ``cfg``'s); returns the records in (schedule, arm, seed) order. With more than
+    one schedule an arm's records are named ``arm@schedule``."""
+    schedules = lr_schedules or (cfg.lr_schedule,)
+    cfgs = {lr: replace(cfg, lr_schedule=lr) for lr in schedules}
+    tasks = [(lr, arm, seed) for lr in schedules for arm in arms for seed in range(seeds)]
     bar, done = Progress(len(tasks) * cfg.steps, "steps", delay=0.0), 0
     ctx = mp.get_context("spawn")
     with ctx.Manager() as manager, ProcessPoolExecutor(jobs, mp_context=ctx) as pool:
         queue = manager.Queue()
-        futures = {pool.submit(_job, a, s, cfg, queue): (a.name, s) for a, s in tasks}
+        futures = {pool.submit(_job, a, s, cfgs[lr], queue): (lr, a.name, s) for lr, a, s in tasks}
         records, pending, shown = {}, set(futures), -1
         while pending:
             while not queue.empty():
@@ -105,7 +112,11 @@ def run(arms: list[Arm], seeds: int, cfg: RunConfig, jobs: int) -> list[dict[str
             if pending:
                 time.sleep(0.2)
         bar.close()
-    return [records[(a.name, s)] for a, s in tasks]
+    out = [records[(lr, a.name, s)] for lr, a, s in tasks]
+    if len(schedules) > 1:
+        for rec in out:
+            rec["arm"] = f"{rec['arm']}@{rec['config']['lr_schedule']}"
+    return out
 
 
 def _device(device: str) -> str:
@@ -175,7 +186,14 @@ def main(args: argparse.Namespace) -> int:
     cfg = QUICK if args.quick else RunConfig()
     if not args.quick:
         cfg = replace(cfg, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr)
-    cfg = replace(cfg, lr_schedule=args.lr_schedule)
+    schedules = tuple(s.strip() for s in args.lr_schedule.split(",") if s.strip())
+    if not schedules:
+        raise ValueError(f"--lr-schedule is empty; give one or more of {', '.join(LR_SCHEDULES)}")
+    for lr in schedules:
+        _validate.choice("--lr-schedule", lr, LR_SCHEDULES)
+    if len(set(schedules)) != len(schedules):
+        raise ValueError(f"--lr-schedule names a schedule twice: {args.lr_schedule!r}")
+    cfg = replace(cfg, lr_schedule=schedules[0])
     seeds = 1 if args.quick else args.seeds
     if args.arms_config is not None:
         arms = load_arms(args.arms_config)
@@ -188,11 +206,11 @@ def main(args: argparse.Namespace) -> int:
     _check_steps(cfg, arms)
     print(
         f"annealmix demo: {len(arms)} arms x {seeds} seeds, {cfg.steps} steps of "
-        f"{cfg.batch} x {cfg.seq_len} bytes, lr {cfg.lr} ({cfg.lr_schedule}), "
+        f"{cfg.batch} x {cfg.seq_len} bytes, lr {cfg.lr} ({', '.join(schedules)}), "
         f"{args.jobs} at a time on {cfg.device}"
     )
     started = time.perf_counter()
-    records = run(arms, seeds, cfg, max(1, args.jobs))
+    records = run(arms, seeds, cfg, max(1, args.jobs), schedules)
     rows = summarise(records)
     from .report import leaderboard
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["RunConfig"]
+__all__ = ["LR_SCHEDULES", "RunConfig"]
+
+LR_SCHEDULES = ("constant", "wsd", "cosine")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -19,7 +21,11 @@ class RunConfig:
         dim, layers, heads: model size.
         lr: AdamW peak learning rate.
         lr_schedule: ``"constant"`` (default: keeps the learning-rate effect out of
-            the switch) or ``"cosine"`` (decay to 10% over the run).
+            the switch), ``"cosine"`` (decay to 10% over the run) or ``"wsd"``
+            (warm-up, stable, then a linear decay to 10% from ``decay_start`` on:
+            the arms' moves, 25% to 75% of training, fall inside the decay, as a
+            mid-training anneal does).
+        decay_start: where ``"wsd"`` starts to decay, a fraction of training.
         warmup: linear warm-up steps.
         eval_every: steps between held-out evaluations.
         eval_samples: held-out samples per domain per evaluation.
@@ -35,6 +41,7 @@ class RunConfig:
     heads: int = 4
     lr: float = 3e-3
     lr_schedule: str = "constant"
+    decay_start: float = 0.25
     warmup: int = 30
     eval_every: int = 25
     eval_samples: int = 128
@@ -46,4 +53,7 @@ class RunConfig:
         if self.lr_schedule == "constant":
             return self.lr * warm
         progress = step / max(1, self.steps - 1)
+        if self.lr_schedule == "wsd":
+            decay = max(0.0, (progress - self.decay_start) / (1.0 - self.decay_start))
+            return self.lr * warm * (1.0 - 0.9 * decay)
         return self.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))

@@ -41,6 +41,42 @@ def _sources(cfg: RunConfig) -> tuple[dict[str, TokenWindows], dict[str, torch.T
     return train, held
 
 
+def _flat_grad(model: GPT) -> torch.Tensor:
+    return torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-30))
+
+
+def _alignment(model: GPT, held: dict[str, torch.Tensor], device: str, rows: int = 32) -> float:
+    """Cosine between the gradients of the two domains' held-out losses (first ``rows``
+    samples each): do the domains pull the weights the same way? (``.grad`` untouched.)"""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = []
+    for x in held.values():
+        loss = per_sample_loss(model, x[:rows].to(device)).mean()
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, params)]))
+    return _cosine(*grads)
+
+
+def _second_moment_ratio(opt: torch.optim.Optimizer, model: GPT) -> float:
+    """Mean squared gradient over AdamW's bias-corrected second moment, before the
+    step: 1 when the gradients are as large as Adam expects, far above after a
+    shift it has not seen (NaN before the first step)."""
+    num = den = 0.0
+    for group in opt.param_groups:
+        beta2 = group["betas"][1]
+        for p in group["params"]:
+            state = opt.state.get(p)
+            if p.grad is None or not state or "exp_avg_sq" not in state:
+                return float("nan")
+            t = float(state["step"])
+            num += float(p.grad.pow(2).sum())
+            den += float(state["exp_avg_sq"].sum()) / (1 - beta2**t)
+    return num / den if den > 0 else float("nan")
+
+
 @torch.no_grad()
 def _evaluate(model: GPT, held: dict[str, torch.Tensor], device: str) -> dict[str, float]:
     model.eval()
@@ -77,6 +113,8 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
     rec["switch"] = list(arm.switch_steps(cfg.steps)) if arm.schedule is not None else None
     curves = {k: [] for k in ("eval_step", "eval_code", "eval_prose", "train_loss", "grad_norm")}
     curves |= {"weight_code": [], "share_code": [], "lr": []}
+    curves |= {"grad_cos": [], "v_ratio": [], "align": []}
+    previous = None  # the last step's gradient, for the change of direction
     samples = dict.fromkeys(DOMAINS, 0)
     tokens, elapsed, count_error = 0, 0.0, 0.0
     for step, batch in enumerate(loader):
@@ -85,6 +123,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
             curves["eval_step"].append(step)
             curves["eval_code"].append(losses["code"])
             curves["eval_prose"].append(losses["prose"])
+            curves["align"].append(_alignment(model, held, cfg.device))
         start = time.perf_counter()
         lr = cfg.learning_rate(step)
         for group in opt.param_groups:
@@ -98,6 +137,10 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
                 weights = loader.stream.plan.weights_at(step + 1)
                 loader.commit(controller.update(tracker.reduce(), weights))
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
+        grad = _flat_grad(model)
+        curves["grad_cos"].append(float("nan") if previous is None else _cosine(grad, previous))
+        curves["v_ratio"].append(_second_moment_ratio(opt, model))
+        previous = grad.clone()
         opt.step()
         opt.zero_grad(set_to_none=True)
         elapsed += time.perf_counter() - start
