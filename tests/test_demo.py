@@ -274,3 +274,31 @@ def test_the_online_arm_learns_its_tilt_and_logs_it(tmp_path, capsys):
     assert online["weight_code"] != cosine["weight_code"]  # the tilt moved the mix
     realized = np.cumsum(np.array(online["share_code"]) * online["config"]["batch"])
     assert realized[-1] == online["samples"]["code"]
+
+
+def test_presets_size_the_model_and_flags_override_them(monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    import annealmix.demo.run as demo_run
+    from annealmix.cli import main
+    from annealmix.demo.model import GPT, GPTConfig
+
+    medium = demo_run.PRESETS["medium"]
+    model = GPT(GPTConfig(seq_len=medium.seq_len, num_layers=medium.layers,
+                          num_heads=medium.heads, dim=medium.dim))  # fmt: skip
+    params = sum(p.numel() for p in model.parameters())
+    assert 10e6 < params < 100e6 and medium.steps >= 1000  # tens of millions, thousands
+    assert demo_run.PRESETS["small"] == demo_run.RunConfig()  # the default demo is unchanged
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run(arms, seeds, cfg, jobs, schedules):
+        seen["cfg"] = cfg
+        raise Stop
+
+    monkeypatch.setattr(demo_run, "run", fake_run)
+    with pytest.raises(Stop):
+        main(["demo", "--preset", "medium", "--steps", "1200", "--device", "cpu",
+              "--out", str(tmp_path)])  # fmt: skip
+    assert seen["cfg"].steps == 1200 and seen["cfg"].dim == 512 and seen["cfg"].device == "cpu"

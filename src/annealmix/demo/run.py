@@ -19,7 +19,7 @@ from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .report import summarise, write_outputs
 from .settings import LR_SCHEDULES, RunConfig
 
-__all__ = ["add_arguments", "main", "run"]
+__all__ = ["PRESETS", "add_arguments", "main", "run"]
 
 QUICK = RunConfig(
     steps=40,
@@ -35,6 +35,16 @@ QUICK = RunConfig(
 )
 
 
+# small: the default, about 3 minutes for 5 arms x 3 seeds on 2 CPU cores. medium: a
+# 25M-parameter model (8 layers, width 512, 256-byte contexts) for 3,000 steps of 64,
+# meant for one GPU (chosen automatically); the same code, and far too slow on a CPU.
+PRESETS = {
+    "small": RunConfig(),
+    "medium": RunConfig(steps=3000, batch=64, seq_len=256, dim=512, layers=8, heads=8, lr=1e-3,
+                        warmup=100, eval_every=100, eval_samples=256, max_bytes=1 << 24),
+}  # fmt: skip
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
     p.add_argument(
@@ -45,11 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--arms-config", type=Path, help="TOML file of [[arms]] tables, used instead")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
     p.add_argument(
-        "--steps", type=int, default=d.steps, help=f"optimizer steps per run ({d.steps})"
+        "--preset",
+        choices=tuple(PRESETS),
+        default="small",
+        help="model and run size: small (default, CPU minutes) or medium (25M parameters, "
+        "3,000 steps: one GPU)",
     )
-    p.add_argument("--batch", type=int, default=d.batch, help=f"samples per step ({d.batch})")
-    p.add_argument("--seq-len", type=int, default=d.seq_len, help=f"bytes per sample ({d.seq_len})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"AdamW learning rate ({d.lr})")
+    p.add_argument("--steps", type=int, help=f"optimizer steps per run (small: {d.steps})")
+    p.add_argument("--batch", type=int, help=f"samples per step (small: {d.batch})")
+    p.add_argument("--seq-len", type=int, help=f"bytes per sample (small: {d.seq_len})")
+    p.add_argument("--lr", type=float, help=f"AdamW learning rate (small: {d.lr})")
     p.add_argument(
         "--lr-schedule",
         default="constant",
@@ -182,10 +197,12 @@ def _check_steps(cfg: RunConfig, arms: list[Arm]) -> None:
 
 def main(args: argparse.Namespace) -> int:
     for flag in ("seeds", "steps", "jobs", "batch", "seq_len"):
-        _validate.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
-    cfg = QUICK if args.quick else RunConfig()
-    if not args.quick:
-        cfg = replace(cfg, steps=args.steps, batch=args.batch, seq_len=args.seq_len, lr=args.lr)
+        if getattr(args, flag) is not None:
+            _validate.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
+    cfg = QUICK if args.quick else PRESETS[args.preset]
+    if not args.quick:  # flags given override the preset
+        given = {k: getattr(args, k) for k in ("steps", "batch", "seq_len", "lr")}
+        cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
     schedules = tuple(s.strip() for s in args.lr_schedule.split(",") if s.strip())
     if not schedules:
         raise ValueError(f"--lr-schedule is empty; give one or more of {', '.join(LR_SCHEDULES)}")
