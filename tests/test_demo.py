@@ -114,12 +114,14 @@ def test_measures_on_a_known_curve():
 
 
 def test_the_gradient_measures_on_known_curves():
-    rec = synthetic([2.0] * 13)  # the mix moves at steps 4..7; margin max(5, 12 // 10) = 5
+    # the mix moves at steps 4..7; widened to the default window (steps 3..8) and a
+    # margin of max(5, 12 // 10) = 5 steps: [3, 12), against steps 0..2 before it
+    rec = synthetic([2.0] * 13)
     rec["grad_cos"] = [float("nan"), 0.9, 0.8, 0.9, 0.2, 0.5, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
     rec["v_ratio"] = [float("nan"), 1.0, 1.0, 1.0, 6.0, 2.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
     rec["align"] = [0.5, 0.5, 0.5, 0.5, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5]
     m = measure(rec)
-    assert m["turn"] == pytest.approx((0.9 + 0.8 + 0.9) / 3 - 0.2)  # NaN before step 1 skipped
+    assert m["turn"] == pytest.approx((0.9 + 0.8) / 2 - 0.2)  # the NaN at step 0 skipped
     assert m["v_jump"] == pytest.approx(6.0)
     assert m["alignment"] == pytest.approx((0.1 + 0.2 + 0.3 + 0.4 + 0.5) / 5)  # evals 4..8
 

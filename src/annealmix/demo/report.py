@@ -10,17 +10,17 @@ Measures, per run (then mean and spread over seeds per arm):
   ``*_rise_steps``: how many steps after the switch it takes to come back down to
   that level (to the end of training if it never does);
 - ``train_jump``: the largest rise of the training loss (5-step running mean) over
-  its pre-switch level, during the move and shortly after;
-- ``grad_jump``: the largest gradient norm from the switch to shortly after the
-  move, minus the mean before the switch, in units of the pre-switch standard
-  deviation (how unusual the jump is against normal step-to-step fluctuation);
+  its pre-switch level, during the move and shortly after (the loss falls through
+  training, so its level is taken just before the arm's own switch);
+- ``grad_jump``: the largest gradient norm in the window (below) minus its mean
+  before, in units of its standard deviation before (how unusual the jump is
+  against normal step-to-step fluctuation);
 - ``turn``: how far the gradient's direction turns: the mean cosine between
-  consecutive steps' gradients before the switch, minus its lowest value from the
-  switch to shortly after the move (the post's "sudden shift in gradient
-  statistics", as a direction rather than a size);
+  consecutive steps' gradients before the window, minus its lowest value in it
+  (the post's "sudden shift in gradient statistics", as a direction, not a size);
 - ``v_jump``: the largest ratio of the squared gradient to AdamW's second-moment
-  estimate over the same window, divided by its mean before the switch: how far
-  the new gradients outgrow what the optimizer's normalisation expects;
+  estimate in the window, divided by its mean before: how far the new gradients
+  outgrow what the optimizer's normalisation expects;
 - ``alignment``: the mean cosine between the gradients of the two domains'
   held-out losses at the evaluations inside the move (1: the domains pull the
   weights the same way; 0: unrelated; below 0: against each other).
@@ -36,7 +36,11 @@ differences indistinguishable, never the reverse).
 The switch is the first step whose scheduled mix differs from the step before
 (the abrupt arm: the midpoint; a ramp: the start of its window); the constant arm
 has none, so its figures are taken at the default window's start, as a reference
-for noise.
+for noise. The three gradient measures (grad jump, turn, v jump) are taken over one
+window for every arm, the arm's move widened to the default window (25% to 75% of
+training) plus a margin of a tenth of training after it, against the margin before
+it: the largest value of a noisy curve grows with the number of steps it is taken
+over, so each arm's own window would favour the abrupt one, whose move is a step.
 """
 
 from __future__ import annotations
@@ -97,9 +101,7 @@ def _switch(rec: dict[str, Any]) -> tuple[int, int]:
     found = move(rec)
     if found is not None:
         return found
-    steps = rec["config"]["steps"]
-    lo, hi = _REFERENCE_WINDOW
-    return int(round(lo * steps)), int(round(hi * steps)) - 1
+    return _reference(rec["config"]["steps"])
 
 
 def _rise(steps: np.ndarray, loss: np.ndarray, start: int) -> tuple[float, float]:
@@ -126,19 +128,20 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     out["prose_rise"], out["prose_rise_steps"] = _rise(steps, prose, start)
     margin = max(5, steps_total // 10)
     train = np.convolve(np.asarray(rec["train_loss"]), np.ones(5) / 5, mode="same")
-    pre = train[max(0, start - margin) : start]
-    window = train[start : min(steps_total, end + margin)]
+    pre, window = _around(train, start, min(steps_total, end + margin), margin)
     out["train_jump"] = float(window.max() - pre.mean()) if pre.size and window.size else np.nan
-    grad = np.asarray(rec["grad_norm"])
-    pre = grad[max(0, start - margin) : start]
-    window = grad[start : min(steps_total, end + margin)]
+    # The gradient measures look at one window for every arm (its move, widened to
+    # the default window, and a margin after): the largest value of a noisy curve
+    # grows with the steps it is taken over, so each arm's own window would favour
+    # the arm that moves at once.
+    ref = _reference(steps_total)
+    lo, hi = min(start, ref[0]), min(steps_total, max(end, ref[1]) + margin)
+    pre, window = _around(np.asarray(rec["grad_norm"], dtype=float), lo, hi, margin)
     spread = pre.std() if pre.size > 1 else np.nan
     out["grad_jump"] = float((window.max() - pre.mean()) / spread) if spread > 0 else np.nan
-    cos = np.asarray(rec.get("grad_cos", []), dtype=float)
-    out["turn"] = _drop(cos, start, end, margin)
-    ratio = np.asarray(rec.get("v_ratio", []), dtype=float)
-    pre, window = ratio[max(0, start - margin) : start], ratio[start : end + margin]
-    pre, window = pre[np.isfinite(pre)], window[np.isfinite(window)]
+    pre, window = _around(np.asarray(rec.get("grad_cos", []), dtype=float), lo, hi, margin)
+    out["turn"] = float(pre.mean() - window.min()) if pre.size and window.size else np.nan
+    pre, window = _around(np.asarray(rec.get("v_ratio", []), dtype=float), lo, hi, margin)
     out["v_jump"] = float(window.max() / pre.mean()) if pre.size and window.size else np.nan
     align = np.asarray(rec.get("align", []), dtype=float)
     inside = (steps[: align.size] >= start) & (steps[: align.size] <= end)
@@ -148,11 +151,15 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def _drop(cos: np.ndarray, start: int, end: int, margin: int) -> float:
-    pre = cos[max(0, start - margin) : start]
-    window = cos[start : end + margin]
-    pre, window = pre[np.isfinite(pre)], window[np.isfinite(window)]
-    return float(pre.mean() - window.min()) if pre.size and window.size else np.nan
+def _reference(steps: int) -> tuple[int, int]:
+    lo, hi = _REFERENCE_WINDOW
+    return int(round(lo * steps)), int(round(hi * steps)) - 1
+
+
+def _around(curve: np.ndarray, lo: int, hi: int, margin: int) -> tuple[np.ndarray, np.ndarray]:
+    """The finite values of ``curve`` in the ``margin`` steps before ``lo``, and in [lo, hi)."""
+    pre, window = curve[max(0, lo - margin) : lo], curve[lo:hi]
+    return pre[np.isfinite(pre)], window[np.isfinite(window)]
 
 
 def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -49,7 +49,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(torch.dot(a, b) / (a.norm() * b.norm()).clamp_min(1e-30))
 
 
-def _alignment(model: GPT, held: dict[str, torch.Tensor], device: str, rows: int = 32) -> float:
+def _alignment(model: GPT, held: dict[str, torch.Tensor], device: str, rows: int = 16) -> float:
     """Cosine between the gradients of the two domains' held-out losses (first ``rows``
     samples each): do the domains pull the weights the same way? (``.grad`` untouched.)"""
     params = [p for p in model.parameters() if p.requires_grad]
