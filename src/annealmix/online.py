@@ -64,10 +64,14 @@ class _Tilted:
     def weights_at(self, step: int | np.ndarray) -> np.ndarray:
         steps = np.asarray(step)
         out = self.base.weights_at(steps)
-        for i, (first, tilt) in enumerate(self.tilts):
-            stop = self.tilts[i + 1][0] if i + 1 < len(self.tilts) else None
-            within = (steps >= first) if stop is None else ((steps >= first) & (steps < stop))
-            out[within] = self._tilt(out[within], tilt)
+        if not self.tilts:
+            return out
+        cuts = np.array([s for s, _ in self.tilts])
+        which = np.searchsorted(cuts, steps, side="right") - 1  # the entry in force, or -1
+        tilted = which >= 0
+        if tilted.any():
+            table = np.stack([t for _, t in self.tilts])
+            out[tilted] = self._tilt(out[tilted], table[which[tilted]])
         return out
 
     def segments(self) -> tuple[Segment, ...]:
