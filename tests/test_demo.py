@@ -168,6 +168,8 @@ def test_the_learning_rate_axis_ranks_arms_within_each_schedule():
         (["--lr-schedule", "wsd,linear"], "unknown --lr-schedule 'linear'"),
         (["--lr-schedule", "wsd,wsd"], "names a schedule twice"),
         (["--lr-schedule", ","], "--lr-schedule is empty"),
+        (["--domains", "code,code"], "two different domains"),
+        (["--domains", "code,poetry"], "unknown domain 'poetry'"),
     ],
 )
 def test_demo_refuses_bad_arms_and_devices_before_training(tmp_path, capsys, args, message):
@@ -304,3 +306,35 @@ def test_presets_size_the_model_and_flags_override_them(monkeypatch, tmp_path):
         main(["demo", "--preset", "medium", "--steps", "1200", "--device", "cpu",
               "--out", str(tmp_path)])  # fmt: skip
     assert seen["cfg"].steps == 1200 and seen["cfg"].dim == 512 and seen["cfg"].device == "cpu"
+
+
+def test_the_generated_math_domain_is_exact_arithmetic_and_deterministic():
+    from annealmix.demo.data import domain_bytes
+
+    raw = domain_bytes("math", 1 << 14).tobytes().decode("ascii")
+    assert raw == domain_bytes("math", 1 << 14).tobytes().decode("ascii")
+    lines = raw.splitlines()[:-1]  # the last may be cut
+    for line in lines[:200]:
+        x, op, y, eq, value = line.split()
+        assert eq == "=" and int(value) == {"+": int(x) + int(y), "-": int(x) - int(y),
+                                            "*": int(x) * int(y)}[op]  # fmt: skip
+    assert len(raw) == 1 << 14
+
+
+def test_the_arms_can_move_into_the_math_domain(tmp_path):
+    pytest.importorskip("torch")
+    from annealmix.cli import main
+
+    args = ["demo", "--quick", "--arms", "abrupt,replay", "--domains", "code,math",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert main(args) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    run = results["runs"][0]
+    assert run["config"]["domains"] == ["code", "math"]
+    assert set(run["samples"]) == {"code", "math"} and "eval_math" in run
+    row = results["leaderboard"][0]
+    assert "final_math" in row and "samples_math" in row
+    table = (tmp_path / "leaderboard.md").read_text()
+    assert "final math" in table and "samples code/math" in table
+    replay = next(r for r in results["runs"] if r["arm"] == "replay")
+    assert replay["weight_code"][-1] == pytest.approx(0.05)  # keeps 5% of the first domain

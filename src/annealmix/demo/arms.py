@@ -23,18 +23,16 @@ Arms come by name (``ARMS``) or from a TOML file of ``[[arms]]`` tables::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import _validate
 from ..mixture import Mixture, Phase
 from ..schedules import Schedule, Step, get_schedule, schedule_from_dict
+from .data import DOMAINS
 
 __all__ = ["ARMS", "Arm", "load_arms"]
-
-START = {"code": 1.0, "prose": 0.0}
-ALL_PROSE = {"code": 0.0, "prose": 1.0}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -44,7 +42,9 @@ class Arm:
     Args:
         name: shown in the leaderboard and plots.
         schedule: the curve of the move (``None``: a constant 50/50 mix, no move).
-        end: the weights the move ends at.
+        end: the weights the move ends at, by domain name (``None``: the second
+            domain only but for ``keep``).
+        keep: the first domain's share at the end, when ``end`` is ``None``.
         window: the move's (start, end) as fractions of training.
         online: a controller that tilts the move by the domains' losses
             (``"loss"``: ``LossProportional``), or ``None``.
@@ -53,7 +53,8 @@ class Arm:
 
     name: str
     schedule: Schedule | None
-    end: dict[str, float] = field(default_factory=lambda: dict(ALL_PROSE))
+    end: dict[str, float] | None = None
+    keep: float = 0.0
     window: tuple[float, float] = (0.25, 0.75)
     online: str | None = None
     update_every: int = 10
@@ -71,21 +72,24 @@ class Arm:
             int(round(lo * num_steps)) + 1, int(round(hi * num_steps)) - 1
         )
 
-    def mixture(self, num_steps: int) -> Mixture:
+    def mixture(self, num_steps: int, domains: tuple[str, str] = ("code", "prose")) -> Mixture:
+        """From the first domain alone to ``end`` (default: the second domain)."""
+        old, new = domains
         if self.schedule is None:
-            return Mixture(weights={"code": 0.5, "prose": 0.5})
+            return Mixture(weights={old: 0.5, new: 0.5})
+        end = {old: self.keep, new: 1.0 - self.keep} if self.end is None else self.end
+        for name in end:
+            _validate.choice(f"domain in arm {self.name!r} end:", name, domains)
         a, b = self.switch_steps(num_steps)
-        phase = Phase(start_step=a, end_step=b, weights=self.end, schedule=self.schedule)
-        return Mixture(weights=START, phases=[phase])
+        phase = Phase(start_step=a, end_step=b, weights=end, schedule=self.schedule)
+        return Mixture(weights={old: 1.0, new: 0.0}, phases=[phase])
 
 
 ARMS: dict[str, Arm] = {
     "abrupt": Arm(name="abrupt", schedule=Step(at=0.5)),
     "linear": Arm(name="linear", schedule=get_schedule("linear")),
     "cosine": Arm(name="cosine", schedule=get_schedule("cosine")),
-    "replay": Arm(
-        name="replay", schedule=get_schedule("cosine"), end={"code": 0.05, "prose": 0.95}
-    ),
+    "replay": Arm(name="replay", schedule=get_schedule("cosine"), keep=0.05),
     "constant": Arm(name="constant", schedule=None),
     "online": Arm(name="online", schedule=get_schedule("cosine"), online="loss"),
 }
@@ -113,10 +117,11 @@ def _arm(table: dict[str, Any], where: str) -> Arm:
         raise ValueError(f"{where} needs a name and a schedule, got keys {sorted(table)}")
     raw = table["schedule"]
     schedule = get_schedule(raw) if isinstance(raw, str) else schedule_from_dict(raw)
-    end = dict(table.get("end", ALL_PROSE))
-    for key in end:
-        _validate.choice(f"source in {where} end:", key, ("code", "prose"))
+    end = table.get("end")
+    for key in end or ():
+        _validate.choice(f"source in {where} end:", key, DOMAINS)
     window = tuple(table.get("window", (0.25, 0.75)))
     if len(window) != 2:
         raise ValueError(f"{where} window must be [start, end], got {table['window']!r}")
-    return Arm(name=str(table["name"]), schedule=schedule, end=end, window=window)
+    return Arm(name=str(table["name"]), schedule=schedule, end=None if end is None else dict(end),
+               window=window)  # fmt: skip

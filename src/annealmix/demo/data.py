@@ -1,7 +1,11 @@
-"""Two text domains that ship with Python itself, as byte tokens (vocabulary 256).
+"""The demo's domains, as byte tokens (vocabulary 256): two text domains that ship
+with Python itself, and a generated one that differs from both.
 
 - ``code``: the standard library's own top-level ``.py`` files, in sorted order;
-- ``prose``: the English reference-manual text in ``pydoc_data.topics``, by topic name.
+- ``prose``: the English reference-manual text in ``pydoc_data.topics``, by topic name;
+- ``math``: generated arithmetic, one exercise a line (``417 + 86 = 503``, sums,
+  differences and products of numbers below 1000, from a fixed seed): digits and
+  operators with a structure a model can learn exactly, far from both text domains.
 
 Each domain is split once, deterministically: the last ``held_out`` fraction of its
 bytes is kept for evaluation and never sampled for training.
@@ -18,7 +22,8 @@ from .. import _validate
 
 __all__ = ["DOMAINS", "domain_bytes", "split"]
 
-DOMAINS = ("code", "prose")
+DOMAINS = ("code", "prose", "math")
+_MATH_BYTES = 1 << 22  # generated once per call, cut to max_bytes
 
 
 def _code() -> bytes:
@@ -35,10 +40,27 @@ def _prose() -> bytes:
     return "\n\n".join(topics[name] for name in sorted(topics)).encode("utf-8")
 
 
+def _math(size: int) -> bytes:
+    rng = np.random.default_rng(0x3A7)
+    lines, total = [], 0
+    while total < size:
+        a, b = rng.integers(0, 1000, 4096), rng.integers(0, 1000, 4096)
+        ops = rng.integers(0, 3, 4096)
+        for x, y, op in zip(a.tolist(), b.tolist(), ops.tolist()):
+            sign, value = ("+", x + y) if op == 0 else ("-", x - y) if op == 1 else ("*", x * y)
+            line = f"{x} {sign} {y} = {value}\n"
+            lines.append(line)
+            total += len(line)
+    return "".join(lines).encode("ascii")
+
+
 def domain_bytes(domain: str, max_bytes: int | None = None) -> np.ndarray:
     """The domain's bytes as a uint8 array, at most ``max_bytes`` of them."""
     domain = _validate.choice("domain", domain, DOMAINS)
-    raw = _code() if domain == "code" else _prose()
+    if domain == "math":
+        raw = _math(min(max_bytes or _MATH_BYTES, _MATH_BYTES))
+    else:
+        raw = _code() if domain == "code" else _prose()
     if max_bytes is not None:
         raw = raw[: _validate.integer("max_bytes", max_bytes, minimum=1)]
     return np.frombuffer(raw, dtype=np.uint8)

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from .report import move
+from .report import domains_of, move
 
 __all__ = ["plot_all", "smooth"]
 
@@ -60,7 +60,7 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
         len(arms), 2, figsize=(11, 2.3 * len(arms)), sharex=True, squeeze=False
     )
     for row, (arm, recs) in enumerate(arms.items()):
-        for col, domain in enumerate(("code", "prose")):
+        for col, domain in enumerate(domains_of(recs[0])):
             ax = axes[row, col]
             _shade(ax, recs[0])
             steps = recs[0]["eval_step"]
@@ -125,10 +125,11 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for arm, recs in arms.items():
         r = recs[0]
-        ax.plot(r["weight_code"], color=colors[arm], lw=1.5, label=f"{arm}: scheduled")
-        ax.plot(r["share_code"], color=colors[arm], lw=0, marker=".", ms=2, alpha=0.5)
+        first = domains_of(r)[0]
+        ax.plot(r[f"weight_{first}"], color=colors[arm], lw=1.5, label=f"{arm}: scheduled")
+        ax.plot(r[f"share_{first}"], color=colors[arm], lw=0, marker=".", ms=2, alpha=0.5)
     ax.set_xlabel("step", fontsize=_FONT)
-    ax.set_ylabel("share of code in the batch", fontsize=_FONT)
+    ax.set_ylabel(f"share of {domains_of(records[0])[0]} in the batch", fontsize=_FONT)
     ax.set_title(
         "scheduled weight (lines) and realized share per batch (dots), first seed", fontsize=_FONT
     )

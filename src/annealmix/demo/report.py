@@ -72,6 +72,21 @@ MEASURES = (
     "tokens_per_s",
 )
 _REFERENCE_WINDOW = (0.25, 0.75)
+DEFAULT_DOMAINS = ("code", "prose")
+
+
+def domains_of(rec: dict[str, Any]) -> tuple[str, str]:
+    """The run's (first, second) domain: the arms move from the first to the second."""
+    return tuple(rec["config"].get("domains", DEFAULT_DOMAINS))
+
+
+def measures(domains: tuple[str, str] = DEFAULT_DOMAINS) -> tuple[str, ...]:
+    """``MEASURES`` named for these domains (``final_code`` is ``final_math`` for math)."""
+    old, new = domains
+    return tuple(k.replace("code", "\0").replace("prose", new).replace("\0", old)
+                 for k in MEASURES)  # fmt: skip
+
+
 # Student's t, two-sided 95%, by degrees of freedom (normal beyond the table).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
         9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}  # fmt: skip
@@ -92,7 +107,7 @@ def confidence(values: Any) -> float:
 
 def move(rec: dict[str, Any]) -> tuple[int, int] | None:
     """First and last step at which the scheduled mix changes (``None``: it never does)."""
-    w = np.asarray(rec["weight_code"])
+    w = np.asarray(rec[f"weight_{domains_of(rec)[0]}"])
     changes = np.flatnonzero(np.abs(np.diff(w)) > 1e-12) + 1
     return (int(changes[0]), int(changes[-1])) if changes.size else None
 
@@ -120,12 +135,13 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     steps_total = rec["config"]["steps"]
     start, end = _switch(rec)
     steps = np.asarray(rec["eval_step"])
-    code, prose = np.asarray(rec["eval_code"]), np.asarray(rec["eval_prose"])
-    out = {"final_code": float(code[-1]), "final_prose": float(prose[-1])}
-    out["final_mean"] = (out["final_code"] + out["final_prose"]) / 2
-    out["forgetting"] = float(code[-1] - code.min())
-    out["code_rise"], out["code_rise_steps"] = _rise(steps, code, start)
-    out["prose_rise"], out["prose_rise_steps"] = _rise(steps, prose, start)
+    a, b = domains_of(rec)  # the first domain (forgotten) and the second
+    first, second = np.asarray(rec[f"eval_{a}"]), np.asarray(rec[f"eval_{b}"])
+    out = {f"final_{a}": float(first[-1]), f"final_{b}": float(second[-1])}
+    out["final_mean"] = (out[f"final_{a}"] + out[f"final_{b}"]) / 2
+    out["forgetting"] = float(first[-1] - first.min())
+    out[f"{a}_rise"], out[f"{a}_rise_steps"] = _rise(steps, first, start)
+    out[f"{b}_rise"], out[f"{b}_rise_steps"] = _rise(steps, second, start)
     margin = max(5, steps_total // 10)
     train = np.convolve(np.asarray(rec["train_loss"]), np.ones(5) / 5, mode="same")
     pre, window = _around(train, start, min(steps_total, end + margin), margin)
@@ -167,6 +183,7 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     within each learning-rate schedule."""
     arms: dict[str, list[dict[str, float]]] = {}
     schedule: dict[str, str] = {}
+    a, b = domains_of(records[0]) if records else DEFAULT_DOMAINS
     for rec in records:
         arms.setdefault(rec["arm"], []).append(measure(rec))
         schedule[rec["arm"]] = rec["config"].get("lr_schedule", "constant")
@@ -174,14 +191,15 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for arm, runs in arms.items():
         row: dict[str, Any] = {"arm": arm, "seeds": len(runs), "lr_schedule": schedule[arm]}
-        for key in MEASURES:
+        row["domains"] = [a, b]
+        for key in measures((a, b)):
             values = np.array([r[key] for r in runs], dtype=float)
             row[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
             row[key + "_std"] = float(np.nanstd(values)) if np.isfinite(values).any() else 0.0
         row["final_mean_ci"] = confidence([r["final_mean"] for r in runs])
         samples = [rec["samples"] for rec in records if rec["arm"] == arm]
-        row["samples_code"] = samples[0]["code"]
-        row["samples_prose"] = samples[0]["prose"]
+        row[f"samples_{a}"] = samples[0][a]
+        row[f"samples_{b}"] = samples[0][b]
         rows.append(row)
     rows.sort(key=lambda r: (order.index(r["lr_schedule"]), r["final_mean"]))
     for row in rows:  # arms whose 95% intervals of the final mean loss overlap this one's
@@ -212,23 +230,24 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
             f"learning rate: {lr}\n\n" + leaderboard([r for r in rows if r["lr_schedule"] == lr])
             for lr in schedules
         )
+    a, b = rows[0].get("domains", DEFAULT_DOMAINS) if rows else DEFAULT_DOMAINS
     head = [
         "rank",
         "arm",
         "final mean loss",
         "95% CI",
         "indistinguishable from",
-        "final code",
-        "final prose",
-        "code forgetting",
-        "code rise (steps)",
-        "prose rise (steps)",
+        f"final {a}",
+        f"final {b}",
+        f"{a} forgetting",
+        f"{a} rise (steps)",
+        f"{b} rise (steps)",
         "train-loss jump",
         "grad-norm jump (σ)",
         "gradient turn",
         "2nd-moment jump (x)",
         "domain alignment",
-        "samples code/prose",
+        f"samples {a}/{b}",
         "max count error",
         "tokens/s",
     ]
@@ -240,17 +259,17 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
             _cell(r, "final_mean"),
             "-" if not np.isfinite(r["final_mean_ci"]) else f"± {r['final_mean_ci']:.3f}",
             ", ".join(r["indistinguishable"]) or "-",
-            _cell(r, "final_code"),
-            _cell(r, "final_prose"),
+            _cell(r, f"final_{a}"),
+            _cell(r, f"final_{b}"),
             _cell(r, "forgetting"),
-            f"{_cell(r, 'code_rise')} ({r['code_rise_steps']:.0f})",
-            f"{_cell(r, 'prose_rise')} ({r['prose_rise_steps']:.0f})",
+            f"{_cell(r, f'{a}_rise')} ({r[f'{a}_rise_steps']:.0f})",
+            f"{_cell(r, f'{b}_rise')} ({r[f'{b}_rise_steps']:.0f})",
             _cell(r, "train_jump"),
             _cell(r, "grad_jump", 1),
             _cell(r, "turn", 2),
             _cell(r, "v_jump", 1),
             _cell(r, "alignment", 2),
-            f"{r['samples_code']}/{r['samples_prose']}",
+            f"{r[f'samples_{a}']}/{r[f'samples_{b}']}",
             f"{r['max_count_error']:.2f}",
             f"{r['tokens_per_s']:,.0f}",
         ]
@@ -270,16 +289,18 @@ def write_outputs(
     path = out / "runs.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["arm", "seed", *MEASURES])
+        names = measures(domains_of(records[0])) if records else MEASURES
+        w.writerow(["arm", "seed", *names])
         for rec in records:
             m = measure(rec)
-            w.writerow([rec["arm"], rec["seed"], *(m[k] for k in MEASURES)])
+            w.writerow([rec["arm"], rec["seed"], *(m[k] for k in names)])
     written.append(path)
     path = out / "curves.csv"
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        columns = ("train_loss", "grad_norm", "weight_code", "share_code", "lr", "grad_cos",
-                   "v_ratio")  # fmt: skip
+        first = domains_of(records[0])[0] if records else "code"
+        columns = ("train_loss", "grad_norm", f"weight_{first}", f"share_{first}", "lr",
+                   "grad_cos", "v_ratio")  # fmt: skip
         w.writerow(["arm", "seed", "step", *columns])
         for rec in records:
             for step, row in enumerate(zip(*(rec[c] for c in columns))):

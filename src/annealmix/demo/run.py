@@ -16,6 +16,7 @@ import numpy as np
 from .. import _validate
 from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
+from .data import DOMAINS
 from .report import summarise, write_outputs
 from .settings import LR_SCHEDULES, RunConfig
 
@@ -71,6 +72,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="constant (default: keeps the learning rate out of the switch), wsd (warm-up, "
         "stable, then a decay from 25%% of training on: the moves fall inside it) or cosine; "
         "a comma-separated list runs every arm under each: the learning-rate axis",
+    )
+    p.add_argument(
+        "--domains",
+        default="code,prose",
+        help="the domain the arms start on and the one they move to (default code,prose; "
+        "also math: generated arithmetic, far from both)",
     )
     p.add_argument(
         "--device",
@@ -161,12 +168,12 @@ def _device(device: str) -> str:
     return device
 
 
-def _first_change(arm: Arm, steps: int) -> int:
+def _first_change(arm: Arm, steps: int, domains: tuple[str, str] = ("code", "prose")) -> int:
     """The step where the arm's mix first moves (the measures' switch); a constant arm
     is measured at the default window's start."""
     if arm.schedule is None:
         return arm.switch_steps(steps)[0]
-    w = arm.mixture(steps).weights_at(np.arange(steps))[:, 0]
+    w = arm.mixture(steps, domains).weights_at(np.arange(steps))[:, 0]
     moved = np.flatnonzero(np.abs(np.diff(w)) > 1e-12)
     return int(moved[0]) + 1 if moved.size else steps
 
@@ -181,15 +188,16 @@ def _check_steps(cfg: RunConfig, arms: list[Arm]) -> None:
         lo, hi = cfg.steps, 1 << 24
         while lo < hi:
             mid = (lo + hi) // 2
-            lo, hi = (mid + 1, hi) if _first_change(arm, mid) < needed else (lo, mid)
+            lo, hi = (mid + 1, hi) if _first_change(arm, mid, cfg.domains) < needed else (lo, mid)
         return lo
 
-    short = [arm for arm in arms if _first_change(arm, cfg.steps) < needed]
+    short = [arm for arm in arms if _first_change(arm, cfg.steps, cfg.domains) < needed]
     if short:
         arm = max(short, key=shortest)
         raise ValueError(
             f"--steps {cfg.steps} is too short: arm {arm.name!r} is measured from step "
-            f"{_first_change(arm, cfg.steps)} (where its mix moves), before the {needed} steps "
+            f"{_first_change(arm, cfg.steps, cfg.domains)} (where its mix moves), before the "
+            f"{needed} steps "
             f"the measures need first ({cfg.warmup} warm-up steps + 5, three evaluations "
             f"{cfg.eval_every} steps apart); use --steps {shortest(arm)} or more"
         )
@@ -210,7 +218,12 @@ def main(args: argparse.Namespace) -> int:
         _validate.choice("--lr-schedule", lr, LR_SCHEDULES)
     if len(set(schedules)) != len(schedules):
         raise ValueError(f"--lr-schedule names a schedule twice: {args.lr_schedule!r}")
-    cfg = replace(cfg, lr_schedule=schedules[0])
+    domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    if len(domains) != 2 or domains[0] == domains[1]:
+        raise ValueError(f"--domains must name two different domains, got {args.domains!r}")
+    for domain in domains:
+        _validate.choice("domain", domain, DOMAINS)
+    cfg = replace(cfg, lr_schedule=schedules[0], domains=domains)
     seeds = 1 if args.quick else args.seeds
     if args.arms_config is not None:
         arms = load_arms(args.arms_config)
@@ -233,7 +246,7 @@ def main(args: argparse.Namespace) -> int:
 
     print()
     print(
-        "ranked by final mean held-out loss over code and prose (lower is better); "
+        f"ranked by final mean held-out loss over {' and '.join(cfg.domains)} (lower is better); "
         f"mean ± std over {seeds} seed(s)"
     )
     print(leaderboard(rows))

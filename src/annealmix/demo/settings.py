@@ -31,6 +31,7 @@ class RunConfig:
         eval_samples: held-out samples per domain per evaluation.
         max_bytes: bytes read per domain (before the held-out split).
         device: ``"cpu"``, ``"cuda"`` or ``"mps"``.
+        domains: the domain the arms start on and the one they move to.
     """
 
     steps: int = 600
@@ -47,6 +48,7 @@ class RunConfig:
     eval_samples: int = 128
     max_bytes: int = 1 << 21
     device: str = "cpu"
+    domains: tuple[str, str] = ("code", "prose")
 
     def learning_rate(self, step: int) -> float:
         warm = min(1.0, (step + 1) / max(1, self.warmup))

@@ -22,7 +22,7 @@ from ..shard import Shard
 from ..sources import TokenWindows
 from ..torch import MixtureDataLoader, SourceLosses
 from .arms import Arm
-from .data import DOMAINS, domain_bytes, split
+from .data import domain_bytes, split
 from .model import GPT, GPTConfig, per_sample_loss
 from .settings import RunConfig
 
@@ -31,7 +31,7 @@ __all__ = ["train_one"]
 
 def _sources(cfg: RunConfig) -> tuple[dict[str, TokenWindows], dict[str, torch.Tensor]]:
     train, held = {}, {}
-    for name in DOMAINS:
+    for name in cfg.domains:
         tr, ho = split(domain_bytes(name, cfg.max_bytes))
         train[name] = TokenWindows(tr, cfg.seq_len)
         windows = TokenWindows(ho, cfg.seq_len)
@@ -92,7 +92,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
     """
     torch.manual_seed(seed)
     train, held = _sources(cfg)
-    mixture = arm.mixture(cfg.steps)
+    mixture = arm.mixture(cfg.steps, cfg.domains)
     plan = Plan(
         mixture,
         global_batch_size=cfg.batch,
@@ -111,18 +111,20 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.1)
     rec: dict[str, Any] = {"arm": arm.name, "seed": seed, "config": asdict(cfg)}
     rec["switch"] = list(arm.switch_steps(cfg.steps)) if arm.schedule is not None else None
-    curves = {k: [] for k in ("eval_step", "eval_code", "eval_prose", "train_loss", "grad_norm")}
-    curves |= {"weight_code": [], "share_code": [], "lr": []}
+    old, new = cfg.domains  # curves are named by domain: eval_code, weight_code, ...
+    curves = {k: [] for k in ("eval_step", f"eval_{old}", f"eval_{new}", "train_loss",
+                              "grad_norm")}  # fmt: skip
+    curves |= {f"weight_{old}": [], f"share_{old}": [], "lr": []}
     curves |= {"grad_cos": [], "v_ratio": [], "align": []}
     previous = None  # the last step's gradient, for the change of direction
-    samples = dict.fromkeys(DOMAINS, 0)
+    samples = dict.fromkeys(cfg.domains, 0)
     tokens, elapsed, count_error = 0, 0.0, 0.0
     for step, batch in enumerate(loader):
         if step % cfg.eval_every == 0:
             losses = _evaluate(model, held, cfg.device)
             curves["eval_step"].append(step)
-            curves["eval_code"].append(losses["code"])
-            curves["eval_prose"].append(losses["prose"])
+            curves[f"eval_{old}"].append(losses[old])
+            curves[f"eval_{new}"].append(losses[new])
             curves["align"].append(_alignment(model, held, cfg.device))
         start = time.perf_counter()
         lr = cfg.learning_rate(step)
@@ -148,8 +150,8 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         metrics = loader.metrics(step)
         curves["train_loss"].append(loss.item())
         curves["grad_norm"].append(norm.item())
-        curves["weight_code"].append(metrics["mix/weight/code"])
-        curves["share_code"].append(metrics["mix/share/code"])
+        curves[f"weight_{old}"].append(metrics[f"mix/weight/{old}"])
+        curves[f"share_{old}"].append(metrics[f"mix/share/{old}"])
         curves["lr"].append(lr)
         realized = loader.stream.plan  # an online arm's plan grows its log as it goes
         target = realized.targets(step) if controller is None else None
@@ -161,8 +163,8 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
             progress.put(cfg.eval_every)
     final = _evaluate(model, held, cfg.device)
     curves["eval_step"].append(cfg.steps)
-    curves["eval_code"].append(final["code"])
-    curves["eval_prose"].append(final["prose"])
+    curves[f"eval_{old}"].append(final[old])
+    curves[f"eval_{new}"].append(final[new])
     plan = loader.stream.plan
     targets = plan.targets(cfg.steps - 1)
     if controller is not None:  # the realized weights' targets, against the final log
