@@ -5,10 +5,11 @@ Measures, per run (then mean and spread over seeds per arm):
 - ``final_code``, ``final_prose``: held-out loss at the end; ``final_mean`` is their
   mean, the ranking criterion (lower is better: a good model of both domains);
 - ``forgetting``: final code loss minus the best code loss of the run;
-- ``code_rise`` / ``prose_rise``: how far the held-out loss rises above its level
-  just before the switch (mean of the last three evaluations), at most, after it;
-  ``*_rise_steps``: how many steps after the switch it takes to come back down to
-  that level (to the end of training if it never does);
+- ``code_rise`` / ``prose_rise`` (named by the run's domains): how far the held-out
+  loss rises above its level just before the switch (mean of the last three
+  evaluations), at most, after it; ``*_rise_steps``: how many steps it stays above
+  that level from the first evaluation above it (to the end of training if it
+  never comes back down; a ramp's loss may fall on for a while before it rises);
 - ``train_jump``: the largest rise of the training loss (5-step running mean) over
   its pre-switch level, during the move and shortly after (the loss falls through
   training, so its level is taken just before the arm's own switch);
@@ -126,8 +127,12 @@ def _rise(steps: np.ndarray, loss: np.ndarray, start: int) -> tuple[float, float
         return float("nan"), float("nan")
     above = after > before.mean()
     spacing = float(np.median(np.diff(steps))) if steps.size > 1 else 1.0
-    first_back = int(np.argmin(above)) if not above.all() else above.size  # leading run above
-    return float(max(0.0, after.max() - before.mean())), float(first_back * spacing)
+    if not above.any():
+        return 0.0, 0.0
+    first_up = int(np.argmax(above))  # the loss may first fall on, then rise (a ramp)
+    back = np.flatnonzero(~above[first_up:])
+    first_back = first_up + (int(back[0]) if back.size else above.size - first_up)
+    return float(after.max() - before.mean()), float((first_back - first_up) * spacing)
 
 
 def measure(rec: dict[str, Any]) -> dict[str, float]:
