@@ -35,3 +35,16 @@ for a in range(0, 400, 50):
     scheduled = mix.weights_at(np.arange(a, a + 50))[:, 1].mean()
     print(f"steps {a:3d}-{a + 49:3d}: prose {share:5.1%} (scheduled {scheduled:5.1%})")
 print("first row:", train[0]["text"][:60].replace("\n", " "), "...")
+
+# interleave_datasets draws every row at random: the 90/10 mix of the first 100 steps,
+# as it gives it, wanders from batch to batch (the plan's batches hold 3 or 4 of 32).
+tagged = [d.add_column("source", [k] * len(d)) for k, d in enumerate((code, prose))]
+drawn = datasets.interleave_datasets(tagged, probabilities=[0.9, 0.1], seed=42,
+                                     stopping_strategy="all_exhausted")  # fmt: skip
+shares = np.array(drawn.select(range(32 * 400))["source"]).reshape(400, 32).mean(axis=1)
+ours = (source[:100] == 1).mean(axis=1)
+print(
+    f"a 10% source's share of 32-row batches: interleave_datasets {shares.std():.1%} std "
+    f"({shares.min():.0%} to {shares.max():.0%}); mix_datasets {ours.std():.1%} std "
+    f"({ours.min():.1%} to {ours.max():.1%})"
+)

@@ -149,19 +149,12 @@ class OnlinePlan(TokenPlan):
             longest = tuple(int(a.max()) for a in arrays)
             put(self, "_counter", Tokens(walked, self.global_batch_size, self._lengths_of, longest))
 
-    def __reduce__(self):
-        return _rebuild, (self.mixture, self._arguments_online())
-
-    def _arguments_online(self) -> dict[str, Any]:
+    def _arguments(self) -> dict[str, Any]:
         names = self.mixture.sources
-        return {
-            "global_batch_size": self.global_batch_size,
-            "sizes": dict(zip(names, self.sizes)),
-            "lengths": None if self.lengths is None else dict(zip(names, self.lengths)),
-            "seed": self.seed,
-            "order": dict(zip(names, self.orders)),
-            "log": self.log_entries(),
-        }
+        out = super(TokenPlan, self)._arguments()
+        del out["mode"]
+        lengths = None if self.lengths is None else dict(zip(names, self.lengths))
+        return out | {"lengths": lengths, "log": self.log_entries()}
 
     def __repr__(self) -> str:
         return (
@@ -191,9 +184,7 @@ class OnlinePlan(TokenPlan):
 
     def with_log(self, log: Sequence[tuple[int, Any]]) -> OnlinePlan:
         """The same schedule and sources under another log (a saved state's)."""
-        arguments = self._arguments_online()
-        arguments["log"] = log
-        return OnlinePlan(self.mixture, **arguments)
+        return OnlinePlan(self.mixture, **(self._arguments() | {"log": log}))
 
     @classmethod
     def from_plan(cls, plan: Plan, log: Sequence[tuple[int, Any]] = ()) -> OnlinePlan:
@@ -202,25 +193,13 @@ class OnlinePlan(TokenPlan):
         an online run from its saved state."""
         if plan.sizes is None:
             raise ValueError("an online plan needs the plan's sizes: build it with sizes=")
-        names = plan.mixture.sources
-        lengths = getattr(plan, "lengths", None)
-        return cls(
-            plan.mixture,
-            global_batch_size=plan.global_batch_size,
-            sizes=dict(zip(names, plan.sizes)),
-            lengths=None if lengths is None else dict(zip(names, lengths)),
-            seed=plan.seed,
-            order=dict(zip(names, plan.orders)),
-            log=log,
-        )
+        arguments = plan._arguments()
+        arguments.pop("mode", None)  # an online plan walks, whatever the plan's mode
+        return cls(plan.mixture, **(arguments | {"log": log}))
 
     def weights_at(self, step: int | np.ndarray) -> np.ndarray:
         """The realized weights: the schedule tilted by the log."""
         return self._counter.targets.mixture.weights_at(step)
-
-
-def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> OnlinePlan:
-    return OnlinePlan(mixture, **arguments)
 
 
 def _check_log(log: Sequence[tuple[int, Any]], mixture: Mixture) -> tuple:

@@ -168,7 +168,7 @@ class Plan:
         raise AttributeError(f"a Plan is immutable; build a new one to change {name!r}")
 
     def __reduce__(self):
-        return _rebuild, (self.mixture, self._arguments())
+        return _rebuild, (type(self), self.mixture, self._arguments())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Plan) and other.fingerprint == self.fingerprint
@@ -184,6 +184,7 @@ class Plan:
         )
 
     def _arguments(self) -> dict[str, Any]:
+        """What the constructor takes besides the mixture (pickling, rebuilding)."""
         names = self.mixture.sources
         return {
             "global_batch_size": self.global_batch_size,
@@ -279,6 +280,10 @@ class Plan:
     def weights_at(self, step: int | np.ndarray) -> np.ndarray:
         """The weights the plan follows at ``step`` (its mixture's)."""
         return self.mixture.weights_at(step)
+
+    def log_entries(self) -> list[list[Any]] | None:
+        """An online plan's weight log (``annealmix.online``); ``None`` here."""
+        return None
 
     @property
     def initial_carry(self) -> tuple[int, ...] | None:
@@ -387,8 +392,8 @@ def refuse_counts(step: int, detail: str) -> None:
     )
 
 
-def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> Plan:
-    return Plan(mixture, **arguments)
+def _rebuild(kind: type, mixture: Mixture, arguments: dict[str, Any]) -> Plan:
+    return kind(mixture, **arguments)
 
 
 def _check_sizes(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:

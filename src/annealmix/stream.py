@@ -364,7 +364,7 @@ class Stream(Iterator[MicroBatch]):
             offset=None if self.offset is None else tuple(self.offset.tolist()),
             plan=self.plan.fingerprints,
             deficits=pos.carry,
-            log=self.plan.log_entries() if hasattr(self.plan, "log_entries") else None,
+            log=self.plan.log_entries(),
         )
 
     def state_dict(self, position: Position | None = None) -> dict[str, Any]:
@@ -431,7 +431,7 @@ class Stream(Iterator[MicroBatch]):
         """An online state's log rebuilds the plan (its fingerprint then checks it)."""
         online = hasattr(self.plan, "with_log")
         if s.log is None:
-            if online and self.plan.log:
+            if self.plan.log_entries():
                 raise ValueError(
                     "state has no weight log, and this stream's online plan has updates; "
                     "load it into a stream built from the plan's schedule alone"

@@ -79,15 +79,10 @@ class TokenPlan(Plan):
         longest = tuple(int(a.max()) for a in arrays)
         put(self, "_counter", Tokens(mixture, self.global_batch_size, self._lengths_of, longest))
 
-    def __reduce__(self):
-        names = self.mixture.sources
-        arguments = {
-            "global_batch_size": self.global_batch_size,
-            "lengths": dict(zip(names, self.lengths)),
-            "seed": self.seed,
-            "order": dict(zip(names, self.orders)),
-        }
-        return _rebuild, (self.mixture, arguments)
+    def _arguments(self) -> dict[str, Any]:
+        out = super()._arguments()
+        del out["mode"], out["sizes"]  # the lengths give the sizes; the mode is tokens
+        return out | {"lengths": dict(zip(self.mixture.sources, self.lengths))}
 
     def __repr__(self) -> str:
         return super().__repr__().replace("Plan(", "TokenPlan(", 1)
@@ -193,10 +188,6 @@ class TokenPlan(Plan):
                 name = self.mixture.sources[k]
                 refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
         cursor.at(step, consumed, tuple(carry))
-
-
-def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> TokenPlan:
-    return TokenPlan(mixture, **arguments)
 
 
 def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:

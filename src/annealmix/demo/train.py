@@ -8,6 +8,7 @@ every ``eval_every`` steps on fixed held-out samples; the gradient norm every st
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict
 from typing import Any
@@ -64,17 +65,17 @@ def _second_moment_ratio(opt: torch.optim.Optimizer, model: GPT) -> float:
     """Mean squared gradient over AdamW's bias-corrected second moment, before the
     step: 1 when the gradients are as large as Adam expects, far above after a
     shift it has not seen (NaN before the first step)."""
-    num = den = 0.0
+    num, den = [], []  # summed on the device, read once (one sync per step on a GPU)
     for group in opt.param_groups:
         beta2 = group["betas"][1]
         for p in group["params"]:
             state = opt.state.get(p)
             if p.grad is None or not state or "exp_avg_sq" not in state:
                 return float("nan")
-            t = float(state["step"])
-            num += float(p.grad.pow(2).sum())
-            den += float(state["exp_avg_sq"].sum()) / (1 - beta2**t)
-    return num / den if den > 0 else float("nan")
+            num.append(p.grad.pow(2).sum())
+            den.append(state["exp_avg_sq"].sum() / (1 - beta2 ** float(state["step"])))
+    ratio = float(torch.stack(num).sum() / torch.stack(den).sum())
+    return ratio if math.isfinite(ratio) else float("nan")
 
 
 @torch.no_grad()
@@ -153,8 +154,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         curves[f"weight_{old}"].append(metrics[f"mix/weight/{old}"])
         curves[f"share_{old}"].append(metrics[f"mix/share/{old}"])
         curves["lr"].append(lr)
-        realized = loader.stream.plan  # an online arm's plan grows its log as it goes
-        target = realized.targets(step) if controller is None else None
+        target = plan.targets(step) if controller is None else None  # online: at the end
         for k, name in enumerate(plan.mixture.sources):
             samples[name] = int(metrics[f"mix/samples/{name}"])
             if target is not None:
