@@ -77,7 +77,8 @@ def test_a_linear_token_anneal_tracks_its_curve_over_very_different_documents():
     assert np.abs(error).max() < 1200
     # so each step's cumulative token share is on the curve; in samples it is not
     share = drawn[:, 0] / drawn.sum(axis=1)
-    assert np.abs(share - target[:, 0] / target.sum(axis=1))[20:].max() < 0.01
+    # the README's figures: within 0.8 points of the curve from step 20 on ...
+    assert np.abs(share - target[:, 0] / target.sum(axis=1))[20:].max() < 0.0085
     by_samples = Plan(mix, global_batch_size=32, sizes={"short": 4000, "long": 800})
     taken = Stream(by_samples).take(steps)
     tokens = np.zeros(taken.sources.shape)
@@ -87,7 +88,8 @@ def test_a_linear_token_anneal_tracks_its_curve_over_very_different_documents():
     per_step = np.stack([np.where(taken.sources == k, tokens, 0).sum(1) for k in range(2)], 1)
     got = np.cumsum(per_step, axis=0)
     want = np.cumsum(mix.weights_at(np.arange(steps)) * per_step.sum(1, keepdims=True), axis=0)
-    assert np.abs(got[:, 0] / got.sum(axis=1) - want[:, 0] / want.sum(axis=1)).max() > 0.4
+    # ... where a plan in samples misses it by up to 49 points
+    assert np.abs(got[:, 0] / got.sum(axis=1) - want[:, 0] / want.sum(axis=1)).max() > 0.49
 
 
 def test_random_access_and_a_walk_agree():
