@@ -10,6 +10,7 @@ from annealmix import Mixture, Phase, Plan
 from annealmix._counts import (
     LOOKAHEAD,
     Bernoulli,
+    Cursor,
     EarliestDeadline,
     Nearest,
     Q,
@@ -78,6 +79,73 @@ def long_mixtures(draw):
 def test_bound_holds_over_phases_longer_than_the_look_ahead(mix_steps, batch):
     mix, num_steps = mix_steps
     _assert_within_bound(Plan(mix, global_batch_size=batch), num_steps)
+
+
+@st.composite
+def held_gaps(draw):
+    """Phases separated by held segments shorter and longer than the look-ahead, with
+    weights dense (every source a sample per step or more) or sparse, some zero."""
+    n = draw(st.integers(3, 9))
+    batch = draw(st.sampled_from([1, 3, 64, 1024]))
+    names = [f"s{i}" for i in range(n)]
+
+    def vector():
+        choices = [0.0, 1.0, 3.0] if draw(st.booleans()) else [0.0, 1e-4, 0.02, 1.0]
+        w = draw(st.lists(st.sampled_from(choices), min_size=n, max_size=n))
+        w[draw(st.integers(0, n - 1))] = 2.0
+        return dict(zip(names, w))
+
+    phases, start = [], draw(st.sampled_from([0, 1, 40, LOOKAHEAD + 5]))
+    for _ in range(draw(st.integers(0, 3))):
+        length = draw(st.integers(1, 300))
+        schedule = draw(st.sampled_from(["linear", "cosine", "step"]))
+        phases.append(
+            Phase(start_step=start, end_step=start + length, weights=vector(), schedule=schedule)
+        )
+        start += length + draw(st.sampled_from([0, 1, 2, 3, 100, LOOKAHEAD + 3]))
+    steps = draw(st.lists(st.integers(0, start + 2 * LOOKAHEAD), min_size=1, max_size=8))
+    return Mixture(weights=vector(), phases=phases), batch, start + 2 * LOOKAHEAD, steps
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(held_gaps())
+def test_held_segments_give_the_replayed_counts_without_replaying(case):
+    """Lookups through the held-segment closed form (cold and on one cursor, in any
+    order) equal the step-by-step replay."""
+    mix, batch, total, steps = case
+    counter = EarliestDeadline(mix, batch)
+    replay = counter.range(0, total, None, Cursor())
+    shared = Cursor()
+    for step in [*steps, *sorted(steps)]:
+        want = replay[step - 1] if step else np.zeros(mix.num_sources, dtype=np.int64)
+        assert np.array_equal(counter.before(step, Cursor()), want), step
+        assert np.array_equal(counter.before(step, shared), want), step
+
+
+def test_held_segment_closed_form_is_taken_only_where_proven():
+    """Dense held weights: step 10^9 in O(N) (no replay could reach it); a weight under
+    one sample per step, or zero-weight sources owed more than they hold: no closed
+    form, the replay decides."""
+    names = [f"s{i}" for i in range(64)]
+    dense = Mixture(weights={x: 16.0 + i for i, x in enumerate(names)})
+    counter = EarliestDeadline(dense, 1024)
+    far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), 10**9)
+    assert far is not None and far.sum() == 1024 * (10**9 + 1)
+    targets = 1024 * np.array(counter.targets.before(10**9 + 1), dtype=object) / Q
+    assert all(abs(c - t) < 1 for c, t in zip(far.tolist(), targets.tolist()))
+    assert np.array_equal(
+        counter.before(5000, Cursor()), counter.range(0, 5000, None, Cursor())[-1]
+    )
+
+    sparse = Mixture(weights={x: 1.0 + i for i, x in enumerate(names)})  # 0.49 per step
+    assert EarliestDeadline(sparse, 1024).held_counts(0, 0, np.zeros(64, np.int64), 10) is None
+    owed = Mixture(
+        weights={"a": 1.0, "b": 1.0, "c": 1.0},
+        phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 1.0, "c": 0.0})],
+    )
+    counter = EarliestDeadline(owed, 1)
+    before = counter.range(0, 3, None, Cursor())[-1]
+    assert counter.held_counts(1, 3, before, 10) is None  # c's target stays fractional
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

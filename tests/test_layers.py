@@ -10,7 +10,7 @@ LAYERS = [
     ("helpers", {"_validate", "_hash", "_fmath", "_progress"}),
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
     ("mixture", {"mixture", "weights", "controllers"}),
-    ("plan", {"_counts", "plan"}),
+    ("plan", {"_counts", "_kernels", "plan"}),
     ("order", {"order", "tokens", "online"}),
     (
         "sources and the stream",

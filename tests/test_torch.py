@@ -393,7 +393,9 @@ def test_state_dict_and_metrics_after_a_deep_resume_do_not_replay(monkeypatch):
 
     rows = []  # steps whose weights are computed: a replay computes every one before `step`
     compute = Targets._compute
-    monkeypatch.setattr(Targets, "_compute", lambda t, a, b: rows.append(b - a) or compute(t, a, b))
+    monkeypatch.setattr(
+        Targets, "_compute", lambda t, a, b, out=None: rows.append(b - a) or compute(t, a, b, out)
+    )
     assert dl.state_dict() == state
     assert dl.metrics(step)["mix/samples/s0"] > 0
     batches = iter(dl)

@@ -39,11 +39,13 @@ a plan shared between threads or workers never changes.
 
 from __future__ import annotations
 
+import bisect
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import _hash
+from . import _hash, _kernels
 from .mixture import Mixture
 
 Q_BITS = 40
@@ -63,6 +65,11 @@ def quantize(weights: np.ndarray) -> np.ndarray:
     Rounds the running sum across sources, so zero weights get zero quanta; any
     positive weight gets at least one, taken from the row's largest entry.
     """
+    compiled = _kernels.kernels()
+    if compiled is not None and weights.ndim == 2 and weights.dtype == np.float64:
+        out = np.empty(weights.shape, dtype=np.int64)
+        compiled.quantize(np.ascontiguousarray(weights), out)
+        return out
     edges = np.minimum(np.rint(np.cumsum(weights, axis=-1) * float(Q)), float(Q))
     edges[..., -1] = float(Q)
     quanta = np.diff(edges, axis=-1, prepend=0.0).astype(np.int64)
@@ -90,6 +97,8 @@ class Cursor:
         carries: ``(first, deficits before each row and after the last)`` of the
             last token walk.
         marks: ``s -> (C(s - 1), deficits)`` every ``Tokens.MARK`` steps walked.
+        entries: ``s -> C(s - 1)`` at the first step of each held segment reached
+            (``EarliestDeadline``).
         tokens_at: ``(counts, tokens)``: tokens of a token plan's first draws.
     """
 
@@ -100,6 +109,7 @@ class Cursor:
     deficits_at: tuple[int, np.ndarray, tuple[int, ...]] | None = None
     carries: tuple[int, list[tuple[int, ...]]] | None = field(default=None, repr=False)
     marks: dict[int, tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=dict, repr=False)
+    entries: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
     tokens_at: tuple[np.ndarray, np.ndarray] | None = None
 
     def at(self, step: int, counts: np.ndarray, deficits: tuple[int, ...] | None) -> None:
@@ -120,6 +130,14 @@ class Targets:
             None if seg.weights is None else quantize(seg.weights[None])[0] for seg in self.segments
         ]
         self.moving_end = self.segments[-1].start  # weights are constant from here on
+        self._starts = [seg.start for seg in self.segments]
+        # A moving segment of a Mixture blends its phase's two ends (compiled where
+        # the kernels are); an online plan's tilted schedule gives weights only.
+        self._blends = isinstance(mixture, Mixture)
+
+    def segment_of(self, step: int) -> int:
+        """Index of the segment holding ``step``."""
+        return bisect.bisect_right(self._starts, step) - 1
 
     def quanta(self, start: int, stop: int, cursor: Cursor | None = None) -> np.ndarray:
         """Per-step quanta for steps [start, stop), shape (stop - start, N).
@@ -127,26 +145,33 @@ class Targets:
         With a cursor, rows its previous call computed are reused (a replay chunk's
         look-ahead is the next chunk).
         """
-        reuse = np.zeros((0, self.n), dtype=np.int64)
+        out = np.empty((stop - start, self.n), dtype=np.int64)
+        reused = 0
         if cursor is not None and cursor.window is not None:
             first, rows = cursor.window
             if first <= start < first + len(rows):
                 reuse = rows[start - first : stop - first]
-        fresh = self._compute(start + len(reuse), stop)
-        out = fresh if not len(reuse) else np.concatenate([reuse, fresh])
+                reused = len(reuse)
+                out[:reused] = reuse
+        self._compute(start + reused, stop, out[reused:])
         if cursor is not None:
             cursor.window = (start, out)
         return out
 
-    def _compute(self, start: int, stop: int) -> np.ndarray:
+    def _compute(self, start: int, stop: int, out: np.ndarray | None = None) -> np.ndarray:
         steps = np.arange(start, stop, dtype=np.int64)
-        out = np.empty((steps.size, self.n), dtype=np.int64)
+        if out is None:
+            out = np.empty((steps.size, self.n), dtype=np.int64)
         for seg, row in zip(self.segments, self._rows):
             a, b = max(seg.start, start), stop if seg.stop is None else min(seg.stop, stop)
             if a >= b:
                 continue
             if row is not None:
                 out[a - start : b - start] = row
+            elif self._blends and _kernels.kernels() is not None:
+                gamma = self.mixture.progress(seg.phase, steps[a - start : b - start])
+                blend = _kernels.kernels().blend
+                blend(gamma, *self.mixture.ends(seg.phase), out[a - start : b - start])
             else:
                 weights = self.mixture.weights_at(steps[a - start : b - start])
                 out[a - start : b - start] = quantize(weights)
@@ -247,17 +272,186 @@ class Nearest(_Strategy):
 class EarliestDeadline(_Strategy):
     """Three or more sources: earliest deadline first, replayed in vectorised chunks.
 
+    Step t's bonus bits are the forced set ``F`` (bits held at t - 1 by sources whose
+    floor did not rise at t) plus the first ``r(t) - |F|`` other sources with a
+    fractional target, by key (deadline, then id). Where ``F`` lies inside the
+    memoryless choice (the first ``r(t)`` by key) the two agree; elsewhere the step
+    is *repaired*. Repairs carry memory: in general no closed form gives a step's
+    counts without the steps before it (in held segments of random mixtures, most
+    steps can be repairs).
+
+    Held segments where every source with a weight gets at least one whole sample
+    per step (``B q_k >= Q``) do have one, proven here and used by ``before``:
+
+    - every such source's floor rises at every step of the segment, so its
+      deadline is the next step (key ``(t + 1) n + k``: id order), and it is never
+      forced: ``F`` holds only zero-weight sources, whose floors never rise, so
+      the zero-weight bits held at entry (``Z``) stay held;
+    - if the zero-weight sources' fractional targets sum to at most ``|Z|``
+      samples, ``r(t) - |Z| <= `` the number of weighted sources with a fractional
+      target (each is under one sample), so the choice never reaches a
+      zero-weight source: ``Z`` is exactly the zero-weight bits at every step;
+    - so, for t from the entry up to the segment's second-to-last step (the last
+      step's deadlines look into the next segment), ``C(t) = floor(T(t))`` plus
+      ``Z`` plus the first ``r(t) - |Z|`` weighted sources with a fractional target,
+      in id order: O(N) from the counts at entry, whatever t.
+
+    A cursor keeps the counts at each held segment's entry it reached, so a moving
+    segment is replayed once per cursor however lookups jump about.
+
     A replay chunk reads ``LOOKAHEAD`` rows past its end, so a short request computes
     ``AHEAD`` rows at least and keeps them in the cursor: a loader asking for a few
     steps at a time pays the look-ahead once per ``AHEAD`` steps, not once per
     request. (Rows never depend on the chunking.)
     """
 
+    def __init__(self, mixture: Mixture, batch: int) -> None:
+        super().__init__(mixture, batch)
+        self.piece = max(self.chunk, 4 * LOOKAHEAD)  # the shortest span a thread replays
+
+    def before(self, step: int, cursor: Cursor) -> np.ndarray:
+        start, counts = 0, np.zeros(self.n, dtype=np.int64)
+        known = [(s, c) for s, c in cursor.entries.items() if s <= step]
+        if cursor.counts_at is not None and cursor.counts_at[0] <= step:
+            known.append(cursor.counts_at)
+        if known:
+            start, counts = max(known, key=lambda sc: sc[0])
+        segments = self.targets.segments
+        while start < step:
+            i = self.targets.segment_of(start)
+            seg = segments[i]
+            if seg.weights is not None:
+                if start == seg.start:
+                    cursor.entries[start] = counts.copy()
+                last = step - 1 if seg.stop is None else min(step - 1, seg.stop - 2)
+                if last >= start:
+                    held = self.held_counts(i, start, counts, last)
+                    if held is not None:
+                        counts, start = held, last + 1
+                        continue
+            nxt = [s.start for s in segments[i + 1 :] if s.weights is not None]
+            stop = min(step, nxt[0]) if nxt else step  # where a held segment may jump
+            split = self._pieces(start, stop)
+            if split is None:
+                stop = min(stop, start + self.chunk)
+                counts = self.range(start, stop - start, counts, cursor)[-1]
+            else:
+                counts = self._parallel(split, counts, cursor, keep=False)
+            start = stop
+        cursor.counts_at = (step, counts)
+        return counts.copy()
+
+    def _pieces(self, start: int, stop: int) -> list[int] | None:
+        """Where to split a replay of [start, stop) across threads, or ``None`` when
+        it would not pay: the kernels off (numpy holds the GIL), one core, a short span."""
+        workers = _kernels.threads()
+        if workers < 2 or _kernels.kernels() is None:
+            return None
+        count = min(workers, (stop - start) // self.piece)
+        if count < 2:
+            return None
+        return [start + (stop - start) * i // count for i in range(count + 1)]
+
+    def _parallel(
+        self, edges: list[int], prev: np.ndarray, cursor: Cursor, keep: bool
+    ) -> np.ndarray:
+        """Rows ``[edges[0], edges[-1])`` (``keep``) or the last of them, one piece per
+        thread, bit for bit the serial replay's.
+
+        A piece starts from its floors with no bonus bit held (its true counts are
+        the previous piece's last row, not known yet) and is replayed at once; then,
+        in order, each piece is checked against the true counts before it. Where
+        they differ its first chunk is replayed again from the true counts until a
+        row equals the guessed one: a row's counts are all a step carries to the
+        next, so from there on the guessed rows are the true rows. (Held bits of
+        a low-weight source last until its floor rises; should none meet within
+        the chunk, the whole piece is replayed again.)
+        """
+        t, b, zero = self.targets, self.batch, [0] * self.n
+        pieces = list(zip(edges, edges[1:]))
+        bases = [t.before(edges[0], cursor)]
+        with ThreadPoolExecutor(len(pieces)) as pool:
+            # U before each piece: the pieces' quanta summed at once, then added up.
+            for part in pool.map(lambda p: t.before(p[1], Cursor(targets_at=(p[0], zero))),
+                                 pieces[:-1]):  # fmt: skip
+                bases.append([x + y for x, y in zip(bases[-1], part)])
+            guesses = [np.asarray(prev, dtype=np.int64)] + [
+                np.array([(b * u) >> Q_BITS for u in base], dtype=np.int64) for base in bases[1:]
+            ]
+            runs = list(pool.map(self._serial, pieces, guesses, bases, [keep] * len(pieces)))
+        true, out = guesses[0], []
+        for piece, guess, base, (head, rows, last, _) in zip(pieces, guesses, bases, runs):
+            if not np.array_equal(guess, true):
+                a = piece[0]
+                again = self._chunk(a, a + len(head), true, Cursor(targets_at=(a, base)))
+                meet = np.flatnonzero((again == head).all(axis=1))
+                if not meet.size:
+                    _, rows, last, _ = self._serial(piece, true, base, keep)
+                elif keep:
+                    rows = np.concatenate([again[: meet[0]], rows[meet[0] :]])
+            out.append(rows)
+            true = last
+        cursor.targets_at = (edges[-1], runs[-1][3])
+        return np.concatenate(out) if keep else true
+
+    def _serial(
+        self, piece: tuple[int, int], prev: np.ndarray, base: list[int], keep: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[int]]:
+        """Replay ``piece`` = [start, stop) from counts ``prev`` and U(start - 1) =
+        ``base``: its first chunk's rows, all its rows (``keep``) or ``None``, its
+        last row, and U(stop - 1)."""
+        (a, stop), cursor = piece, Cursor(targets_at=(piece[0], base))
+        head, rows = None, []
+        while a < stop:
+            chunk = self._chunk(a, min(stop, a + self.chunk), prev, cursor)
+            head = chunk if head is None else head
+            if keep:
+                rows.append(chunk)
+            prev, a = chunk[-1], a + len(chunk)
+        return head, np.concatenate(rows) if keep else None, prev, cursor.targets_at[1]
+
+    def held_counts(
+        self, segment: int, start: int, counts: np.ndarray, last: int
+    ) -> np.ndarray | None:
+        """C(last) in O(N) from ``counts`` = C(start - 1), both steps inside held
+        ``segment`` (``last`` before its last step); ``None`` where the closed form is
+        not proven (a weight under one sample per step, or the zero-weight condition)."""
+        t, b = self.targets, self.batch
+        q = t._rows[segment].tolist()
+        if any(0 < b * x < Q for x in q):
+            return None
+        base = t.before(start)
+        zero = [k for k in range(self.n) if q[k] == 0]
+        held = [k for k in zero if int(counts[k]) > (b * base[k]) >> Q_BITS]
+        if sum((b * base[k]) & (Q - 1) for k in zero) > len(held) * Q:
+            return None
+        u = [x + y * (last - start + 1) for x, y in zip(base, q)]
+        level = [(b * x) >> Q_BITS for x in u]
+        room = b * (last + 1) - sum(level) - len(held)
+        out = level
+        for k in held:
+            out[k] += 1
+        for k in range(self.n):
+            if room == 0:
+                break
+            if q[k] and (b * u[k]) & (Q - 1):
+                out[k] += 1
+                room -= 1
+        if room:
+            raise RuntimeError(
+                f"held segment counts at step {last} left {room} bonus samples unplaced; "
+                "please report this mixture"
+            )
+        return np.array(out, dtype=np.int64)
+
     def range(
         self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
     ) -> np.ndarray:
         if prev is None:
             prev = self.before(start, cursor)
+        split = self._pieces(start, start + num_steps)
+        if split is not None:
+            return self._parallel(split, prev, cursor, keep=True)
         end, out, a = start + num_steps, [], start
         while a < end:
             rows = self._kept(a, prev, cursor)
@@ -269,7 +463,7 @@ class EarliestDeadline(_Strategy):
             out.append(rows)
             prev = rows[-1]
             a += len(rows)
-        return np.concatenate(out)
+        return out[0] if len(out) == 1 else np.concatenate(out)
 
     @staticmethod
     def _kept(a: int, prev: np.ndarray, cursor: Cursor) -> np.ndarray | None:
@@ -290,6 +484,8 @@ class EarliestDeadline(_Strategy):
         steps = stop - start
         ahead = min(stop + LOOKAHEAD, max(stop, t.moving_end + 1))
         quanta = t.quanta(start, ahead, cursor)
+        if _kernels.kernels() is not None:
+            return self._compiled(start, steps, base, quanta, prev, cursor)
         level, frac, v, hi = t.levels(base, quanta, self.batch)
         cursor.targets_at = (stop, [h * Q + u for h, u in zip(hi.tolist(), v[steps - 1].tolist())])
         deadline = self._deadlines(steps, level, v, hi, quanta)
@@ -320,16 +516,37 @@ class EarliestDeadline(_Strategy):
             held = free[i - 1]
         return level + bonus
 
+    def _compiled(
+        self,
+        start: int,
+        steps: int,
+        base: list[int],
+        quanta: np.ndarray,
+        prev: np.ndarray,
+        cursor: Cursor,
+    ) -> np.ndarray:
+        """``_chunk`` through the compiled kernel: the same rows (``annealmix._kernels``)."""
+        b = self.batch
+        low = np.array([u & (Q - 1) for u in base], dtype=np.int64)
+        hi = [u >> Q_BITS for u in base]
+        prev_level = np.array([(b * u) >> Q_BITS for u in base], dtype=np.int64)
+        out = np.empty((steps, self.n), dtype=np.int64)
+        failed = np.zeros(3, dtype=np.int64)  # row, forced, room
+        through = _kernels.kernels().earliest_deadline(
+            quanta, low, np.array(hi, dtype=np.int64), b, steps, start, LOOKAHEAD,
+            int(_NEVER), np.asarray(prev, dtype=np.int64), prev_level, out, failed,
+        )  # fmt: skip
+        if failed[2] < 0:
+            raise _overflow(start + int(failed[0]), int(failed[1]), int(failed[1] + failed[2]))
+        cursor.targets_at = (start + steps, [h * Q + u for h, u in zip(hi, through.tolist())])
+        return out
+
     def _repair(
         self, i: int, forced: np.ndarray, key: np.ndarray, r: np.ndarray, start: int
     ) -> np.ndarray:
         room = int(r[i]) - int(forced.sum())
         if room < 0:
-            raise RuntimeError(
-                f"exact plan cannot keep step {start + i} within one sample of its targets "
-                f"({int(forced.sum())} sources hold a sample ahead, {int(r[i])} may); "
-                "please report this mixture"
-            )
+            raise _overflow(start + i, int(forced.sum()), int(r[i]))
         by_deadline = np.argsort(key[i], kind="stable")
         open_ = (key[i][by_deadline] != _NEVER) & ~forced[by_deadline]
         bits = forced.copy()
@@ -366,6 +583,13 @@ class EarliestDeadline(_Strategy):
         steps = np.where(rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - width)
         nxt[r, k] = p + steps
         return nxt
+
+
+def _overflow(step: int, forced: int, allowed: int) -> RuntimeError:
+    return RuntimeError(
+        f"exact plan cannot keep step {step} within one sample of its targets "
+        f"({forced} sources hold a sample ahead, {allowed} may); please report this mixture"
+    )
 
 
 class Bernoulli(_Strategy):

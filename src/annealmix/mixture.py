@@ -210,10 +210,19 @@ class Mixture:
             within = (flat >= phase.start_step) & (flat <= phase.end_step)
             out[flat > phase.end_step] = self._starts[i + 1]
             if within.any():
-                progress = (flat[within] - phase.start_step) / (phase.end_step - phase.start_step)
-                gamma = phase.schedule(progress)[:, None]
+                gamma = self.progress(i, flat[within])[:, None]
                 out[within] = (1.0 - gamma) * self._starts[i] + gamma * self._targets[i]
         return out.reshape(*steps.shape, self.num_sources)
+
+    def progress(self, phase: int, steps: np.ndarray) -> np.ndarray:
+        """The schedule's value at ``steps`` (int64, inside phase ``phase``): how far
+        the weights have moved from the phase's start weights to its target, 0 to 1."""
+        p = self.phases[phase]
+        return p.schedule((steps - p.start_step) / (p.end_step - p.start_step))
+
+    def ends(self, phase: int) -> tuple[np.ndarray, np.ndarray]:
+        """The weights phase ``phase`` moves from and towards: ``w = (1 - g) a + g b``."""
+        return self._starts[phase], self._targets[phase]
 
     def segments(self) -> tuple[Segment, ...]:
         """The steps split into held and moving segments, in order, covering every step.

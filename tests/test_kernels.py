@@ -1,0 +1,178 @@
+"""The compiled kernels (numba, the ``fast`` extra) give the numpy code's integers bit for bit."""
+
+import os
+import subprocess
+import sys
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_counts import held_gaps
+from test_mixture import mixtures
+
+from annealmix import Mixture, Phase, Plan, _kernels
+from annealmix._counts import LOOKAHEAD, Cursor, EarliestDeadline, quantize
+
+pytest.importorskip("numba")
+
+
+@contextmanager
+def numpy_only():
+    """The numpy twins inside the ``with``, the kernels outside it."""
+    saved = _kernels._built
+    _kernels._built = False
+    try:
+        yield
+    finally:
+        _kernels._built = saved
+
+
+def _both(fn):
+    """``fn()`` through the kernels and through numpy."""
+    assert _kernels.kernels() is not None
+    compiled = fn()
+    with numpy_only():
+        plain = fn()
+    return compiled, plain
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(mixtures(max_sources=40, max_steps=3000), st.sampled_from([1, 3, 64, 1024, 4096]))
+def test_replayed_counts_are_the_numpy_counts(mix, batch):
+    if mix.num_sources < 3:
+        mix = Mixture(weights={**mix.weights, "extra": 0.5}, phases=[])
+    total = 4000
+
+    def rows():
+        return EarliestDeadline(mix, batch).range(0, total, None, Cursor())
+
+    compiled, plain = _both(rows)
+    assert np.array_equal(compiled, plain)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(held_gaps())
+def test_lookups_across_long_phases_are_the_numpy_lookups(case):
+    mix, batch, total, steps = case
+
+    def lookups():
+        counter = EarliestDeadline(mix, batch)
+        return [counter.before(s, Cursor()) for s in steps] + [
+            counter.range(0, total, None, Cursor())
+        ]
+
+    compiled, plain = _both(lookups)
+    assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from([0.0, 1e-300, 1e-13, 1e-7, 0.1, 0.5, 1.0, 3.0]), min_size=5, max_size=5
+        ),
+        min_size=1,
+        max_size=20,
+    )  # fmt: skip
+)
+def test_quanta_are_the_numpy_quanta(rows):
+    weights = np.array(rows, dtype=np.float64)
+    weights[weights.sum(axis=1) == 0, 0] = 1.0
+    weights /= weights.sum(axis=1, keepdims=True)
+    compiled, plain = _both(lambda: quantize(weights))
+    assert np.array_equal(compiled, plain)
+    assert (compiled.sum(axis=1) == 1 << 40).all()
+    assert ((compiled > 0) == (weights > 0)).all()  # no positive weight starved
+
+
+def test_a_step_the_bound_cannot_hold_is_refused_alike():
+    """Counts that claim more samples ahead than a step has bonus samples (no plan
+    produces them): both paths refuse with the same message."""
+    mix = Mixture(weights={"a": 1.0, "b": 1.0, "c": 1.0})
+
+    def chunk():
+        counter = EarliestDeadline(mix, 1)
+        with pytest.raises(RuntimeError, match="within one sample") as err:
+            counter._chunk(1, 5, np.array([1, 1, 1]), Cursor())
+        return str(err.value)
+
+    compiled, plain = _both(chunk)
+    assert compiled == plain
+    assert "step 1 " in compiled and "(3 sources hold a sample ahead, 2 may)" in compiled
+
+
+def test_long_anneal_lookup_is_the_numpy_lookup():
+    names = [f"s{i}" for i in range(64)]
+    mix = Mixture(
+        weights={x: 1.0 + i for i, x in enumerate(names)},
+        phases=[Phase(start_step=0, end_step=3 * LOOKAHEAD, weights={x: 1.0 for x in names})],
+    )
+    compiled, plain = _both(lambda: Plan(mix, global_batch_size=1024).consumed(40_000))
+    assert np.array_equal(compiled, plain)
+
+
+def test_kernels_can_be_turned_off_and_are_not_imported_with_annealmix():
+    code = (
+        "import sys, annealmix; from annealmix import _kernels; "
+        "print('numba' in sys.modules, _kernels.kernels() is None)"
+    )
+    env = {**os.environ, "ANNEALMIX_KERNELS": "numpy"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.split() == ["False", "True"], out.stderr
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(held_gaps(), st.integers(2, 5), st.sampled_from([7, 300, 5000]))
+def test_threads_give_the_serial_replay(case, threads, piece):
+    """Long replays split across threads (pieces guessed from their floors, then
+    checked and re-met in order) equal the one-thread replay, rows and lookups."""
+    mix, batch, total, steps = case
+
+    def run(workers):
+        counter = EarliestDeadline(mix, batch)
+        counter.piece, counter.chunk = piece, max(1, piece // 3)
+        with _threads(workers):
+            return [counter.range(0, total, None, Cursor())] + [
+                counter.before(s, Cursor()) for s in steps
+            ]
+
+    serial, parallel = run(1), run(threads)
+    assert all(np.array_equal(a, b) for a, b in zip(serial, parallel))
+
+
+@contextmanager
+def _threads(count):
+    saved = os.environ.get("ANNEALMIX_THREADS")
+    os.environ["ANNEALMIX_THREADS"] = str(count)
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ["ANNEALMIX_THREADS"]
+        else:
+            os.environ["ANNEALMIX_THREADS"] = saved
+
+
+def test_a_bad_thread_count_names_the_variable():
+    with _threads("many"), pytest.raises(ValueError, match="ANNEALMIX_THREADS must be a whole"):
+        _kernels.threads()
+
+
+def test_a_piece_whose_guess_never_meets_the_truth_is_replayed_again(monkeypatch):
+    """One-row chunks: a low-weight source's held bit outlives the first chunk, so
+    the guessed piece is replayed from the true counts; rows equal the serial ones."""
+    weights = {"s0": 0.3, "s1": 1.0, "s2": 1.0, "s3": 0.01, "s4": 0.01}
+    counter = EarliestDeadline(Mixture(weights=weights), 2)
+    counter.piece, counter.chunk = 100, 1
+    replays = []
+    serial = counter._serial
+    monkeypatch.setattr(counter, "_serial", lambda *a: replays.append(a[0]) or serial(*a))
+    with _threads(4):
+        parallel = counter.range(0, 400, None, Cursor())
+    assert len(replays) > 4  # four pieces, and at least one again
+    with _threads(1):
+        assert np.array_equal(
+            parallel, EarliestDeadline(Mixture(weights=weights), 2).range(0, 400, None, Cursor())
+        )
