@@ -14,19 +14,31 @@ Measures, at global batch size 1024 with a cosine anneal over the measured steps
   (what loaders ask), samples per second for 2, 8 and 64 sources at fixed weights
   proportional to 1..N, and 2 sources against 64 (goal: within 2x);
 - cold lookups: ``Plan(...).consumed(10**6)`` from a fresh plan, with constant
-  weights, an anneal over the last 20% of 10^6 steps, and an anneal over every step.
+  weights (1..N, and 16..N+15 where every source gets a sample per step), an
+  anneal over the last 20% of 10^6 steps, and an anneal over every step; the last
+  also on one thread and without the compiled kernels (numpy only, no ``fast``
+  extra); beside them, for the same fixed weights, a Fast-LLM-style on-the-fly
+  lookup of the counts before sample 10^6 x B, and Megatron's C++ index built
+  over 10^4 steps (10^6 steps would need a 10 GB index);
+- the kernels' first-call compile time in a fresh process with an empty cache,
+  and with the cache filled.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import random
+import subprocess
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 
 import numpy as np
 from _machine import describe
 
-from annealmix import Mixture, Phase, Plan, Stream, indexed
+from annealmix import Mixture, Phase, Plan, Stream, _kernels, indexed
 
 B = 1024
 
@@ -107,21 +119,133 @@ def serving(n: int, steps: int, budget: float = 1.0) -> float:
     return best
 
 
+@contextmanager
+def environment(name: str, value: str):
+    saved = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = saved
+
+
+@contextmanager
+def numpy_only():
+    """The plan's numpy code, as without the ``fast`` extra."""
+    saved = _kernels._built
+    _kernels._built = False
+    try:
+        yield
+    finally:
+        _kernels._built = saved
+
+
+COLD_ROWS = (
+    "constant weights (1..N), no phase",
+    "constant weights (16..N+15: a sample per step each)",
+    "anneal over the last 20%",
+    "anneal over every step",
+    "anneal over every step, one thread",
+    "anneal over every step, numpy only (no fast extra)",
+    "constant weights (1..N), a built plan's lookup (fresh cursor)",
+)
+
+
 def cold_lookups(n: int) -> list[float]:
-    """Seconds for a fresh plan's ``consumed(10**6)``: constant weights, an anneal
-    over the last 20% of the steps, an anneal over all of them."""
+    """Seconds for a fresh plan's ``consumed(10**6)``, one per row of ``COLD_ROWS``."""
     names = [f"s{i}" for i in range(n)]
     start = {x: 1.0 + i for i, x in enumerate(names)}
     end = {x: float(n - i) for i, x in enumerate(names)}
+    anneal = Mixture(weights=start, phases=[Phase(start_step=0, end_step=10**6, weights=end)])
     mixtures = [
         Mixture(weights=start),
+        Mixture(weights={x: 16.0 + i for i, x in enumerate(names)}),
         Mixture(weights=start, phases=[Phase(start_step=800_000, end_step=10**6, weights=end)]),
-        Mixture(weights=start, phases=[Phase(start_step=0, end_step=10**6, weights=end)]),
+        anneal,
     ]
-    return [
-        best_of(lambda x=mix: Plan(x, global_batch_size=B).consumed(10**6), 1, warm=False)
-        for mix in mixtures
-    ]
+
+    def lookup(mix: Mixture) -> float:
+        return best_of(lambda: Plan(mix, global_batch_size=B).consumed(10**6), 3, warm=False)
+
+    out = [lookup(mix) for mix in mixtures]
+    with environment("ANNEALMIX_THREADS", "1"):
+        out.append(lookup(anneal))
+    with numpy_only():
+        out.append(lookup(anneal))
+    built = Plan(mixtures[0], global_batch_size=B)
+    out.append(best_of(lambda: built.consumed(10**6)))  # a fresh cursor every call
+    return out
+
+
+def on_the_fly(weights: np.ndarray, position: int) -> np.ndarray:
+    """Fast-LLM's lookup of its blend: each source's samples before ``position``,
+    without an index. Its rule gives position i to the source with the largest error
+    ``w * (i + 1) - count`` (Megatron's builder uses ``w * max(i, 1)``, a slightly
+    different stream for three sources or more); the counts before any position are
+    at least ``floor(w * position)``, and the rule, run on from there, reaches them."""
+    counts = np.floor(weights * position).astype(np.int64)
+    for i in range(int(counts.sum()), position):
+        counts[np.argmax(weights * (i + 1) - counts)] += 1
+    return counts
+
+
+def fixed_weight_peers(n: int) -> tuple[float, float | str]:
+    """Seconds for a Fast-LLM-style lookup of sample 10^6 x B (best of 3), checked
+    first against its rule run position by position; and for Megatron's C++ index
+    over 10^4 steps of B (or why it was skipped)."""
+    weights = np.array([1.0 + i for i in range(n)])
+    weights /= weights.sum()
+    counts = np.zeros(n, dtype=np.int64)
+    for i in range(3000):
+        assert np.array_equal(on_the_fly(weights, i), counts), i
+        counts[np.argmax(weights * (i + 1) - counts)] += 1
+    lookup = best_of(lambda: on_the_fly(weights, B * 10**6))
+    try:
+        from megatron.core.datasets import helpers  # type: ignore[import-not-found]
+    except Exception as err:  # noqa: BLE001 - any import failure means "not available"
+        return lookup, f"skipped ({type(err).__name__})"
+    size = B * 10**4
+    index = np.zeros(size, dtype=np.int16)
+    sample = np.zeros(size, dtype=np.int64)
+    build = best_of(
+        lambda: helpers.build_blending_indices(index, sample, weights, n, size, False), 1
+    )
+    return lookup, build
+
+
+def compile_times() -> tuple[float, float]:
+    """Seconds of a fresh process's first exact-plan lookup (3 sources, over a phase),
+    with an empty kernel cache and then with the cache it filled."""
+    code = (
+        "import time; t = time.perf_counter(); "
+        "from annealmix import Mixture, Phase, Plan; "
+        "mix = Mixture(weights={'a': 1, 'b': 2, 'c': 3}, "
+        "phases=[Phase(start_step=0, end_step=100, weights={'a': 3, 'b': 2, 'c': 1})]); "
+        "Plan(mix, global_batch_size=64).consumed(50); print(time.perf_counter() - t)"
+    )
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+        return tuple(
+            float(
+                subprocess.run(
+                    [sys.executable, "-c", code],
+                    env=env,
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                ).stdout
+            )  # fmt: skip
+            for _ in range(2)
+        )
+
+
+def _numba_version() -> str:
+    import numba
+
+    return numba.__version__
 
 
 def main() -> None:
@@ -179,15 +303,39 @@ def main() -> None:
         r = [serving(n, k) for n in (2, 8, 64)]
         cells = [f"take({k})", *(m(x) for x in r), f"{r[0] / r[2]:.1f}x"]
         lines.append("| " + " | ".join(cells) + " |")
+    kernels = "numba " + _numba_version() if _kernels.kernels() else "numpy only"
     lines += [
+        "",
+        f"cold lookups: compiled kernels {kernels}, {_kernels.threads()} thread(s)",
         "",
         "| cold consumed(10^6), fresh plan | 2 sources | 8 sources | 64 sources |",
         "|---|---|---|---|",
     ]
     cold = [cold_lookups(n) for n in (2, 8, 64)]
-    for i, label in enumerate(("constant weights, no phase", "anneal over the last 20%",
-                               "anneal over every step")):  # fmt: skip
-        lines.append(f"| {label} | " + " | ".join(f"{c[i]:.3f} s" for c in cold) + " |")
+    peers = [fixed_weight_peers(n) for n in (2, 8, 64)]
+
+    def row(label, cells):
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    def secs(x):
+        if isinstance(x, str):
+            return x
+        return f"{x * 1e6:.0f} µs" if x < 1e-3 else f"{x:.3f} s"
+
+    for i, label in enumerate(COLD_ROWS):
+        row(label, [secs(c[i]) for c in cold])
+    row("Fast-LLM-style on-the-fly lookup, fixed weights 1..N, sample 10^6 x B",
+        [secs(f) for f, _ in peers])  # fmt: skip
+    row("ratio: annealmix built plan's lookup / Fast-LLM-style",
+        [f"{c[-1] / f:.2f}x" for (f, _), c in zip(peers, cold)])  # fmt: skip
+    row("Megatron C++ index over 10^4 steps (10^7 samples)", [secs(m) for _, m in peers])
+    if _kernels.kernels():
+        cold_cache, warm_cache = compile_times()
+        lines += [
+            "",
+            f"kernels' first call in a fresh process (3 sources): {cold_cache:.2f} s with an "
+            f"empty cache (compiling), {warm_cache:.2f} s with the cache filled",
+        ]
     table = "\n".join(lines)
     print(table)
     if args.out:

@@ -123,25 +123,27 @@ def test_held_segments_give_the_replayed_counts_without_replaying(case):
 
 
 def test_held_segment_closed_form_is_taken_only_where_proven():
-    """Dense held weights: step 10^9 in O(N) (no replay could reach it); a weight under
-    one sample per step, or zero-weight sources owed more than they hold: no closed
-    form, the replay decides."""
+    """Step 10^9 in O(N) (no replay could reach it) where the sparse sources leave
+    under one sample of slack; several tiny weights, or a zero-weight source owed
+    most of a sample beside a sparse one: no closed form, the replay decides."""
     names = [f"s{i}" for i in range(64)]
-    dense = Mixture(weights={x: 16.0 + i for i, x in enumerate(names)})
-    counter = EarliestDeadline(dense, 1024)
-    far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), 10**9)
-    assert far is not None and far.sum() == 1024 * (10**9 + 1)
-    targets = 1024 * np.array(counter.targets.before(10**9 + 1), dtype=object) / Q
-    assert all(abs(c - t) < 1 for c, t in zip(far.tolist(), targets.tolist()))
-    assert np.array_equal(
-        counter.before(5000, Cursor()), counter.range(0, 5000, None, Cursor())[-1]
-    )
+    # weights 1..64 at B = 1024: two sources under a sample per step (0.49, 0.98)
+    sparse = Mixture(weights={x: 1.0 + i for i, x in enumerate(names)})
+    for mix in (Mixture(weights={x: 16.0 + i for i, x in enumerate(names)}), sparse):
+        counter = EarliestDeadline(mix, 1024)
+        far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), 10**9)
+        assert far is not None and far.sum() == 1024 * (10**9 + 1)
+        targets = 1024 * np.array(counter.targets.before(10**9 + 1), dtype=object) / Q
+        assert all(abs(c - t) < 1 for c, t in zip(far.tolist(), targets.tolist()))
+        replay = counter.range(0, 20_000, None, Cursor())
+        for step in (1, 2, 9_999, 20_000):
+            assert np.array_equal(counter.before(step, Cursor()), replay[step - 1])
 
-    sparse = Mixture(weights={x: 1.0 + i for i, x in enumerate(names)})  # 0.49 per step
-    assert EarliestDeadline(sparse, 1024).held_counts(0, 0, np.zeros(64, np.int64), 10) is None
+    tiny = Mixture(weights={"a": 1.0, "b": 1e-3, "c": 1e-3, "d": 1e-3})
+    assert EarliestDeadline(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), 10) is None
     owed = Mixture(
         weights={"a": 1.0, "b": 1.0, "c": 1.0},
-        phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 1.0, "c": 0.0})],
+        phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 0.1, "c": 0.0})],
     )
     counter = EarliestDeadline(owed, 1)
     before = counter.range(0, 3, None, Cursor())[-1]

@@ -251,9 +251,9 @@ class Nearest(_Strategy):
     """Two sources: ``C_0(t) = floor(T_0(t) + 1/2)``, any step in O(1) from U(t)."""
 
     def before(self, step: int, cursor: Cursor) -> np.ndarray:
-        if step == 0:
-            return np.zeros(self.n, dtype=np.int64)
-        return self.range(step - 1, 1, None, cursor)[0]
+        u = self.targets.before(step, cursor)[0]  # U_0(step - 1), exact
+        first = (self.batch * u + Q // 2) >> Q_BITS
+        return np.array([first, self.batch * step - first], dtype=np.int64)
 
     def range(
         self, start: int, num_steps: int, prev: np.ndarray | None, cursor: Cursor
@@ -280,21 +280,33 @@ class EarliestDeadline(_Strategy):
     counts without the steps before it (in held segments of random mixtures, most
     steps can be repairs).
 
-    Held segments where every source with a weight gets at least one whole sample
-    per step (``B q_k >= Q``) do have one, proven here and used by ``before``:
+    Held segments have one where the sources under one sample per step leave
+    little room (proven here, used by ``before``). In a held segment, call a source
+    *dense* if its floor rises every step (``B q_k >= Q``), *sparse* if it has a
+    weight but less than that, and look at a step t with t + 1 in the segment:
 
-    - every such source's floor rises at every step of the segment, so its
-      deadline is the next step (key ``(t + 1) n + k``: id order), and it is never
-      forced: ``F`` holds only zero-weight sources, whose floors never rise, so
-      the zero-weight bits held at entry (``Z``) stay held;
-    - if the zero-weight sources' fractional targets sum to at most ``|Z|``
-      samples, ``r(t) - |Z| <= `` the number of weighted sources with a fractional
-      target (each is under one sample), so the choice never reaches a
-      zero-weight source: ``Z`` is exactly the zero-weight bits at every step;
-    - so, for t from the entry up to the segment's second-to-last step (the last
-      step's deadlines look into the next segment), ``C(t) = floor(T(t))`` plus
-      ``Z`` plus the first ``r(t) - |Z|`` weighted sources with a fractional target,
-      in id order: O(N) from the counts at entry, whatever t.
+    - a dense source's deadline is t + 1; a sparse one's is t + 1 exactly when its
+      floor rises then, and its fractional target is below ``1 - B q_k / Q``
+      samples otherwise; a zero-weight source never rises;
+    - call ``D`` the sources not forced whose deadline is t + 1 (key order = id
+      order among them), and ``S`` the other candidates not forced: sparse
+      sources not rising, zero-weight sources with a fractional target that hold
+      no bit. Their fractional targets sum to under ``s = sum over sparse
+      (1 - B q_k / Q) + sum over zero-weight sources holding no bit at entry
+      (their fractional target)`` samples;
+    - ``r(t) < |D| + s + |F|`` (every fractional part is under one), so if
+      ``s < 1``, ``r(t) - |F| <= |D|``: the choice never leaves ``D``. Every
+      source it picks rises at t + 1, so no new bit is forced, and ``F`` shrinks
+      to the bits held at entry whose floor has not risen since;
+    - so, from the counts at entry up to the segment's second-to-last step (the
+      last step's deadlines look into the next segment): ``C(t) = floor(T(t))``
+      plus those forced bits plus the first ``r(t) - |F|`` sources of ``D`` by
+      id. O(N) from the counts at entry, whatever t.
+
+    ``s < 1`` holds whenever every weight gives a sample per step (and no
+    zero-weight source is owed one), with one sparse source, or with sparse ones
+    close to a sample per step; elsewhere (several tiny weights) the step is
+    replayed.
 
     A cursor keeps the counts at each held segment's entry it reached, so a moving
     segment is replayed once per cursor however lookups jump about.
@@ -415,26 +427,26 @@ class EarliestDeadline(_Strategy):
     ) -> np.ndarray | None:
         """C(last) in O(N) from ``counts`` = C(start - 1), both steps inside held
         ``segment`` (``last`` before its last step); ``None`` where the closed form is
-        not proven (a weight under one sample per step, or the zero-weight condition)."""
-        t, b = self.targets, self.batch
+        not proven (the class doc's condition)."""
+        t, b, everyone = self.targets, self.batch, range(self.n)
         q = t._rows[segment].tolist()
-        if any(0 < b * x < Q for x in q):
-            return None
         base = t.before(start)
-        zero = [k for k in range(self.n) if q[k] == 0]
-        held = [k for k in zero if int(counts[k]) > (b * base[k]) >> Q_BITS]
-        if sum((b * base[k]) & (Q - 1) for k in zero) > len(held) * Q:
+        floor = [(b * u) >> Q_BITS for u in base]
+        held = [int(c) > f for c, f in zip(counts.tolist(), floor)]
+        slack = sum(Q - b * q[k] for k in everyone if 0 < b * q[k] < Q)
+        slack += sum((b * base[k]) & (Q - 1) for k in everyone if not q[k] and not held[k])
+        if slack >= Q:
             return None
         u = [x + y * (last - start + 1) for x, y in zip(base, q)]
         level = [(b * x) >> Q_BITS for x in u]
-        room = b * (last + 1) - sum(level) - len(held)
-        out = level
-        for k in held:
-            out[k] += 1
-        for k in range(self.n):
-            if room == 0:
+        forced = [held[k] and level[k] == floor[k] for k in everyone]
+        room = b * (last + 1) - sum(level) - sum(forced)
+        out = [lv + f for lv, f in zip(level, forced)]
+        for k in everyone:  # due at the next step, by id
+            if room <= 0:
                 break
-            if q[k] and (b * u[k]) & (Q - 1):
+            rises = (b * (u[k] + q[k])) >> Q_BITS > level[k]
+            if not forced[k] and (b * u[k]) & (Q - 1) and rises:
                 out[k] += 1
                 room -= 1
         if room:
