@@ -132,17 +132,6 @@ def environment(name: str, value: str):
             os.environ[name] = saved
 
 
-@contextmanager
-def numpy_only():
-    """The plan's numpy code, as without the ``fast`` extra."""
-    saved = _kernels._built
-    _kernels._built = False
-    try:
-        yield
-    finally:
-        _kernels._built = saved
-
-
 COLD_ROWS = (
     "constant weights (1..N), no phase",
     "constant weights (16..N+15: a sample per step each)",
@@ -173,7 +162,7 @@ def cold_lookups(n: int) -> list[float]:
     out = [lookup(mix) for mix in mixtures]
     with environment("ANNEALMIX_THREADS", "1"):
         out.append(lookup(anneal))
-    with numpy_only():
+    with _kernels.numpy_only():
         out.append(lookup(anneal))
     built = Plan(mixtures[0], global_batch_size=B)
     out.append(best_of(lambda: built.consumed(10**6)))  # a fresh cursor every call
@@ -243,7 +232,7 @@ def compile_times() -> tuple[float, float]:
                     capture_output=True,
                     text=True,
                 ).stdout
-            )  # fmt: skip
+            )
             for _ in range(2)
         )
 

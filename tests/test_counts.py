@@ -131,7 +131,7 @@ def test_held_segment_closed_form_is_taken_only_where_proven():
     sparse = Mixture(weights={x: 1.0 + i for i, x in enumerate(names)})
     for mix in (Mixture(weights={x: 16.0 + i for i, x in enumerate(names)}), sparse):
         counter = EarliestDeadline(mix, 1024)
-        far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), 10**9)
+        far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), [0] * 64, 10**9)
         assert far is not None and far.sum() == 1024 * (10**9 + 1)
         targets = 1024 * np.array(counter.targets.before(10**9 + 1), dtype=object) / Q
         assert all(abs(c - t) < 1 for c, t in zip(far.tolist(), targets.tolist()))
@@ -140,14 +140,16 @@ def test_held_segment_closed_form_is_taken_only_where_proven():
             assert np.array_equal(counter.before(step, Cursor()), replay[step - 1])
 
     tiny = Mixture(weights={"a": 1.0, "b": 1e-3, "c": 1e-3, "d": 1e-3})
-    assert EarliestDeadline(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), 10) is None
+    assert EarliestDeadline(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), [0] * 4, 10) is None
     owed = Mixture(
         weights={"a": 1.0, "b": 1.0, "c": 1.0},
         phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 0.1, "c": 0.0})],
     )
     counter = EarliestDeadline(owed, 1)
     before = counter.range(0, 3, None, Cursor())[-1]
-    assert counter.held_counts(1, 3, before, 10) is None  # c's target stays fractional
+    assert (
+        counter.held_counts(1, 3, before, counter.targets.before(3), 10) is None
+    )  # c's target stays fractional
 
 
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -21,22 +21,11 @@ compiled = pytest.mark.skipif(
 )
 
 
-@contextmanager
-def numpy_only():
-    """The numpy twins inside the ``with``, the kernels outside it."""
-    saved = _kernels._built
-    _kernels._built = False
-    try:
-        yield
-    finally:
-        _kernels._built = saved
-
-
 def _both(fn):
     """``fn()`` through the kernels and through numpy."""
     assert _kernels.kernels() is not None
     compiled = fn()
-    with numpy_only():
+    with _kernels.numpy_only():
         plain = fn()
     return compiled, plain
 

@@ -97,8 +97,8 @@ class Cursor:
         carries: ``(first, deficits before each row and after the last)`` of the
             last token walk.
         marks: ``s -> (C(s - 1), deficits)`` every ``Tokens.MARK`` steps walked.
-        entries: ``s -> C(s - 1)`` at the first step of each held segment reached
-            (``EarliestDeadline``).
+        entries: ``s -> (C(s - 1), U(s - 1))`` at the first step of each held
+            segment reached (``EarliestDeadline``).
         tokens_at: ``(counts, tokens)``: tokens of a token plan's first draws.
     """
 
@@ -109,7 +109,7 @@ class Cursor:
     deficits_at: tuple[int, np.ndarray, tuple[int, ...]] | None = None
     carries: tuple[int, list[tuple[int, ...]]] | None = field(default=None, repr=False)
     marks: dict[int, tuple[np.ndarray, tuple[int, ...]]] = field(default_factory=dict, repr=False)
-    entries: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    entries: dict[int, tuple[np.ndarray, list[int]]] = field(default_factory=dict, repr=False)
     tokens_at: tuple[np.ndarray, np.ndarray] | None = None
 
     def at(self, step: int, counts: np.ndarray, deficits: tuple[int, ...] | None) -> None:
@@ -323,21 +323,23 @@ class EarliestDeadline(_Strategy):
 
     def before(self, step: int, cursor: Cursor) -> np.ndarray:
         start, counts = 0, np.zeros(self.n, dtype=np.int64)
-        known = [(s, c) for s, c in cursor.entries.items() if s <= step]
         if cursor.counts_at is not None and cursor.counts_at[0] <= step:
-            known.append(cursor.counts_at)
-        if known:
-            start, counts = max(known, key=lambda sc: sc[0])
+            start, counts = cursor.counts_at
+        entry = max((s for s in cursor.entries if start < s <= step), default=None)
+        if entry is not None:
+            counts, targets = cursor.entries[entry]
+            start, cursor.targets_at = entry, (entry, targets)
         segments = self.targets.segments
         while start < step:
             i = self.targets.segment_of(start)
             seg = segments[i]
             if seg.weights is not None:
+                base = self.targets.before(start, cursor)
                 if start == seg.start:
-                    cursor.entries[start] = counts.copy()
+                    cursor.entries[start] = (counts.copy(), base)
                 last = step - 1 if seg.stop is None else min(step - 1, seg.stop - 2)
                 if last >= start:
-                    held = self.held_counts(i, start, counts, last)
+                    held = self.held_counts(i, start, counts, base, last)
                     if held is not None:
                         counts, start = held, last + 1
                         continue
@@ -423,14 +425,13 @@ class EarliestDeadline(_Strategy):
         return head, np.concatenate(rows) if keep else None, prev, cursor.targets_at[1]
 
     def held_counts(
-        self, segment: int, start: int, counts: np.ndarray, last: int
+        self, segment: int, start: int, counts: np.ndarray, base: list[int], last: int
     ) -> np.ndarray | None:
-        """C(last) in O(N) from ``counts`` = C(start - 1), both steps inside held
-        ``segment`` (``last`` before its last step); ``None`` where the closed form is
-        not proven (the class doc's condition)."""
+        """C(last) in O(N) from ``counts`` = C(start - 1) and ``base`` = U(start - 1),
+        both steps inside held ``segment`` (``last`` before its last step); ``None``
+        where the closed form is not proven (the class doc's condition)."""
         t, b, everyone = self.targets, self.batch, range(self.n)
         q = t._rows[segment].tolist()
-        base = t.before(start)
         floor = [(b * u) >> Q_BITS for u in base]
         held = [int(c) > f for c, f in zip(counts.tolist(), floor)]
         slack = sum(Q - b * q[k] for k in everyone if 0 < b * q[k] < Q)

@@ -19,6 +19,7 @@ What is compiled:
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import numpy as np
@@ -233,6 +234,18 @@ def _decide(
         if held[k]:
             out[t, k] += 1
     return True
+
+
+@contextmanager
+def numpy_only():
+    """The numpy code inside the ``with``, as without numba (benchmarks and tests
+    compare the two; not for use while other threads plan)."""
+    global _built
+    saved, _built = _built, False
+    try:
+        yield
+    finally:
+        _built = saved
 
 
 def threads() -> int:
