@@ -175,3 +175,11 @@ def test_a_piece_whose_guess_never_meets_the_truth_is_replayed_again(monkeypatch
         assert np.array_equal(
             parallel, EarliestDeadline(Mixture(weights=weights), 2).range(0, 400, None, Cursor())
         )
+
+
+def test_a_bad_kernel_setting_names_the_variable():
+    code = "from annealmix import _kernels; _kernels.kernels()"
+    env = {**os.environ, "ANNEALMIX_KERNELS": "off"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "ANNEALMIX_KERNELS must be 'numba' or 'numpy', got 'off'" in out.stderr

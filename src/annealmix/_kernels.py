@@ -18,7 +18,9 @@ What is compiled:
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import warnings
 from contextlib import contextmanager
 from types import SimpleNamespace
 
@@ -265,11 +267,25 @@ def threads() -> int:
 
 def _build():
     global _quantize_row, _select, _decide
-    if os.environ.get("ANNEALMIX_KERNELS", "numba") == "numpy":
+    wanted = os.environ.get("ANNEALMIX_KERNELS", "numba")
+    if wanted not in ("numba", "numpy"):
+        raise ValueError(
+            f"ANNEALMIX_KERNELS must be 'numba' or 'numpy', got {wanted!r}; 'numpy' runs "
+            "the plan without compiled kernels (the same stream), unset it to use them"
+        )
+    if wanted == "numpy" or importlib.util.find_spec("numba") is None:
         return None
     try:  # an optional extra: every kernel has a numpy twin in _counts
         import numba
-    except ImportError:
+    except ImportError as err:  # installed, but not for this numpy or Python
+        warnings.warn(
+            f"numba is installed but does not import ({err}); exact plans run on numpy "
+            "alone (the same stream, slower)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    if numba.config.DISABLE_JIT:  # NUMBA_DISABLE_JIT: the kernels would run as Python
         return None
 
     def jit(fn):
