@@ -29,7 +29,7 @@ def _walk(plan: Plan, step: int) -> tuple[np.ndarray, Cursor]:
     """
     cursor = plan.cursor()
     bar = Progress(step, "steps replayed")
-    stride = 8 * plan.replay_chunk
+    stride = 32 * plan.replay_chunk
     for s in range(stride, step, stride):
         plan.consumed(s, cursor=cursor)
         bar.update(s)
