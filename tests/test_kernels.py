@@ -183,3 +183,30 @@ def test_a_bad_kernel_setting_names_the_variable():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
     assert "ANNEALMIX_KERNELS must be 'numba' or 'numpy', got 'off'" in out.stderr
+
+
+@compiled
+def test_a_guess_that_meets_a_refused_step_is_replayed_from_the_true_counts(monkeypatch):
+    """Should a guessed piece reach a step the bound refuses (no plan's counts do),
+    it is replayed from the true counts; a refusal of the true counts still raises."""
+    weights = {"s0": 0.3, "s1": 1.0, "s2": 1.0, "s3": 0.01}
+    counter = EarliestDeadline(Mixture(weights=weights), 2)
+    counter.piece, counter.chunk = 100, 30
+    tried, serial = set(), counter._serial
+
+    def refuse_guesses_once(piece, *rest):
+        if piece[0] > 0 and piece not in tried:
+            tried.add(piece)
+            raise RuntimeError("refused")
+        return serial(piece, *rest)
+
+    monkeypatch.setattr(counter, "_serial", refuse_guesses_once)
+    with _threads(3):
+        parallel = counter.range(0, 300, None, Cursor())
+    assert len(tried) == 2
+    with _threads(1):
+        serial_rows = EarliestDeadline(Mixture(weights=weights), 2).range(0, 300, None, Cursor())
+    assert np.array_equal(parallel, serial_rows)
+    monkeypatch.setattr(counter, "_serial", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    with _threads(3), pytest.raises(RuntimeError, match="x"):
+        counter.range(0, 300, None, Cursor())

@@ -392,9 +392,15 @@ class EarliestDeadline(_Strategy):
             guesses = [np.asarray(prev, dtype=np.int64)] + [
                 np.array([(b * u) >> Q_BITS for u in base], dtype=np.int64) for base in bases[1:]
             ]
-            runs = list(pool.map(self._serial, pieces, guesses, bases, [keep] * len(pieces)))
+            guessed = [False] + [True] * (len(pieces) - 1)
+            runs = list(
+                pool.map(self._guess, pieces, guesses, bases, guessed, [keep] * len(pieces))
+            )
         true, out = guesses[0], []
-        for piece, guess, base, (head, rows, last, _) in zip(pieces, guesses, bases, runs):
+        for piece, guess, base, run in zip(pieces, guesses, bases, runs):
+            if run is None:  # the guess met a step no plan reaches: replay from the true counts
+                run, guess = self._serial(piece, true, base, keep), true
+            head, rows, last, through = run
             if not np.array_equal(guess, true):
                 a = piece[0]
                 again = self._chunk(a, a + len(head), true, Cursor(targets_at=(a, base)))
@@ -405,8 +411,20 @@ class EarliestDeadline(_Strategy):
                     rows = np.concatenate([again[: meet[0]], rows[meet[0] :]])
             out.append(rows)
             true = last
-        cursor.targets_at = (edges[-1], runs[-1][3])
+        cursor.targets_at = (edges[-1], through)
         return np.concatenate(out) if keep else true
+
+    def _guess(
+        self, piece: tuple[int, int], prev: np.ndarray, base: list[int], guessed: bool, keep: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, list[int]] | None:
+        """``_serial``; from ``guessed`` counts, ``None`` where they lead to a step the
+        bound refuses (counts no plan produces; the caller replays the true ones)."""
+        try:
+            return self._serial(piece, prev, base, keep)
+        except RuntimeError:
+            if not guessed:
+                raise
+            return None
 
     def _serial(
         self, piece: tuple[int, int], prev: np.ndarray, base: list[int], keep: bool
