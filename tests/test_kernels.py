@@ -14,6 +14,7 @@ from test_mixture import mixtures
 
 from annealmix import Mixture, Phase, Plan, _kernels
 from annealmix._counts import LOOKAHEAD, Cursor, EarliestDeadline, quantize
+from annealmix.online import OnlinePlan
 
 pytest.importorskip("numba")
 compiled = pytest.mark.skipif(
@@ -210,3 +211,32 @@ def test_a_guess_that_meets_a_refused_step_is_replayed_from_the_true_counts(monk
     monkeypatch.setattr(counter, "_serial", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     with _threads(3), pytest.raises(RuntimeError, match="x"):
         counter.range(0, 300, None, Cursor())
+
+
+@compiled
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.integers(2, 24), st.sampled_from([1, 3, 64, 4096]))
+def test_online_walks_are_the_python_walks(seed, n, batch):
+    """An online plan's walk in samples (``Carried``): rows, lookups from marks and
+    served carries equal the Python loop's."""
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(n)]
+
+    def weights():
+        w = rng.random(n) ** 3
+        w[rng.random(n) < 0.2] = 0.0
+        w[rng.integers(n)] = 1.0
+        return dict(zip(names, w.tolist()))
+
+    mix = Mixture(weights=weights(), phases=[Phase(start_step=5, end_step=2000, weights=weights())])
+    log = [(int(s), weights()) for s in np.sort(rng.choice(9000, 4, replace=False)) + 1]
+
+    def walk():
+        plan = OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names, 10**6), log=log)
+        cursor = plan.cursor()
+        rows = plan.counts(0, 10_000, cursor=cursor)
+        return [rows, plan.consumed(8193, cursor=cursor), plan.consumed(9999, cursor=Cursor()),
+                np.array(plan.batch(4097).carry)]  # fmt: skip
+
+    compiled, plain = _both(walk)
+    assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))

@@ -756,6 +756,15 @@ class Carried(_Walk):
         self, start: int, stop: int, counts: np.ndarray, deficits: tuple[int, ...], cursor: Cursor
     ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         n, b = self.n, self.batch
+        compiled = _kernels.kernels()
+        if compiled is not None:  # the same integers (annealmix._kernels)
+            rows = np.empty((stop - start, n), dtype=np.int64)
+            carried = np.empty((stop - start, n), dtype=np.int64)
+            compiled.carried(self.targets.quanta(start, stop), b, np.asarray(counts, np.int64),
+                             np.array(deficits, dtype=np.int64), rows, carried)  # fmt: skip
+            for row in range((-start - 1) % self.MARK, stop - start, self.MARK):
+                self._mark(cursor, start + row + 1, rows[row], tuple(carried[row].tolist()))
+            return rows, _Carries(carried)
         everyone = range(n)
         c, d = [int(x) for x in counts], list(deficits)
         rows = np.empty((stop - start, n), dtype=np.int64)
@@ -781,6 +790,23 @@ class Carried(_Walk):
             carries.append(tuple(d))
             self._mark(cursor, start + row + 1, rows[row], carries[-1])
         return rows, carries
+
+
+class _Carries:
+    """Deficits after each step of a compiled walk, handed out as tuples of ints
+    (what ``_walk`` returns) only when read."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[int, ...]:
+        return tuple(self.rows[i].tolist())
+
+    def __iter__(self):
+        return (tuple(r) for r in self.rows.tolist())
 
 
 class Tokens(_Walk):

@@ -13,7 +13,8 @@ What is compiled:
   from its two ends row by row;
 - ``earliest_deadline``: a replay chunk of the exact plan: levels, deadlines (exact
   within the look-ahead, projected beyond), and the sequential choice of each step's
-  bonus bits (forced bits, then the earliest deadlines).
+  bonus bits (forced bits, then the earliest deadlines);
+- ``carried``: an online plan's walk in samples (``_counts.Carried``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ _built: object = None  # the kernels once built; False where there are none
 
 def kernels():
     """The compiled kernels (a namespace: ``quantize``, ``blend``,
-    ``earliest_deadline``), or ``None`` without numba or with
+    ``earliest_deadline``, ``carried``), or ``None`` without numba or with
     ``ANNEALMIX_KERNELS=numpy``. numba is imported on the first call, not with
     annealmix."""
     global _built
@@ -250,6 +251,51 @@ def numpy_only():
         _built = saved
 
 
+def _carried(quanta, batch, counts, deficits, rows, carries):
+    """``_counts.Carried``'s walk over the rows of ``quanta``: cumulative counts into
+    ``rows`` and the deficits after each step into ``carries`` (they stay within
+    (-Q, (N - 1) Q), so int64 holds them exactly)."""
+    steps, n = quanta.shape
+    c = counts.copy()
+    d = deficits.copy()
+    owed = np.empty(n, dtype=np.int64)
+    take = np.empty(n, dtype=np.int64)
+    rest = np.empty(n, dtype=np.int64)
+    keys = np.empty(n, dtype=np.int64)
+    for row in range(steps):
+        left = batch
+        for k in range(n):
+            x = d[k] + batch * quanta[row, k]
+            owed[k] = x
+            t = max(x >> Q_BITS, 0)
+            take[k] = t
+            rest[k] = x - t * Q
+            left -= t
+        if left > 0:  # the largest remainders of those owed something, ties to the lower id
+            count = 0
+            for k in range(n):
+                if owed[k] >= 0:
+                    keys[count] = (Q - 1 - rest[k]) * n + k
+                    count += 1
+            cut = keys[count - 1] if left >= count else _select(keys, count, left - 1)
+            for k in range(n):
+                if owed[k] >= 0 and (Q - 1 - rest[k]) * n + k <= cut:
+                    take[k] += 1
+        while left < 0:  # taken back from the smallest remainder that has a sample
+            pick = -1
+            for k in range(n):
+                if take[k] > 0 and (pick < 0 or rest[k] < rest[pick]):
+                    pick = k
+            take[pick] -= 1
+            rest[pick] += Q
+            left += 1
+        for k in range(n):
+            c[k] += take[k]
+            d[k] = owed[k] - take[k] * Q
+            rows[row, k] = c[k]
+            carries[row, k] = d[k]
+
+
 def threads() -> int:
     """Threads a long replay may use: ``ANNEALMIX_THREADS``, else the cores this
     process may run on."""
@@ -294,5 +340,8 @@ def _build():
     # Rebound first: the kernels below call these by their global names.
     _quantize_row, _select, _decide = jit(_quantize_row), jit(_select), jit(_decide)
     return SimpleNamespace(
-        quantize=jit(_quantize), blend=jit(_blend), earliest_deadline=jit(_earliest_deadline)
+        quantize=jit(_quantize),
+        blend=jit(_blend),
+        earliest_deadline=jit(_earliest_deadline),
+        carried=jit(_carried),
     )
