@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from test_counts import held_gaps
 from test_mixture import mixtures
 
-from annealmix import Mixture, Phase, Plan, _kernels
+from annealmix import Mixture, Phase, Plan, TokenPlan, _kernels
 from annealmix._counts import LOOKAHEAD, Cursor, EarliestDeadline, quantize
 from annealmix.online import OnlinePlan
 
@@ -237,6 +237,40 @@ def test_online_walks_are_the_python_walks(seed, n, batch):
         rows = plan.counts(0, 10_000, cursor=cursor)
         return [rows, plan.consumed(8193, cursor=cursor), plan.consumed(9999, cursor=Cursor()),
                 np.array(plan.batch(4097).carry)]  # fmt: skip
+
+    compiled, plain = _both(walk)
+    assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))
+
+
+@compiled
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.integers(0, 2**32),
+    st.integers(2, 6),
+    st.sampled_from([1, 3, 64, 512]),
+    st.sampled_from([2, 3000, 1 << 19]),
+)
+def test_token_walks_are_the_python_walks(seed, n, batch, longest):
+    """A token plan's walk (``Tokens``): rows, lookups and carries equal the Python
+    loop's, with documents up to 2^19 tokens and weights down to 1e-9 (finish times
+    whose products pass 2^64, compared exactly)."""
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(n)]
+
+    def weights():
+        w = rng.choice([0.0, 1e-9, 1e-3, 0.3, 1.0], n)
+        w[rng.integers(n)] = 1.0
+        return dict(zip(names, w.tolist()))
+
+    mix = Mixture(weights=weights(), phases=[Phase(start_step=2, end_step=90, weights=weights())])
+    lengths = {x: rng.integers(1, longest, int(rng.integers(1, 3000))) for x in names}
+
+    def walk():
+        plan = TokenPlan(mix, global_batch_size=batch, lengths=lengths, seed=seed)
+        cursor = plan.cursor()
+        rows = plan.counts(0, 120, cursor=cursor)
+        return [rows, plan.consumed(119, cursor=Cursor()), plan.consumed(60, cursor=cursor),
+                np.array(plan.batches(30, 3).carry, dtype=object)]  # fmt: skip
 
     compiled, plain = _both(walk)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))

@@ -850,6 +850,9 @@ class Tokens(_Walk):
         self.longest = longest
         self.chunk = max(1, (1 << 15) // batch)
         self._block = max(256, batch)
+        # The compiled walk keeps deficits in int64, within (-Q M_k, Q sum M): exact
+        # while the longest samples sum under 2^21 tokens (longer: the Python walk).
+        self._fits = sum(longest) + max(longest) < 1 << 21
 
     def bounds(self) -> list[tuple[int, int]]:
         total = sum(self.longest)
@@ -859,6 +862,9 @@ class Tokens(_Walk):
         self, start: int, stop: int, counts: np.ndarray, deficits: tuple[int, ...], cursor: Cursor
     ) -> tuple[np.ndarray, list[tuple[int, ...]]]:
         """Cumulative counts after each step of [start, stop), and the deficits there."""
+        compiled = _kernels.kernels()
+        if compiled is not None and self._fits:
+            return self._compiled(start, stop, counts, deficits, cursor, compiled.tokens)
         n, everyone = self.n, range(self.n)
         c, d = [int(x) for x in counts], list(deficits)
         buffers: list[list[int]] = [[] for _ in everyone]
@@ -894,6 +900,36 @@ class Tokens(_Walk):
             carries.append(tuple(d))
             self._mark(cursor, start + row + 1, rows[row], carries[-1])
         return rows, carries
+
+    def _compiled(self, start, stop, counts, deficits, cursor, walk):
+        """``_walk`` through the compiled kernel (the same integers). Each source's
+        next lengths are fetched ahead, about twice its share of the draws; where a
+        source runs short the kernel stops at a step and its lengths are topped up."""
+        n, b, steps = self.n, self.batch, stop - start
+        quanta = self.targets.quanta(start, stop)
+        share = quanta.sum(axis=0) / float(Q)  # expected draws per position, roughly
+        c = np.asarray(counts, dtype=np.int64).copy()
+        d = np.array(deficits, dtype=np.int64)
+        buffers = [np.zeros(0, dtype=np.int64) for _ in range(n)]
+        first = c.copy()  # draw number of each buffer's first length
+        rows = np.empty((steps, n), dtype=np.int64)
+        carried = np.empty((steps, n), dtype=np.int64)
+        done = 0
+        while done < steps:
+            for k in range(n):
+                used = int(c[k] - first[k])
+                if len(buffers[k]) - used < b:
+                    more = b + max(self._block, int(2 * share[k] * b), 2 * used)
+                    fresh = self.lengths_of(k, int(first[k]) + len(buffers[k]), more)
+                    buffers[k] = np.concatenate([buffers[k][used:], fresh])
+                    first[k] = c[k]
+            ends = np.cumsum([len(x) for x in buffers])
+            pos = ends - [len(x) for x in buffers] + (c - first)
+            flat = np.concatenate(buffers)
+            done += walk(quanta[done:], b, c, d, flat, ends, pos, rows[done:], carried[done:])
+        for row in range((-start - 1) % self.MARK, steps, self.MARK):
+            self._mark(cursor, start + row + 1, rows[row], tuple(carried[row].tolist()))
+        return rows, _Carries(carried)
 
 
 def step_counts(sources: np.ndarray, n: int) -> np.ndarray:

@@ -14,7 +14,9 @@ What is compiled:
 - ``earliest_deadline``: a replay chunk of the exact plan: levels, deadlines (exact
   within the look-ahead, projected beyond), and the sequential choice of each step's
   bonus bits (forced bits, then the earliest deadlines);
-- ``carried``: an online plan's walk in samples (``_counts.Carried``).
+- ``carried``: an online plan's walk in samples (``_counts.Carried``), and
+  ``tokens``: a token plan's walk over documents (``_counts.Tokens``, comparing
+  finish times in exact 128-bit products).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ _built: object = None  # the kernels once built; False where there are none
 
 def kernels():
     """The compiled kernels (a namespace: ``quantize``, ``blend``,
-    ``earliest_deadline``, ``carried``), or ``None`` without numba or with
+    ``earliest_deadline``, ``carried``, ``tokens``), or ``None`` without numba or with
     ``ANNEALMIX_KERNELS=numpy``. numba is imported on the first call, not with
     annealmix."""
     global _built
@@ -296,6 +298,65 @@ def _carried(quanta, batch, counts, deficits, rows, carries):
             carries[row, k] = d[k]
 
 
+def _wide(a, b):
+    """a * b as (high, low) 64-bit halves, for a, b >= 0 (uint64 arithmetic)."""
+    mask = np.uint64(0xFFFFFFFF)
+    x, y = np.uint64(a), np.uint64(b)
+    x0, x1, y0, y1 = x & mask, x >> np.uint64(32), y & mask, y >> np.uint64(32)
+    p00, p01, p10, p11 = x0 * y0, x0 * y1, x1 * y0, x1 * y1
+    mid = (p00 >> np.uint64(32)) + (p01 & mask) + (p10 & mask)
+    low = (mid << np.uint64(32)) | (p00 & mask)
+    high = p11 + (p01 >> np.uint64(32)) + (p10 >> np.uint64(32)) + (mid >> np.uint64(32))
+    return high, low
+
+
+def _product_less(a, b, c, d):
+    """a * b < c * d exactly, for int64 a, c and positive int64 b, d."""
+    if (a < 0) != (c < 0):
+        return a < 0
+    if a < 0:  # both negative: compare the magnitudes the other way round
+        a, b, c, d = -c, d, -a, b
+    h1, l1 = _wide(a, b)
+    h2, l2 = _wide(c, d)
+    return h1 < h2 or (h1 == h2 and l1 < l2)
+
+
+def _tokens(quanta, batch, c, d, flat, end, pos, rows, carries):
+    """``_counts.Tokens``' walk over the rows of ``quanta``, from counts ``c`` and
+    deficits ``d`` (updated in place): source k's next draws have the lengths
+    ``flat[pos[k]:end[k]]``. Stops before a step that could run a source short
+    (fewer than ``batch`` lengths left) and returns the steps walked."""
+    steps, n = quanta.shape
+    for row in range(steps):
+        for k in range(n):
+            if end[k] - pos[k] < batch:
+                return row
+        for _ in range(batch):
+            pick, need, rate = -1, 0, 1
+            for k in range(n):
+                q = quanta[row, k]
+                if q == 0 or d[k] < 0:
+                    continue
+                mine = Q * flat[pos[k]] - d[k]
+                if pick < 0 or _product_less(mine, rate, need, q):
+                    pick, need, rate = k, mine, q
+            if pick < 0:  # every weighted source is ahead: a zero-weight one is owed
+                pick = 0
+                for k in range(1, n):
+                    if d[k] > d[pick]:
+                        pick = k
+            tokens = flat[pos[pick]]
+            for k in range(n):
+                d[k] += quanta[row, k] * tokens
+            d[pick] -= Q * tokens
+            c[pick] += 1
+            pos[pick] += 1
+        for k in range(n):
+            rows[row, k] = c[k]
+            carries[row, k] = d[k]
+    return steps
+
+
 def threads() -> int:
     """Threads a long replay may use: ``ANNEALMIX_THREADS``, else the cores this
     process may run on."""
@@ -312,7 +373,7 @@ def threads() -> int:
 
 
 def _build():
-    global _quantize_row, _select, _decide
+    global _quantize_row, _select, _decide, _wide, _product_less
     wanted = os.environ.get("ANNEALMIX_KERNELS", "numba")
     if wanted not in ("numba", "numpy"):
         raise ValueError(
@@ -339,9 +400,11 @@ def _build():
 
     # Rebound first: the kernels below call these by their global names.
     _quantize_row, _select, _decide = jit(_quantize_row), jit(_select), jit(_decide)
+    _wide, _product_less = jit(_wide), jit(_product_less)
     return SimpleNamespace(
         quantize=jit(_quantize),
         blend=jit(_blend),
         earliest_deadline=jit(_earliest_deadline),
         carried=jit(_carried),
+        tokens=jit(_tokens),
     )
