@@ -1,10 +1,12 @@
-"""Compiled inner loops of the exact plan (numba), each giving its numpy code's result bit for bit.
+"""Compiled inner loops of the plans (numba), each giving its numpy or Python twin's
+integers bit for bit.
 
 numba is optional (``pip install "annealmix[fast]"``). Without it, or with
-``ANNEALMIX_KERNELS=numpy`` in the environment, the numpy code in ``_counts`` runs
-instead: same integers, same stream, only slower (a cold lookup of step 10^6 in a
-10^6-step anneal over 64 sources: see ``benchmarks/bench_plan.py``). The first call
-in a process compiles (about a second, cached on disk after that).
+``ANNEALMIX_KERNELS=numpy`` in the environment, the code in ``_counts`` runs
+instead: same integers, same stream, only slower (``benchmarks/bench_plan.py``,
+``bench_tokens.py`` and ``bench_online.py`` measure both). The first call in a fresh
+environment compiles (about 4 seconds on 2 cores; numba caches the machine code on
+disk, and later processes load it in a third of a second).
 
 What is compiled:
 
@@ -30,6 +32,8 @@ from types import SimpleNamespace
 import numpy as np
 
 _built: object = None  # the kernels once built; False where there are none
+Q_BITS = 40
+Q = 1 << Q_BITS  # as in _counts (which imports this module, so cannot be imported here)
 
 
 def kernels():
@@ -41,10 +45,6 @@ def kernels():
     if _built is None:
         _built = _build() or False
     return _built or None
-
-
-Q_BITS = 40
-Q = 1 << Q_BITS
 
 
 def _quantize_row(w: np.ndarray, out: np.ndarray) -> None:
@@ -153,8 +153,8 @@ def _earliest_deadline(
         end = j == width - 1
         while t < steps and (t + lookahead == j or end):
             if not _decide(
-                t, j, quanta, lead, rises, state, held, hi, batch, start, lookahead, never,
-                width, out, failed,
+                t, j, quanta, lead, rises, state, held, hi, batch, start, never, width, out,
+                failed,
             ):  # fmt: skip
                 return state[0]
             t += 1
@@ -162,8 +162,7 @@ def _earliest_deadline(
 
 
 def _decide(
-    t, p, quanta, lead, rises, state, held, hi, batch, start, lookahead, never,
-    width, out, failed,
+    t, p, quanta, lead, rises, state, held, hi, batch, start, never, width, out, failed,
 ):  # fmt: skip
     """Row t's bonus bits (``held``) and counts, its deadlines read up to row p
     (``lead`` is U's remainder through row p)."""
