@@ -320,6 +320,16 @@ class EarliestDeadline(_Strategy):
     def __init__(self, mixture: Mixture, batch: int) -> None:
         super().__init__(mixture, batch)
         self.piece = max(self.chunk, 4 * LOOKAHEAD)  # the shortest span a thread replays
+        # Per held segment: its quanta, the sparse sources' slack, the zero weights.
+        self._held = {
+            i: (
+                row.tolist(),
+                sum(Q - batch * x for x in row.tolist() if 0 < batch * x < Q),
+                [k for k, x in enumerate(row.tolist()) if not x],
+            )
+            for i, row in enumerate(self.targets._rows)
+            if row is not None
+        }
 
     def before(self, step: int, cursor: Cursor) -> np.ndarray:
         start, counts = 0, np.zeros(self.n, dtype=np.int64)
@@ -448,24 +458,27 @@ class EarliestDeadline(_Strategy):
         """C(last) in O(N) from ``counts`` = C(start - 1) and ``base`` = U(start - 1),
         both steps inside held ``segment`` (``last`` before its last step); ``None``
         where the closed form is not proven (the class doc's condition)."""
-        t, b, everyone = self.targets, self.batch, range(self.n)
-        q = t._rows[segment].tolist()
-        floor = [(b * u) >> Q_BITS for u in base]
-        held = [int(c) > f for c, f in zip(counts.tolist(), floor)]
-        slack = sum(Q - b * q[k] for k in everyone if 0 < b * q[k] < Q)
-        slack += sum((b * base[k]) & (Q - 1) for k in everyone if not q[k] and not held[k])
+        b, m = self.batch, last - start + 1
+        q, slack, zero = self._held[segment]
+        counts = counts.tolist()
+        for k in zero:  # fractional targets of zero weights holding no bit
+            x = b * base[k]
+            if counts[k] <= x >> Q_BITS:
+                slack += x & (Q - 1)
         if slack >= Q:
             return None
-        u = [x + y * (last - start + 1) for x, y in zip(base, q)]
-        level = [(b * x) >> Q_BITS for x in u]
-        forced = [held[k] and level[k] == floor[k] for k in everyone]
-        room = b * (last + 1) - sum(level) - sum(forced)
-        out = [lv + f for lv, f in zip(level, forced)]
-        for k in everyone:  # due at the next step, by id
+        out, due, room = [], [], b * (last + 1)
+        for c, x, y in zip(counts, base, q):
+            floor, u = (b * x) >> Q_BITS, b * (x + y * m)
+            level = u >> Q_BITS
+            forced = c > floor and level == floor  # held at entry, floor not risen since
+            out.append(level + forced)
+            room -= level + forced
+            due.append(not forced and u & (Q - 1) and (u + b * y) >> Q_BITS > level)
+        for k, d in enumerate(due):  # the first ``room`` due at the next step, by id
             if room <= 0:
                 break
-            rises = (b * (u[k] + q[k])) >> Q_BITS > level[k]
-            if not forced[k] and (b * u[k]) & (Q - 1) and rises:
+            if d:
                 out[k] += 1
                 room -= 1
         if room:
