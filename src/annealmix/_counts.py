@@ -169,7 +169,7 @@ class Targets:
             if row is not None:
                 out[a - start : b - start] = row
             elif self._blends and _kernels.kernels() is not None:
-                gamma = self.mixture.progress(seg.phase, steps[a - start : b - start])
+                gamma = self.mixture.gamma(seg.phase, steps[a - start : b - start])
                 blend = _kernels.kernels().blend
                 blend(gamma, *self.mixture.ends(seg.phase), out[a - start : b - start])
             else:

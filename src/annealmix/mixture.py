@@ -210,11 +210,11 @@ class Mixture:
             within = (flat >= phase.start_step) & (flat <= phase.end_step)
             out[flat > phase.end_step] = self._starts[i + 1]
             if within.any():
-                gamma = self.progress(i, flat[within])[:, None]
+                gamma = self.gamma(i, flat[within])[:, None]
                 out[within] = (1.0 - gamma) * self._starts[i] + gamma * self._targets[i]
         return out.reshape(*steps.shape, self.num_sources)
 
-    def progress(self, phase: int, steps: np.ndarray) -> np.ndarray:
+    def gamma(self, phase: int, steps: np.ndarray) -> np.ndarray:
         """The schedule's value at ``steps`` (int64, inside phase ``phase``): how far
         the weights have moved from the phase's start weights to its target, 0 to 1."""
         p = self.phases[phase]
