@@ -24,6 +24,9 @@ bits go by priority, and the strategy is chosen once per plan:
   deadlines off the schedule ``LOOKAHEAD`` steps ahead of itself and projects them
   at that step's rate beyond, which is exact once the weights stop moving; a
   step's deadlines depend on the step alone, so chunking never changes a count.
+  Held segments where the sparse sources leave under one sample of slack have a
+  closed form (any step in O(N) from the segment's entry; see its doc); the rest
+  is replayed, compiled and split across threads where ``_kernels`` can.
 - ``Bernoulli`` (random mode): every position draws its source from a keyed hash
   of its position; the counts are whatever the draws give.
 - ``Tokens`` (weights in tokens over samples of varying length): targets count
@@ -34,7 +37,8 @@ bits go by priority, and the strategy is chosen once per plan:
 
 Strategies are immutable. Whatever one remembers between calls (where the last
 replay stopped, rows computed ahead) lives in a ``Cursor`` that the caller owns:
-a plan shared between threads or workers never changes.
+a plan shared between threads or workers never changes. Every loop here has a
+compiled twin in ``_kernels`` (the ``fast`` extra) that gives the same integers.
 """
 
 from __future__ import annotations
