@@ -37,8 +37,9 @@ bits go by priority, and the strategy is chosen once per plan:
 
 Strategies are immutable. Whatever one remembers between calls (where the last
 replay stopped, rows computed ahead) lives in a ``Cursor`` that the caller owns:
-a plan shared between threads or workers never changes. Every loop here has a
-compiled twin in ``_kernels`` (the ``fast`` extra) that gives the same integers.
+a plan shared between threads or workers never changes. The walks of
+``EarliestDeadline``, ``Carried`` and ``Tokens`` and the quantisation have compiled
+twins in ``_kernels`` (the ``fast`` extra) that give the same integers.
 """
 
 from __future__ import annotations
