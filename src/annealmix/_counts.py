@@ -281,9 +281,8 @@ class EarliestDeadline(_Strategy):
     floor did not rise at t) plus the first ``r(t) - |F|`` other sources with a
     fractional target, by key (deadline, then id). Where ``F`` lies inside the
     memoryless choice (the first ``r(t)`` by key) the two agree; elsewhere the step
-    is *repaired*. Repairs carry memory: in general no closed form gives a step's
-    counts without the steps before it (in held segments of random mixtures, most
-    steps can be repairs).
+    is *repaired*. Repairs carry memory, held weights or not: in general no closed
+    form gives a step's counts without the steps before it.
 
     Held segments have one where the sources under one sample per step leave
     little room (proven here, used by ``before``). In a held segment, call a source
