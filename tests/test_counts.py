@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_mixture import mixtures
 
-from annealmix import Mixture, Phase, Plan
+from annealmix import Mixture, Phase, Plan, _kernels
 from annealmix._counts import (
     LOOKAHEAD,
     Bernoulli,
@@ -141,6 +141,24 @@ def test_held_segment_closed_form_is_taken_only_where_proven():
 
     tiny = Mixture(weights={"a": 1.0, "b": 1e-3, "c": 1e-3, "d": 1e-3})
     assert EarliestDeadline(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), [0] * 4, 10) is None
+    # Why not everywhere: after this phase, the held segment's steps keep bits held
+    # from the step before against the choice the step alone would make (the numpy
+    # replay repairs them), so its counts depend on more than the step.
+    names = ["a", "b", "c", "d"]
+    end = dict(zip(names, [1.0, 1.0, 0.3, 0.01]))
+    mix = Mixture(
+        weights=dict(zip(names, [1.0, 1.0, 0.3, 0.3])),
+        phases=[Phase(start_step=0, end_step=7, weights=end)],
+    )
+    counter, repaired = EarliestDeadline(mix, 3), []
+    repair = counter._repair
+    counter._repair = lambda i, *rest: repaired.append(i) or repair(i, *rest)
+    with _kernels.numpy_only():
+        before = counter.range(0, 8, None, Cursor())[-1]
+        repaired.clear()
+        counter.range(8, 300, before, Cursor())
+    assert len(repaired) > 50
+    assert counter.held_counts(1, 8, before, counter.targets.before(8), 100) is None
     owed = Mixture(
         weights={"a": 1.0, "b": 1.0, "c": 1.0},
         phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 0.1, "c": 0.0})],
