@@ -1,4 +1,5 @@
-"""The compiled kernels (numba, the ``fast`` extra) give the numpy code's integers bit for bit."""
+"""The compiled kernels (numba, the ``fast`` extra) give the numpy and Python code's integers
+bit for bit; threads give the one-thread replay's."""
 
 import os
 import subprocess
@@ -25,10 +26,10 @@ compiled = pytest.mark.skipif(
 def _both(fn):
     """``fn()`` through the kernels and through numpy."""
     assert _kernels.kernels() is not None
-    compiled = fn()
+    fast = fn()
     with _kernels.numpy_only():
         plain = fn()
-    return compiled, plain
+    return fast, plain
 
 
 @compiled
