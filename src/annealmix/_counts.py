@@ -816,9 +816,6 @@ class _Carries:
     def __init__(self, rows: np.ndarray) -> None:
         self.rows = rows
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
     def __getitem__(self, i: int) -> tuple[int, ...]:
         return tuple(self.rows[i].tolist())
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
 
 
 def real(name: str, value: object) -> float:
@@ -47,3 +49,35 @@ def choice(name: str, value: object, valid: Iterable[str]) -> str:
     hint = difflib.get_close_matches(str(value), valid, n=1)
     did_you_mean = f" (did you mean {hint[0]!r}?)" if hint else ""
     raise ValueError(f"unknown {name} {value!r}{did_you_mean}; valid: {', '.join(valid)}")
+
+
+def per_source(
+    where: str,
+    values: object,
+    names: Sequence[str],
+    *,
+    allow_missing: bool = False,
+    noun: str = "value",
+) -> np.ndarray:
+    """Values by source name (a mapping) or one per source in order (a sequence) ->
+    float64 in source order; a source left out is NaN where ``allow_missing``."""
+    if isinstance(values, Mapping):
+        for name in values:
+            choice(f"source in {where}:", name, names)
+        missing = [n for n in names if n not in values]
+        if missing and not allow_missing:
+            raise ValueError(f"{where} has no {noun} for {missing}; give every source a {noun}")
+        raw = [values.get(n, math.nan) for n in names]
+    elif isinstance(values, (Sequence, np.ndarray)) and not isinstance(values, (str, bytes)):
+        raw = list(values)
+        if len(raw) != len(names):
+            raise ValueError(
+                f"{where} must map each of {list(names)} to a {noun} or list one per source, "
+                f"got {values!r}"
+            )
+    else:
+        raise ValueError(f"{where} must map each of {list(names)} to a {noun}, got {values!r}")
+    try:
+        return np.array([float(v) for v in raw], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} must be numbers, got {values!r}") from None

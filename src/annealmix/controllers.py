@@ -130,23 +130,9 @@ class Controller:
         return w / w.sum()
 
     def _vector(self, what: str, values: Any, allow_missing: bool) -> np.ndarray:
-        if not isinstance(values, Mapping):
-            vec = np.asarray(values, dtype=np.float64)
-            if vec.shape != (len(self.sources),):
-                raise ValueError(
-                    f"{what} must map source names to values or list one per source "
-                    f"({len(self.sources)}), got {values!r}"
-                )
-            return vec
-        for name in values:
-            _validate.choice(f"source in {what}:", name, self.sources)
-        if not allow_missing:
-            missing = [n for n in self.sources if n not in values]
-            if missing:
-                raise ValueError(f"{what} has no value for {missing}")
-        vec = np.array([float(values.get(n, np.nan)) for n in self.sources])
+        vec = _validate.per_source(what, values, self.sources, allow_missing=allow_missing)
         if np.isinf(vec).any() or (not allow_missing and np.isnan(vec).any()):
-            raise ValueError(f"{what} must be finite, got {dict(values)}")
+            raise ValueError(f"{what} must be finite, got {values!r}")
         return vec
 
     def state_dict(self) -> dict[str, Any]:

@@ -123,7 +123,7 @@ def _selected(hf, ordered, stream: Stream, plan: Plan, column: str, label) -> An
         except TypeError:  # datasets before add_column(feature=)
             tagged.append(ds.add_column(column, ids).cast_column(column, label))
     rows = []
-    while stream.num_steps is None or stream.step < stream.num_steps:
+    while stream.step < stream.num_steps:
         batch = stream.take(4096)
         rows.append((offsets[batch.sources] + batch.indices).ravel())
     return hf.concatenate_datasets(tagged).select(np.concatenate(rows))

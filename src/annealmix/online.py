@@ -29,17 +29,16 @@ updates at a step every rank and every prefetching worker agrees on.
 from __future__ import annotations
 
 import bisect
-import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from . import _validate
-from ._counts import Carried, Tokens
+from ._counts import Carried
 from .mixture import Mixture, Segment
 from .plan import Plan
-from .tokens import TokenPlan, _check_lengths
+from .tokens import TokenPlan, _put_lengths
 
 __all__ = ["OnlinePlan"]
 
@@ -124,14 +123,7 @@ class OnlinePlan(TokenPlan):
         put = object.__setattr__
         names = mixture.sources
         if lengths is not None:
-            arrays = _check_lengths(lengths, names)
-            sizes = {n: a.size for n, a in zip(names, arrays)}
-            digest = hashlib.blake2b(digest_size=8)
-            for a in arrays:
-                digest.update(np.int64(a.size).tobytes())
-                digest.update(a.tobytes())
-            put(self, "lengths", arrays)
-            put(self, "_digest", digest.hexdigest())
+            sizes = {n: a.size for n, a in zip(names, _put_lengths(self, lengths, names))}
         else:
             if sizes is None:
                 raise ValueError("an OnlinePlan needs sizes={name: samples} (or lengths=)")
@@ -146,8 +138,7 @@ class OnlinePlan(TokenPlan):
         if lengths is None:  # samples: each step apportioned on its own, O(N)
             put(self, "_counter", Carried(walked, self.global_batch_size))
         else:  # tokens: sample by sample, as a TokenPlan
-            longest = tuple(int(a.max()) for a in arrays)
-            put(self, "_counter", Tokens(walked, self.global_batch_size, self._lengths_of, longest))
+            put(self, "_counter", self._walk(walked))
 
     def _arguments(self) -> dict[str, Any]:
         names = self.mixture.sources
@@ -223,21 +214,7 @@ def _check_log(log: Sequence[tuple[int, Any]], mixture: Mixture) -> tuple:
 
 def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
     """Weights by name (or in source order) -> a read-only array on the simplex."""
-    if isinstance(weights, Mapping):
-        for name in weights:
-            _validate.choice(f"source in {where}:", name, names)
-        missing = [n for n in names if n not in weights]
-        if missing:
-            raise ValueError(f"{where} has no weight for {missing}; give every source a weight")
-        values = [weights[n] for n in names]
-    else:
-        values = list(weights) if isinstance(weights, (Sequence, np.ndarray)) else None
-        if values is None or len(values) != len(names):
-            raise ValueError(f"{where} must map each of {list(names)} to a weight, got {weights!r}")
-    try:
-        vec = np.array([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} weights must be numbers, got {values!r}") from None
+    vec = _validate.per_source(where, weights, names, noun="weight")
     bad = [n for n, v in zip(names, vec) if not np.isfinite(v) or v < 0]
     if bad:
         raise ValueError(

@@ -301,23 +301,24 @@ class Plan:
         would shift every later draw without a word. Exact mode recomputes them by a
         replay, which also positions ``cursor``; random mode, whose counts cost a hash
         per earlier position, checks that they add up to the step's samples."""
-        b = self.global_batch_size
         if self.mode == "random":
-            total = int(np.sum(consumed))
-            if total == b * step:
-                return
-            detail = f"they add up to {total}, not {step} steps x {b} = {b * step}"
-        else:
-            want = self.consumed(step, cursor=cursor)
-            wrong = np.flatnonzero(want != consumed)
-            if not wrong.size:
-                return
+            self.check_total(step, consumed)
+            return
+        want = self.consumed(step, cursor=cursor)
+        wrong = np.flatnonzero(want != consumed)
+        if wrong.size:
             k = int(wrong[0])
-            detail = (
-                f"source {self.mixture.sources[k]!r}: {int(consumed[k])} in the "
-                f"state, {int(want[k])} in the plan; {wrong.size} source(s) differ"
+            refuse_counts(
+                step,
+                f"source {self.mixture.sources[k]!r}: {int(consumed[k])} in the state, "
+                f"{int(want[k])} in the plan; {wrong.size} source(s) differ",
             )
-        refuse_counts(step, detail)
+
+    def check_total(self, step: int, consumed: np.ndarray) -> None:
+        """Refuse counts that do not add up to the samples of ``step`` steps."""
+        b, total = self.global_batch_size, int(np.sum(consumed))
+        if total != b * step:
+            refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
 
     # -- batches ------------------------------------------------------------------
 
@@ -339,10 +340,17 @@ class Plan:
 
         ``consumed`` (``self.consumed(start)``) saves the replay when already known.
         ``draw_offset`` is added to each source's draw numbers: a re-planned run
-        continues every source from the draws of the plan it replaced.
+        continues every source from the draws of the plan it replaced (a walking
+        plan takes none: it continues from the saved counts themselves). A walking
+        plan's batch carries what its walk carries (``Batch.carry``).
         """
         start = _validate.integer("start", start, minimum=0)
         num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+        walks = self.initial_carry is not None
+        if walks and draw_offset is not None:
+            raise ValueError(
+                f"a {type(self).__name__} takes no draw_offset; re-plan from the saved counts"
+            )
         cursor = Cursor() if cursor is None else cursor
         if consumed is None:
             consumed = self._counter.before(start, cursor)
@@ -357,7 +365,8 @@ class Plan:
             draw_offset = np.asarray(draw_offset, dtype=np.int64)
             draws += draw_offset.take(sources)
             prev = prev + draw_offset
-        return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev)
+        carry = tuple(cursor.carries[1]) if walks else None
+        return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev, carry=carry)
 
     def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Counts per step and source -> (source, draw) per position.

@@ -429,7 +429,7 @@ class Stream(Iterator[MicroBatch]):
 
     def _take_log(self, s: State) -> None:
         """An online state's log rebuilds the plan (its fingerprint then checks it)."""
-        online = hasattr(self.plan, "with_log")
+        online = self.plan.log_entries() is not None
         if s.log is None:
             if self.plan.log_entries():
                 raise ValueError(
@@ -450,7 +450,7 @@ class Stream(Iterator[MicroBatch]):
         """Online plans: ``weights`` take effect at ``step``, which no micro-batch of
         this stream has reached yet. Refused (the plan unchanged) for a step already
         planned into what was handed out, or for bad weights."""
-        if not hasattr(self.plan, "with_update"):
+        if self.plan.log_entries() is None:
             raise TypeError(
                 f"commit needs an annealmix.online.OnlinePlan, this stream's plan is a "
                 f"{type(self.plan).__name__}"

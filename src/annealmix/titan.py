@@ -123,7 +123,7 @@ class AnnealmixDataLoader(BaseDataLoader):
             )
         shard = Shard(global_batch_size=b, world_size=dp_world_size, rank=dp_rank,
                       micro_batches=b // per_pass)  # fmt: skip
-        self.mix, self.dp_rank, self.dp_world_size = mix, dp_rank, dp_world_size
+        self.dp_rank, self.dp_world_size = dp_rank, dp_world_size  # as torchtitan's loaders
         self.loader = MixtureDataLoader(
             mix.open_sources(), mix.plan, shard, num_steps=mix.num_steps,
             num_workers=config.num_workers,

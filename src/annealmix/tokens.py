@@ -14,7 +14,6 @@ of step t replays the steps before it (``benchmarks/bench_tokens.py`` measures i
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from collections.abc import Mapping
 from typing import Any
@@ -60,14 +59,8 @@ class TokenPlan(Plan):
     ) -> None:
         if not isinstance(mixture, Mixture):
             raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
-        arrays = _check_lengths(lengths, mixture.sources)
-        digest = hashlib.blake2b(digest_size=8)
-        for a in arrays:
-            digest.update(np.int64(a.size).tobytes())
-            digest.update(a.tobytes())
         put = object.__setattr__
-        put(self, "lengths", arrays)
-        put(self, "_digest", digest.hexdigest())
+        arrays = _put_lengths(self, lengths, mixture.sources)
         super().__init__(
             mixture,
             global_batch_size=global_batch_size,
@@ -76,8 +69,7 @@ class TokenPlan(Plan):
             order=order,
         )
         put(self, "mode", "tokens")
-        longest = tuple(int(a.max()) for a in arrays)
-        put(self, "_counter", Tokens(mixture, self.global_batch_size, self._lengths_of, longest))
+        put(self, "_counter", self._walk(mixture))
 
     def _arguments(self) -> dict[str, Any]:
         out = super()._arguments()
@@ -93,23 +85,10 @@ class TokenPlan(Plan):
         out["sizes"] = {"samples": out["sizes"], "lengths": self._digest}
         return out
 
-    def batches(
-        self,
-        start: int,
-        num_steps: int,
-        consumed: np.ndarray | None = None,
-        *,
-        draw_offset: np.ndarray | None = None,
-        cursor: Cursor | None = None,
-    ) -> Batch:
-        """As ``Plan.batches``, with ``carry``: the deficits before each step held
-        and after the last. (No ``draw_offset``: a re-planned token walk continues
-        from the saved counts themselves.)"""
-        if draw_offset is not None:
-            raise ValueError("a TokenPlan takes no draw_offset; re-plan from the saved counts")
-        cursor = Cursor() if cursor is None else cursor
-        batch = super().batches(start, num_steps, consumed, cursor=cursor)
-        return dataclasses.replace(batch, carry=tuple(cursor.carries[1]))
+    def _walk(self, walked) -> Tokens:
+        """The token walk over ``walked`` (a mixture, or an online plan's tilted one)."""
+        longest = tuple(int(a.max()) for a in self.lengths)
+        return Tokens(walked, self.global_batch_size, self._lengths_of, longest)
 
     @property
     def initial_carry(self) -> tuple[int, ...]:
@@ -175,10 +154,8 @@ class TokenPlan(Plan):
         """A saved token walk is checked, not replayed: its counts must add up to the
         step's samples and its deficits must sum to zero within the proven bounds;
         then the cursor walks on from it."""
-        b, n = self.global_batch_size, self.num_sources
-        total = int(np.sum(consumed))
-        if total != b * step:
-            refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
+        n = self.num_sources
+        self.check_total(step, consumed)
         if carry is None:
             refuse_counts(step, "it has no deficits, which the state of a walking plan carries")
         if len(carry) != n or sum(carry) != 0:
@@ -188,6 +165,18 @@ class TokenPlan(Plan):
                 name = self.mixture.sources[k]
                 refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
         cursor.at(step, consumed, tuple(carry))
+
+
+def _put_lengths(plan: Plan, lengths: Mapping[str, Any], names: tuple[str, ...]):
+    """Checked lengths onto ``plan``, with the digest its spec names; returns them."""
+    arrays = _check_lengths(lengths, names)
+    digest = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        digest.update(np.int64(a.size).tobytes())
+        digest.update(a.tobytes())
+    object.__setattr__(plan, "lengths", arrays)
+    object.__setattr__(plan, "_digest", digest.hexdigest())
+    return arrays
 
 
 def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
