@@ -8,7 +8,7 @@ Measures, at global batch size 1024:
 - the log: bytes per update as a state carries it (JSON), for 2, 8 and 64 sources;
 - a cold lookup of step 10^6 of an online run with 1000 updates (one every 1000
   steps), 8 sources, from a fresh plan (a walk over every step before it), from a
-  cursor's mark (every 4096 steps), and a resume from a saved state;
+  plan's mark (every 4096 steps), and a resume from a saved state;
 - planning throughput of an online plan (samples per second through a ``Stream``)
   next to the scheduled ``Plan`` over the same sources;
 - the bound as measured: over random online mixtures of 2 to 8 sources, batch 1
@@ -78,13 +78,12 @@ def lookups(rng) -> list[str]:
     target = 10**6
     plan = online(8, random_log(8, 1000, 1000, rng))
     cold = best_of(lambda: plan.batch(target), repeat=1, warm=False)
-    cursor = plan.cursor()
-    plan.consumed(target + 1, cursor=cursor)
-    warm = best_of(lambda: plan.batches(target, 1, cursor=cursor.__class__(marks=cursor.marks)))
-    mark = max(m for m in cursor.marks if m <= target)  # a walk from the last mark ...
+    plan.consumed(target + 1)  # a walk that leaves marks every 4096 steps
+    warm = best_of(lambda: plan.batches(target, 1))  # from the mark before target, each time
+    mark = plan.point(target // 4096 * 4096)  # a walk from the last mark ...
     walker = Stream(plan)
-    walker.seek(Position(mark, 0, *cursor.marks[mark]))
-    walker.take(target - mark)
+    walker.seek(Position(mark.step, 0, mark.counts, mark.deficits))
+    walker.take(target - mark.step)
     state = walker.state_dict()  # ... to a state at the step, as a checkpoint holds it
 
     def resume() -> None:
@@ -97,7 +96,7 @@ def lookups(rng) -> list[str]:
         f"| step {target:,} of a run with 1000 updates (8 sources, B = {B}) | seconds |",
         "|---|---|",
         f"| cold: walk every step before it | {cold:.2f} |",
-        f"| from the cursor's mark at step {target // 4096 * 4096:,} | {warm:.4f} |",
+        f"| from the plan's mark at step {target // 4096 * 4096:,} | {warm:.4f} |",
         f"| resume from a saved state (log of 1000 entries), plan the step | {resumed:.4f} |",
     ]
 

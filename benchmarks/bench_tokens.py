@@ -7,7 +7,7 @@ Measures, at global batch size 512 (documents per step) with a linear anneal:
   ``Stream`` in chunks, for 2, 3 and 8 sources, next to the sample ``Plan`` over
   the same sources (the baseline: what weights in samples cost);
 - a cold lookup of step t (a replay of every document before it), a warm one
-  (from the cursor's mark every 256 steps) and a resume from a saved state (O(1):
+  (from the plan's mark every 256 steps) and a resume from a saved state (O(1):
   the state carries the deficits);
 - the token bound as measured: over random mixtures of 2 to 6 sources with
   document lengths drawn from 1 to 4096, linear, cosine and step anneals, the
@@ -83,9 +83,8 @@ def lookups(steps: int, rng) -> list[str]:
     plan = TokenPlan(anneal(list(lengths), steps), global_batch_size=B, lengths=lengths)
     t = steps - 1
     cold = best_of(lambda: plan.batch(t), repeat=1, warm=False)
-    cursor = plan.cursor()
-    plan.consumed(steps, cursor=cursor)  # a walk that leaves marks every 256 steps
-    warm = best_of(lambda: plan.batches(t, 1, cursor=cursor.__class__(marks=cursor.marks)))
+    plan.consumed(steps)  # a walk that leaves marks every 256 steps
+    warm = best_of(lambda: plan.batches(t, 1))  # from the mark before t, each time
     s = Stream(plan)
     s.take(t)
     state = s.state_dict()
@@ -100,7 +99,7 @@ def lookups(steps: int, rng) -> list[str]:
         f"| lookup of step {t:,} (3 sources, B = {B}) | seconds |",
         "|---|---|",
         f"| cold: replay {t * B:,} documents | {cold:.3f} |",
-        f"| warm: from the cursor's mark at step {t // 256 * 256:,} | {warm:.4f} |",
+        f"| warm: from the plan's mark at step {t // 256 * 256:,} | {warm:.4f} |",
         f"| resume from a saved state, then plan the step | {resumed:.4f} |",
     ]
 
@@ -154,7 +153,7 @@ def main() -> None:
     lines += [
         "## Memory\n",
         "A TokenPlan keeps each document's length as int32: 4 bytes per document, and",
-        "nothing per epoch or per step of the run (a cursor keeps a mark every 256",
+        "nothing per epoch or per step of the run (a plan keeps a mark every 256",
         "steps it walks: two ints per source). Megatron's blended datasets store 10",
         "bytes per sample of the run (dataset index int16 + sample index int64).",
         "",

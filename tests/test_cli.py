@@ -152,11 +152,11 @@ def test_plot_of_a_huge_run_draws_the_schedule_without_a_replay(tmp_path, capsys
 
 def test_inspect_shows_the_steps_of_an_online_run_from_its_log(tmp_path, capsys):
     from annealmix import Stream
-    from annealmix.online import OnlinePlan
+    from annealmix.online import online
 
     path = write(tmp_path, TINY)
     config = load_config(path)
-    stream = Stream(OnlinePlan.from_plan(config.plan))
+    stream = Stream(online(config.plan))
     stream.take(5)
     stream.commit(7, {"a": 0.0, "b": 1.0})
     stream.take(4)

@@ -6,17 +6,34 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_mixture import mixtures
 
-from annealmix import Mixture, Phase, Plan, _kernels
-from annealmix._counts import (
+from annealmix import Mixture, Phase, Plan
+from annealmix._counting import (
     LOOKAHEAD,
     Bernoulli,
-    Cursor,
     EarliestDeadline,
+    Memo,
     Nearest,
+    Point,
     Q,
     Targets,
+    compiled,
     step_counts,
 )
+
+
+def _counter(mix, batch: int) -> EarliestDeadline:
+    return EarliestDeadline(Targets(mix), batch)
+
+
+def _rows(counter, start: int, num_steps: int, prev=None) -> np.ndarray:
+    """C(t) for t in [start, start + num_steps), through a fresh memo."""
+    if prev is None:
+        prev = counter.point(start, Memo()).counts
+    return counter.range(Point(start, np.asarray(prev)), num_steps, Memo())[0]
+
+
+def _before(counter, step: int, memo=None) -> np.ndarray:
+    return counter.point(step, Memo() if memo is None else memo).counts
 
 
 def _targets(plan: Plan, num_steps: int) -> np.ndarray:
@@ -113,13 +130,13 @@ def test_held_segments_give_the_replayed_counts_without_replaying(case):
     """Lookups through the held-segment closed form (cold and on one cursor, in any
     order) equal the step-by-step replay."""
     mix, batch, total, steps = case
-    counter = EarliestDeadline(mix, batch)
-    replay = counter.range(0, total, None, Cursor())
-    shared = Cursor()
+    counter = _counter(mix, batch)
+    replay = _rows(counter, 0, total)
+    shared = Memo()
     for step in [*steps, *sorted(steps)]:
         want = replay[step - 1] if step else np.zeros(mix.num_sources, dtype=np.int64)
-        assert np.array_equal(counter.before(step, Cursor()), want), step
-        assert np.array_equal(counter.before(step, shared), want), step
+        assert np.array_equal(_before(counter, step), want), step
+        assert np.array_equal(_before(counter, step, shared), want), step
 
 
 def test_held_segment_closed_form_is_taken_only_where_proven():
@@ -130,17 +147,17 @@ def test_held_segment_closed_form_is_taken_only_where_proven():
     # weights 1..64 at B = 1024: two sources under a sample per step (0.49, 0.98)
     sparse = Mixture(weights={x: 1.0 + i for i, x in enumerate(names)})
     for mix in (Mixture(weights={x: 16.0 + i for i, x in enumerate(names)}), sparse):
-        counter = EarliestDeadline(mix, 1024)
+        counter = _counter(mix, 1024)
         far = counter.held_counts(0, 0, np.zeros(64, dtype=np.int64), [0] * 64, 10**9)
         assert far is not None and far.sum() == 1024 * (10**9 + 1)
         targets = 1024 * np.array(counter.targets.before(10**9 + 1), dtype=object) / Q
         assert all(abs(c - t) < 1 for c, t in zip(far.tolist(), targets.tolist()))
-        replay = counter.range(0, 20_000, None, Cursor())
+        replay = _rows(counter, 0, 20_000)
         for step in (1, 2, 9_999, 20_000):
-            assert np.array_equal(counter.before(step, Cursor()), replay[step - 1])
+            assert np.array_equal(_before(counter, step), replay[step - 1])
 
     tiny = Mixture(weights={"a": 1.0, "b": 1e-3, "c": 1e-3, "d": 1e-3})
-    assert EarliestDeadline(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), [0] * 4, 10) is None
+    assert _counter(tiny, 64).held_counts(0, 0, np.zeros(4, np.int64), [0] * 4, 10) is None
     # Why not everywhere: after this phase, the held segment's steps keep bits held
     # from the step before against the choice the step alone would make (the numpy
     # replay repairs them), so its counts depend on more than the step.
@@ -150,21 +167,21 @@ def test_held_segment_closed_form_is_taken_only_where_proven():
         weights=dict(zip(names, [1.0, 1.0, 0.3, 0.3])),
         phases=[Phase(start_step=0, end_step=7, weights=end)],
     )
-    counter, repaired = EarliestDeadline(mix, 3), []
+    counter, repaired = _counter(mix, 3), []
     repair = counter._repair
     counter._repair = lambda i, *rest: repaired.append(i) or repair(i, *rest)
-    with _kernels.numpy_only():
-        before = counter.range(0, 8, None, Cursor())[-1]
+    with compiled.numpy_only():
+        before = _rows(counter, 0, 8)[-1]
         repaired.clear()
-        counter.range(8, 300, before, Cursor())
+        _rows(counter, 8, 300, before)
     assert len(repaired) > 50
     assert counter.held_counts(1, 8, before, counter.targets.before(8), 100) is None
     owed = Mixture(
         weights={"a": 1.0, "b": 1.0, "c": 1.0},
         phases=[Phase(start_step=0, end_step=2, weights={"a": 1.0, "b": 0.1, "c": 0.0})],
     )
-    counter = EarliestDeadline(owed, 1)
-    before = counter.range(0, 3, None, Cursor())[-1]
+    counter = _counter(owed, 1)
+    before = _rows(counter, 0, 3)[-1]
     assert (
         counter.held_counts(1, 3, before, counter.targets.before(3), 10) is None
     )  # c's target stays fractional
@@ -183,15 +200,16 @@ def test_counts_do_not_depend_on_how_steps_are_chunked(seed, n):
     chunk = plan.replay_chunk
     total = 2 * chunk + 500
     whole = np.cumsum(plan.counts(0, total), axis=0)
-    cursor, step = plan.cursor(), 0
-    while step < total:  # ragged requests through one cursor, across chunk boundaries
+    step = 0
+    while step < total:  # ragged requests walking on, across chunk boundaries
         size = min(total - step, int(rng.integers(1, 3 * LOOKAHEAD)))
-        got = plan.counts(step, size, cursor=cursor)
+        got = plan.counts(step, size)
         before = whole[step - 1] if step else np.zeros(n, dtype=np.int64)
         assert np.array_equal(before + np.cumsum(got, axis=0), whole[step : step + size])
         step += size
-    for s in (chunk - 1, chunk, chunk + 1, total - 1):  # cold lookups, fresh cursors
-        assert np.array_equal(plan.consumed(s + 1), whole[s])
+    for s in (chunk - 1, chunk, chunk + 1, total - 1):  # cold lookups, fresh plans
+        assert np.array_equal(Plan(mix, global_batch_size=plan.global_batch_size)
+                              .consumed(s + 1), whole[s])  # fmt: skip
 
 
 def test_a_strategy_is_chosen_once_per_plan():

@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_counts import held_gaps
+from test_counts import _before, _counter, _rows, held_gaps
 from test_mixture import mixtures
 
-from annealmix import Mixture, Phase, Plan, TokenPlan, _kernels
-from annealmix._counts import LOOKAHEAD, Cursor, EarliestDeadline, quantize
+from annealmix import Mixture, Phase, Plan, TokenPlan
+from annealmix._counting import LOOKAHEAD, Memo, OutOfBound, quantize
+from annealmix._counting import compiled as _kernels
+from annealmix._counting import threads as _threads_module
 from annealmix.online import OnlinePlan
 
 pytest.importorskip("numba")
@@ -41,7 +43,7 @@ def test_replayed_counts_are_the_numpy_counts(mix, batch):
     total = 4000
 
     def rows():
-        return EarliestDeadline(mix, batch).range(0, total, None, Cursor())
+        return _rows(_counter(mix, batch), 0, total)
 
     compiled, plain = _both(rows)
     assert np.array_equal(compiled, plain)
@@ -54,10 +56,8 @@ def test_lookups_across_long_phases_are_the_numpy_lookups(case):
     mix, batch, total, steps = case
 
     def lookups():
-        counter = EarliestDeadline(mix, batch)
-        return [counter.before(s, Cursor()) for s in steps] + [
-            counter.range(0, total, None, Cursor())
-        ]
+        counter = _counter(mix, batch)
+        return [_before(counter, s) for s in steps] + [_rows(counter, 0, total)]
 
     compiled, plain = _both(lookups)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))
@@ -91,9 +91,9 @@ def test_a_step_the_bound_cannot_hold_is_refused_alike():
     mix = Mixture(weights={"a": 1.0, "b": 1.0, "c": 1.0})
 
     def chunk():
-        counter = EarliestDeadline(mix, 1)
-        with pytest.raises(RuntimeError, match="within one sample") as err:
-            counter._chunk(1, 5, np.array([1, 1, 1]), Cursor())
+        counter = _counter(mix, 1)
+        with pytest.raises(OutOfBound, match="within one sample") as err:
+            counter.chunk_rows(1, 5, np.array([1, 1, 1]), Memo())
         return str(err.value)
 
     compiled, plain = _both(chunk)
@@ -114,8 +114,8 @@ def test_long_anneal_lookup_is_the_numpy_lookup():
 
 def test_kernels_can_be_turned_off_and_are_not_imported_with_annealmix():
     code = (
-        "import sys, annealmix; from annealmix import _kernels; "
-        "print('numba' in sys.modules, _kernels.kernels() is None)"
+        "import sys, annealmix; from annealmix._counting import compiled; "
+        "print('numba' in sys.modules, compiled.kernels() is None)"
     )
     env = {**os.environ, "ANNEALMIX_KERNELS": "numpy"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -131,12 +131,10 @@ def test_threads_give_the_serial_replay(case, threads, piece):
     mix, batch, total, steps = case
 
     def run(workers):
-        counter = EarliestDeadline(mix, batch)
+        counter = _counter(mix, batch)
         counter.piece, counter.chunk = piece, max(1, piece // 3)
         with _threads(workers):
-            return [counter.range(0, total, None, Cursor())] + [
-                counter.before(s, Cursor()) for s in steps
-            ]
+            return [_rows(counter, 0, total)] + [_before(counter, s) for s in steps]
 
     serial, parallel = run(1), run(threads)
     assert all(np.array_equal(a, b) for a, b in zip(serial, parallel))
@@ -165,22 +163,21 @@ def test_a_piece_whose_guess_never_meets_the_truth_is_replayed_again(monkeypatch
     """One-row chunks: a low-weight source's held bit outlives the first chunk, so
     the guessed piece is replayed from the true counts; rows equal the serial ones."""
     weights = {"s0": 0.3, "s1": 1.0, "s2": 1.0, "s3": 0.01, "s4": 0.01}
-    counter = EarliestDeadline(Mixture(weights=weights), 2)
+    counter = _counter(Mixture(weights=weights), 2)
     counter.piece, counter.chunk = 100, 1
     replays = []
-    serial = counter._serial
-    monkeypatch.setattr(counter, "_serial", lambda *a: replays.append(a[0]) or serial(*a))
+    serial = _threads_module._serial
+    monkeypatch.setattr(_threads_module, "_serial",
+                        lambda c, *a: replays.append(a[0]) or serial(c, *a))  # fmt: skip
     with _threads(4):
-        parallel = counter.range(0, 400, None, Cursor())
+        parallel = _rows(counter, 0, 400)
     assert len(replays) > 4  # four pieces, and at least one again
     with _threads(1):
-        assert np.array_equal(
-            parallel, EarliestDeadline(Mixture(weights=weights), 2).range(0, 400, None, Cursor())
-        )
+        assert np.array_equal(parallel, _rows(_counter(Mixture(weights=weights), 2), 0, 400))
 
 
 def test_a_bad_kernel_setting_names_the_variable():
-    code = "from annealmix import _kernels; _kernels.kernels()"
+    code = "from annealmix._counting import compiled; compiled.kernels()"
     env = {**os.environ, "ANNEALMIX_KERNELS": "off"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
@@ -192,26 +189,27 @@ def test_a_guess_that_meets_a_refused_step_is_replayed_from_the_true_counts(monk
     """Should a guessed piece reach a step the bound refuses (no plan's counts do),
     it is replayed from the true counts; a refusal of the true counts still raises."""
     weights = {"s0": 0.3, "s1": 1.0, "s2": 1.0, "s3": 0.01}
-    counter = EarliestDeadline(Mixture(weights=weights), 2)
+    counter = _counter(Mixture(weights=weights), 2)
     counter.piece, counter.chunk = 100, 30
-    tried, serial = set(), counter._serial
+    tried, serial = set(), _threads_module._serial
 
-    def refuse_guesses_once(piece, *rest):
+    def refuse_guesses_once(c, piece, *rest):
         if piece[0] > 0 and piece not in tried:
             tried.add(piece)
-            raise RuntimeError("refused")
-        return serial(piece, *rest)
+            raise OutOfBound("refused")
+        return serial(c, piece, *rest)
 
-    monkeypatch.setattr(counter, "_serial", refuse_guesses_once)
+    monkeypatch.setattr(_threads_module, "_serial", refuse_guesses_once)
     with _threads(3):
-        parallel = counter.range(0, 300, None, Cursor())
+        parallel = _rows(counter, 0, 300)
     assert len(tried) == 2
     with _threads(1):
-        serial_rows = EarliestDeadline(Mixture(weights=weights), 2).range(0, 300, None, Cursor())
+        serial_rows = _rows(_counter(Mixture(weights=weights), 2), 0, 300)
     assert np.array_equal(parallel, serial_rows)
-    monkeypatch.setattr(counter, "_serial", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
-    with _threads(3), pytest.raises(RuntimeError, match="x"):
-        counter.range(0, 300, None, Cursor())
+    monkeypatch.setattr(_threads_module, "_serial",
+                        lambda *a: (_ for _ in ()).throw(OutOfBound("x")))  # fmt: skip
+    with _threads(3), pytest.raises(OutOfBound, match="x"):
+        _rows(counter, 0, 300)
 
 
 @compiled
@@ -232,12 +230,14 @@ def test_online_walks_are_the_python_walks(seed, n, batch):
     mix = Mixture(weights=weights(), phases=[Phase(start_step=5, end_step=2000, weights=weights())])
     log = [(int(s), weights()) for s in np.sort(rng.choice(9000, 4, replace=False)) + 1]
 
+    def make():
+        return OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names, 10**6), log=log)
+
     def walk():
-        plan = OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names, 10**6), log=log)
-        cursor = plan.cursor()
-        rows = plan.counts(0, 10_000, cursor=cursor)
-        return [rows, plan.consumed(8193, cursor=cursor), plan.consumed(9999, cursor=Cursor()),
-                np.array(plan.batch(4097).carry)]  # fmt: skip
+        plan = make()
+        rows = plan.counts(0, 10_000)
+        return [rows, plan.consumed(8193), make().consumed(9999),
+                np.array(list(plan.batch(4097).deficits))]  # fmt: skip
 
     compiled, plain = _both(walk)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))
@@ -266,12 +266,14 @@ def test_token_walks_are_the_python_walks(seed, n, batch, longest):
     mix = Mixture(weights=weights(), phases=[Phase(start_step=2, end_step=90, weights=weights())])
     lengths = {x: rng.integers(1, longest, int(rng.integers(1, 3000))) for x in names}
 
+    def make():
+        return TokenPlan(mix, global_batch_size=batch, lengths=lengths, seed=seed)
+
     def walk():
-        plan = TokenPlan(mix, global_batch_size=batch, lengths=lengths, seed=seed)
-        cursor = plan.cursor()
-        rows = plan.counts(0, 120, cursor=cursor)
-        return [rows, plan.consumed(119, cursor=Cursor()), plan.consumed(60, cursor=cursor),
-                np.array(plan.batches(30, 3).carry, dtype=object)]  # fmt: skip
+        plan = make()
+        rows = plan.counts(0, 120)
+        return [rows, make().consumed(119), plan.consumed(60),
+                np.array(list(plan.batches(30, 3).deficits), dtype=object)]  # fmt: skip
 
     compiled, plain = _both(walk)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))

@@ -156,7 +156,7 @@ def test_steps_handed_out_or_out_of_order_are_refused():
     s.commit(5, [1, 1, 1])
     with pytest.raises(ValueError, match="not after the previous entry's step 5"):
         s.commit(5, [1, 2, 1])
-    with pytest.raises(TypeError, match="needs an annealmix.online.OnlinePlan"):
+    with pytest.raises(TypeError, match="needs an online plan"):
         Stream(Plan(plan().mixture, global_batch_size=12)).commit(3, [1, 1, 1])
     with pytest.raises(ValueError, match="needs sizes"):
         OnlinePlan(plan().mixture, global_batch_size=4)
@@ -167,7 +167,7 @@ def test_an_online_plan_is_a_value():
     again = pickle.loads(pickle.dumps(p))
     assert again == p and again.log_entries() == p.log_entries()
     assert p != plan() and p != plan(log=[(3, [1, 2, 4])])
-    assert "OnlinePlan(" in repr(p) and "updates=1" in repr(p)
+    assert "mode='online'" in repr(p) and "updates=1" in repr(p)
     assert plan().fingerprints["phases"] != p.fingerprints["phases"]
 
 

@@ -8,7 +8,7 @@ from helpers import assert_resume_equivalent
 torch = pytest.importorskip("torch")
 
 from annealmix import Mixture, Phase, Plan, Shard, indexed  # noqa: E402
-from annealmix._counts import AHEAD, LOOKAHEAD, Targets  # noqa: E402
+from annealmix._counting import AHEAD, LOOKAHEAD, Targets  # noqa: E402
 from annealmix.metrics import step_metrics  # noqa: E402
 from annealmix.torch import (  # noqa: E402
     MixtureBatchSampler,

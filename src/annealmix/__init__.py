@@ -4,10 +4,12 @@
 matplotlib are imported only by the modules that use them.
 """
 
+from .config import load_config
 from .metrics import step_metrics
 from .mixture import Mixture, Phase
+from .online import OnlinePlan
 from .order import indexed, sample_indices
-from .plan import MODES, ORDERS, Batch, Cursor, Plan
+from .plan import MODES, ORDERS, Batch, Plan, Point
 from .post import MixtureSampler, make_schedule
 from .schedules import (
     SCHEDULES,
@@ -32,16 +34,17 @@ __all__ = [
     "Batch",
     "Constant",
     "Cosine",
-    "Cursor",
     "Linear",
     "MODES",
     "MicroBatch",
     "Mixture",
     "MixtureSampler",
     "ORDERS",
+    "OnlinePlan",
     "Phase",
     "PiecewiseLinear",
     "Plan",
+    "Point",
     "Position",
     "SCHEDULES",
     "Schedule",
@@ -55,6 +58,7 @@ __all__ = [
     "__version__",
     "get_schedule",
     "indexed",
+    "load_config",
     "make_schedule",
     "sample_indices",
     "schedule_from_dict",

@@ -13,29 +13,28 @@ import numpy as np
 from . import __version__
 from ._progress import Progress
 from .config import budget, budget_is_exact, load_config
-from .online import OnlinePlan
+from .online import online
 from .order import indexed
-from .plan import Cursor, Plan
+from .plan import Plan, Point
 from .shard import Shard
 
 
-def _walk(plan: Plan, step: int) -> tuple[np.ndarray, Cursor]:
-    """The plan's counts before ``step`` and the cursor standing there, replayed in
-    strides with a bar if that takes a while.
+def _walk(plan: Plan, step: int) -> Point:
+    """Where the plan stands before ``step``, replayed in strides with a bar if that
+    takes a while.
 
-    The cursor walks on from its last count, and the strides fall on the plan's
-    replay chunks, so they cost no more than one call; a stride of several chunks
-    lets an exact plan split it across threads (the ``fast`` extra).
+    The plan walks on from its last lookup, and the strides fall on its replay
+    chunks, so they cost no more than one call; a stride of several chunks lets an
+    exact plan split it across threads (the ``fast`` extra).
     """
-    cursor = plan.cursor()
     bar = Progress(step, "steps replayed")
     stride = 32 * plan.replay_chunk
     for s in range(stride, step, stride):
-        plan.consumed(s, cursor=cursor)
+        plan.point(s)
         bar.update(s)
-    consumed = plan.consumed(step, cursor=cursor)
+    point = plan.point(step)
     bar.close()
-    return consumed, cursor
+    return point
 
 
 def _preview(args: argparse.Namespace) -> int:
@@ -45,10 +44,11 @@ def _preview(args: argparse.Namespace) -> int:
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
     weights = plan.mixture.weights_at(np.array(milestones))
     exact = budget_is_exact(config)
-    cursor = _walk(plan, steps)[1] if exact else None
+    if exact:
+        _walk(plan, steps)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spent = budget(config, cursor=cursor)
+        spent = budget(config)
     report = {
         "sources": list(names),
         "unit": config.weight_unit,
@@ -140,13 +140,12 @@ def _inspect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     plan = config.plan
     if args.log is not None:  # an online run: its weight log tilts the config's schedule
-        plan = OnlinePlan.from_plan(plan, _read_log(args.log))
+        plan = online(plan, _read_log(args.log))
     steps = _step_range(args, config.num_steps)
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
-    consumed, cursor = _walk(plan, steps.start)
-    batch = plan.batches(steps.start, len(steps), consumed, cursor=cursor)
+    batch = plan.batches(steps.start, len(steps), _walk(plan, steps.start))
     if plan.sizes is not None:
         batch = indexed(plan, batch)
     names = plan.mixture.sources

@@ -56,8 +56,7 @@ import numpy as np
 
 from . import _validate
 from .mixture import Mixture, Phase
-from .plan import MODES, ORDERS, Cursor, Plan
-from .tokens import TokenPlan
+from .plan import MODES, ORDERS, Plan
 
 __all__ = [
     "UNITS",
@@ -208,8 +207,8 @@ class MixConfig:
 
     @cached_property
     def plan(self) -> Plan:
-        """The plan these fields describe: a ``TokenPlan`` where the weights count
-        tokens and some source's samples vary in length (unpacked documents)."""
+        """The plan these fields describe: in mode ``"tokens"`` where the weights
+        count tokens and some source's samples vary in length (unpacked documents)."""
         mixture = Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases)
         order = {s.name: s.order or self.order for s in self.sources}
         if self.weight_unit == "tokens" and not all(s.windows for s in self.sources):
@@ -220,8 +219,8 @@ class MixConfig:
                     'unit = "samples"'
                 )
             lengths = {s.name: sample_tokens(self.open_source(s.name)) for s in self.sources}
-            return TokenPlan(mixture, global_batch_size=self.global_batch_size,
-                             lengths=lengths, seed=self.seed, order=order)  # fmt: skip
+            return Plan(mixture, global_batch_size=self.global_batch_size, mode="tokens",
+                        lengths=lengths, seed=self.seed, order=order)  # fmt: skip
         sized = all(s.size is not None for s in self.sources)
         return Plan(
             mixture,
@@ -435,9 +434,7 @@ def config_from_dict(
     )
 
 
-def budget(
-    config: MixConfig, *, cursor: Cursor | None = None
-) -> dict[str, dict[str, float | bool | None]]:
+def budget(config: MixConfig) -> dict[str, dict[str, float | bool | None]]:
     """Each source's samples, tokens, documents and epochs by the end of training.
 
     Tokens are targets (``seq_len`` per window); epochs are passes over the source,
@@ -458,11 +455,10 @@ def budget(
     plan = config.plan
     exact = budget_is_exact(config)
     drawn = None  # a token plan's tokens per source
-    if isinstance(plan, TokenPlan):
+    if plan.lengths is not None:
         if exact:
-            cursor = Cursor() if cursor is None else cursor
-            drawn = plan.tokens(config.num_steps, cursor=cursor)
-            consumed = plan.consumed(config.num_steps, cursor=cursor)
+            drawn = plan.tokens(config.num_steps)
+            consumed = plan.consumed(config.num_steps)
         else:  # samples in proportion to token share over mean tokens per sample
             means = np.array([a.mean() for a in plan.lengths])
             consumed = plan.global_batch_size * _summed_weights(
@@ -470,7 +466,7 @@ def budget(
             )
             drawn = consumed * means
     elif exact:
-        consumed = plan.consumed(config.num_steps, cursor=cursor)
+        consumed = plan.consumed(config.num_steps)
     else:
         consumed = plan.global_batch_size * _summed_weights(plan.mixture, config.num_steps)
     out = {}
@@ -515,7 +511,7 @@ def budget_is_exact(config: MixConfig) -> bool:
     """Whether ``budget`` replays the plan (else it sums the scheduled weights)."""
     if config.mode != "exact":
         return False
-    if isinstance(config.plan, TokenPlan):  # a walk over every sample
+    if config.plan.lengths is not None:  # a walk over every sample
         return config.num_steps * config.global_batch_size <= _EXACT_TOKEN_BUDGET
     return config.num_steps * len(config.sources) <= _EXACT_BUDGET
 

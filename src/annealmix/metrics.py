@@ -7,7 +7,7 @@ Keys are ``{prefix}/{kind}/{source}``:
 - ``count``: samples of the source in the step's global batch;
 - ``samples``: cumulative samples through the step;
 - ``tokens``: cumulative tokens, where ``tokens_per_sample`` says a sample's length
-  or the plan counts tokens itself (``TokenPlan``);
+  or the plan counts tokens itself (token modes);
 - ``documents``: cumulative documents (whole-document equivalents of packed
   windows), where ``documents_per_sample`` says how many a sample holds;
 - ``epochs``: passes over the source, where the plan knows its size.
@@ -25,8 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _validate
-from .plan import Cursor, Plan
-from .tokens import TokenPlan
+from .plan import Plan
 
 __all__ = ["ADDITIVE", "rank_counts", "step_metrics"]
 
@@ -38,7 +37,6 @@ def step_metrics(
     step: int,
     *,
     consumed: np.ndarray | None = None,
-    cursor: Cursor | None = None,
     offset: np.ndarray | None = None,
     tokens_per_sample: Mapping[str, int] | None = None,
     documents_per_sample: Mapping[str, float] | None = None,
@@ -49,13 +47,12 @@ def step_metrics(
     Args:
         plan: the plan the run follows.
         step: the optimizer step.
-        consumed: ``plan.consumed(step)`` when already known (saves a replay).
-        cursor: the caller's replay cursor, to walk on rather than replay.
+        consumed: ``plan.consumed(step)`` when already known (saves a lookup).
         offset: after a re-plan, each source's draws beyond the plan's own counts
             (``Stream.offset``): cumulative samples, tokens and epochs include them.
         tokens_per_sample: tokens in one sample of a source, by name (fixed-length
-            token sources); sources not named report no tokens, unless the plan is
-            a ``TokenPlan``, which counts every source's tokens from its lengths.
+            token sources); sources not named report no tokens, unless the plan has
+            lengths (token modes), which count every source's tokens.
         documents_per_sample: documents per sample of a source, by name (one for
             unpacked documents; a packed source's documents over its windows per
             epoch); sources not named report no documents.
@@ -63,9 +60,9 @@ def step_metrics(
     """
     step = _validate.integer("step", step, minimum=0)
     if consumed is None:
-        consumed = plan.consumed(step, cursor=cursor)
+        consumed = plan.consumed(step)
     before = np.asarray(consumed, dtype=np.int64)
-    counts = plan.counts(step, 1, before, cursor=cursor)[0]
+    counts = plan.counts(step, 1, before)[0]
     after = before + counts + (0 if offset is None else np.asarray(offset, dtype=np.int64))
     weights = plan.weights_at(step)
     tokens = dict(tokens_per_sample or {})
@@ -74,8 +71,7 @@ def step_metrics(
         for name in given:
             if name not in plan.mixture.sources:
                 _validate.choice(f"source in {what}_per_sample:", name, plan.mixture.sources)
-    counts_tokens = isinstance(plan, TokenPlan) and plan.lengths is not None
-    drawn = plan.tokens(step + 1, cursor=cursor) if counts_tokens else None
+    drawn = None if plan.lengths is None else plan.tokens(step + 1)
     out: dict[str, float] = {}
     b = plan.global_batch_size
     for k, name in enumerate(plan.mixture.sources):

@@ -17,9 +17,10 @@ import dataclasses
 import numpy as np
 
 from . import _hash, _validate
-from .plan import ORDERS, Batch, Plan
 
 __all__ = ["ORDERS", "indexed", "range_indices", "sample_indices"]
+# Within-source orders a plan names per source.
+ORDERS = ("replacement", "sequential", "shuffle")
 _CHUNK = 1 << 15
 # A source with at least this many positions in a call is mapped as one run (keys
 # derived once); below it, per position with gathered keys (cost flat in sources).
@@ -155,8 +156,9 @@ def _uniform(source_key: int | np.ndarray, draws: np.ndarray, size: int | np.nda
     return np.floor(bits * (np.asarray(size, dtype=np.float64) / 2.0**53)).astype(np.int64)
 
 
-def indexed(plan: Plan, batch: Batch) -> Batch:
-    """``batch`` (planned by ``plan``) with each position's sample index filled in.
+def indexed(plan, batch):
+    """``batch`` (an ``annealmix.batch.Batch`` planned by ``plan``, an
+    ``annealmix.Plan``) with each position's sample index filled in.
 
     A source's draws over the steps held are one run ``first, first + 1, ...``
     (``batch.first_draws``). A source with a long run there is mapped as a run, with
@@ -200,7 +202,7 @@ def indexed(plan: Plan, batch: Batch) -> Batch:
 
 
 def _positions(
-    plan: Plan, sources: np.ndarray, draws: np.ndarray, first: np.ndarray, totals: np.ndarray
+    plan, sources: np.ndarray, draws: np.ndarray, first: np.ndarray, totals: np.ndarray
 ) -> np.ndarray:
     """Sample indices of positions of many sources at once (see ``indexed``)."""
     n = plan.num_sources

@@ -4,76 +4,58 @@ Position ``j`` of step ``t`` (``t * B + j`` in the global stream) holds one draw
 one source: ``(source id, draw number)``; the source's order maps the draw number to
 a sample index. Nothing per sample is stored: any step is computed on demand.
 
-Modes:
+What a plan counts is its ``mode``, one counter chosen once (``annealmix._counting``):
 
 - ``"exact"`` (default): per-source counts ``C_k(t)`` stay within one sample of the
-  plan's targets (one half for two sources); see ``annealmix._counts``. Within a
-  step the sources are spread evenly over the batch, so any contiguous slice of it
-  (a rank's or a micro-batch's share) is close to the mixture too.
+  plan's targets (one half for two sources). Within a step the sources are spread
+  evenly over the batch, so any contiguous slice of it (a rank's or a
+  micro-batch's share) is close to the mixture too.
 - ``"random"``: the post's sampler: every position draws its source independently
   with probabilities w(t), from a counter-based hash of (seed, position).
+- ``"tokens"``: weights count tokens over samples of varying length (``lengths``):
+  every source's tokens stay near its token target (``annealmix.tokens``).
+- ``"online"``, ``"online tokens"``: weights that change during training, from a
+  weight ``log`` (``annealmix.online``), in samples or in tokens.
+
+The last three *walk*: a step's counts depend on the deficits carried in, so where
+a walk stands is a ``Point`` (step, counts, deficits) that a stream's state carries.
 
 A ``Plan`` is an immutable value: hashable, equal to any plan with the same
-fingerprint, safe to share between threads, and small to pickle (it pickles as
-its arguments). Whoever walks it over many calls (a stream, a CLI replay) owns a
-``Cursor`` (``plan.cursor()``) that remembers where the last replay stopped.
+fingerprint, safe to share between threads, and small to pickle (it pickles as its
+arguments). It keeps private caches of its replays (a plan looked up again walks on
+from where it stopped), guarded by a lock.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import threading
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
 import numpy as np
 
 from . import _validate
-from ._counts import Q_BITS, SOURCE_DTYPE, Bernoulli, Cursor, strategy
+from ._counting import Q_BITS, SOURCE_DTYPE, Memo, Point, Q, counter_for
+from .batch import Batch, Layout, draws_in_order
 from .mixture import Mixture
+from .order import ORDERS, range_indices
+from .weightlog import Tilted, check_log
 
-__all__ = ["MODES", "ORDERS", "Batch", "Cursor", "Plan"]
+__all__ = ["MODES", "ORDERS", "Batch", "Plan", "Point"]
 
-MODES = ("exact", "random")
-# Within-source orders a plan names per source (``annealmix.order`` implements them).
-ORDERS = ("replacement", "sequential", "shuffle")
+MODES = ("exact", "random", "tokens", "online", "online tokens")
+_WALKS = ("tokens", "online", "online tokens")
+_ONLINE = ("online", "online tokens")
+_LENGTHS = ("tokens", "online tokens")
 # The global stream's algorithm: a new value changes every user's data, on purpose.
 ALGORITHM = 1
 _MAX_BATCH = 1 << 22
-_GOLDEN = (5**0.5 - 1) / 2
-_COMPARE_MAX = 16
 # The parts of a plan a state names, in the order messages list them.
 PARTS = ("sources", "weights", "phases", "global_batch_size", "seed", "mode", "sizes", "orders",
          "algorithm")  # fmt: skip
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Batch:
-    """Steps ``start_step .. start_step + len(sources) - 1`` of the global stream
-    (or of one rank's columns of it).
-
-    Args:
-        start_step: the first step held.
-        sources: source id per position (int16), shape (num_steps, positions).
-        draws: draw number within its source per position, same shape.
-        first_draws: each source's first draw number in the steps held (its draws
-            there run on from it), shape (num_sources,).
-        indices: sample index within its source, same shape as ``sources``; ``None``
-            until ``annealmix.order.indexed`` (or a ``Stream``) maps the draws, and
-            for a plan without source sizes.
-        carry: what a walk of the plan carries from step to step besides counts,
-            before each step held and after the last (a ``TokenPlan``'s deficits);
-            ``None`` for a plan whose counts alone say where it stands.
-    """
-
-    start_step: int
-    sources: np.ndarray
-    draws: np.ndarray
-    first_draws: np.ndarray
-    indices: np.ndarray | None = None
-    carry: tuple[tuple[int, ...], ...] | None = None
 
 
 def _digest(value: Any) -> str:
@@ -84,32 +66,31 @@ class Plan:
     """Which sample of which source fills every position of every global batch.
 
     Args:
-        mixture: the weights w(step).
+        mixture: the weights w(step) (the schedule a log tilts, online).
         global_batch_size: B, samples per optimizer step across all ranks.
         seed: keys every random choice (random mode, shuffles); in [0, 2**64).
-        mode: ``"exact"`` or ``"random"``.
-        sizes: samples per source, by name; needed for sample indices and epochs.
+        mode: what the plan counts, one of ``MODES`` (see the module doc).
+        sizes: samples per source, by name; needed for sample indices and epochs
+            (token modes take them from ``lengths``).
         order: ``"shuffle"`` (without replacement), ``"replacement"`` or
             ``"sequential"``; one for all sources or a dict by source name.
+        lengths: token modes: each source's tokens per sample, by name (an integer
+            array over its sample indices, every entry >= 1; its length is the
+            source's size).
+        log: online modes: ``(step, weights)`` entries in step order, weights by
+            source name (or in source order).
 
     Attributes:
         fingerprints: a 64-bit hash (hex) of each part of the plan (``PARTS``), which
             a stream's state carries so that a refusal can name what changed.
         fingerprint: a hash of them all: equal fingerprints, equal streams.
+        lengths: token modes: the arrays (int32, read-only) in source order, else ``None``.
+        log: online modes: the log's entries, ``(step, weights array)``, else ``()``.
     """
 
-    __slots__ = (
-        "mixture",
-        "global_batch_size",
-        "seed",
-        "mode",
-        "sizes",
-        "orders",
-        "fingerprints",
-        "fingerprint",
-        "_counter",
-        "_element_at",
-    )
+    __slots__ = ("mixture", "global_batch_size", "seed", "mode", "sizes", "orders", "lengths",
+                 "log", "fingerprints", "fingerprint", "_lengths_digest", "_counter", "_layout",
+                 "_memo", "_lock")  # fmt: skip
 
     def __init__(
         self,
@@ -120,6 +101,8 @@ class Plan:
         mode: str = "exact",
         sizes: Mapping[str, int] | None = None,
         order: str | Mapping[str, str] = "shuffle",
+        lengths: Mapping[str, Any] | None = None,
+        log: Sequence[tuple[int, Any]] = (),
     ) -> None:
         if not isinstance(mixture, Mixture):
             raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
@@ -134,6 +117,7 @@ class Plan:
         seed = _validate.integer("seed", seed, minimum=0)
         if seed >= 1 << 64:  # keys are 64-bit: a larger seed would alias a smaller one
             raise ValueError(f"seed must be < 2**64, got {seed}; use seed % 2**64 or a new seed")
+        mode = _validate.choice("mode", mode, MODES)
         names = mixture.sources
         orders = {n: order for n in names} if isinstance(order, str) else dict(order)
         for name in orders:
@@ -143,32 +127,36 @@ class Plan:
         put(self, "mixture", mixture)
         put(self, "global_batch_size", batch)
         put(self, "seed", seed)
-        put(self, "mode", _validate.choice("mode", mode, MODES))
-        put(self, "sizes", None if sizes is None else _check_sizes(sizes, names))
-        put(
-            self,
-            "orders",
-            tuple(
-                _validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS)
-                for n in names
-            ),
-        )
+        put(self, "mode", mode)
+        put(self, "orders", tuple(
+            _validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS)
+            for n in names
+        ))  # fmt: skip
+        _put_lengths(self, mode, lengths, sizes, names)
+        if mode in _ONLINE and self.sizes is None:
+            raise ValueError(f'mode = "{mode}" needs sizes={{name: samples}} (or lengths=)')
+        if log and mode not in _ONLINE:
+            raise ValueError(
+                f'a weight log needs mode = "online" (or "online tokens"), got mode = "{mode}"'
+            )
+        put(self, "log", check_log(log, mixture))
         fingerprints = {k: _digest(v) for k, v in self._parts().items()}
         put(self, "fingerprints", MappingProxyType(fingerprints))
         put(self, "fingerprint", _digest(fingerprints))
-        put(self, "_counter", strategy(mixture, batch, self.mode, seed))
-        # Element e of a step (sources laid out one after another) goes to the
-        # position whose golden-ratio point is the e-th smallest: a contiguous run of
-        # positions then samples every source's block evenly (three-gap theorem).
-        ranks = np.argsort(np.argsort((np.arange(batch) * _GOLDEN) % 1.0, kind="stable"))
-        ranks.flags.writeable = False
-        put(self, "_element_at", ranks)
+        walked = Tilted(mixture, self.log) if mode in _ONLINE else mixture
+        longest = None if self.lengths is None else tuple(int(a.max()) for a in self.lengths)
+        counter = counter_for(mode, walked, batch, seed=seed, lengths_of=self._lengths_of,
+                              longest=longest)  # fmt: skip
+        put(self, "_counter", counter)
+        put(self, "_layout", Layout(batch))
+        put(self, "_memo", Memo())
+        put(self, "_lock", threading.RLock())
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a Plan is immutable; build a new one to change {name!r}")
 
     def __reduce__(self):
-        return _rebuild, (type(self), self.mixture, self._arguments())
+        return _rebuild, (self.mixture, self._arguments())
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Plan) and other.fingerprint == self.fingerprint
@@ -177,44 +165,50 @@ class Plan:
         return hash(self.fingerprint)
 
     def __repr__(self) -> str:
+        updates = f", updates={len(self.log)}" if self.online else ""
         return (
             f"Plan(sources={list(self.mixture.sources)}, global_batch_size="
             f"{self.global_batch_size}, seed={self.seed}, mode={self.mode!r}, "
-            f"fingerprint={self.fingerprint!r})"
+            f"fingerprint={self.fingerprint!r}{updates})"
         )
 
     def _arguments(self) -> dict[str, Any]:
-        """What the constructor takes besides the mixture (pickling, rebuilding)."""
+        """What the constructor takes besides the mixture (pickling, ``replace``)."""
         names = self.mixture.sources
-        return {
-            "global_batch_size": self.global_batch_size,
-            "seed": self.seed,
-            "mode": self.mode,
-            "sizes": None if self.sizes is None else dict(zip(names, self.sizes)),
-            "order": dict(zip(names, self.orders)),
-        }
+        out = {"global_batch_size": self.global_batch_size, "seed": self.seed, "mode": self.mode,
+               "order": dict(zip(names, self.orders)), "log": self.log_entries()}  # fmt: skip
+        if self.lengths is not None:
+            return out | {"lengths": dict(zip(names, self.lengths))}
+        return out | {"sizes": None if self.sizes is None else dict(zip(names, self.sizes))}
+
+    def replace(self, **changes: Any) -> Plan:
+        """This plan with some constructor arguments changed (``mode=``, ``log=``, ...)."""
+        return Plan(self.mixture, **(self._arguments() | changes))
 
     def _parts(self) -> dict[str, Any]:
         """What each of ``PARTS`` fingerprints, as JSON-able values."""
         spec = self.spec()
+        phases = spec["mixture"]["phases"]
         return {
             "sources": list(self.mixture.sources),
             "weights": spec["mixture"]["weights"],
-            "phases": spec["mixture"]["phases"],
+            "phases": {"phases": phases, "log": spec["log"]} if self.online else phases,
             **{k: spec[k] for k in PARTS[3:]},
         }
 
     def spec(self) -> dict[str, Any]:
         """Everything that decides the stream, as plain JSON-able values."""
-        return {
+        sizes = None if self.sizes is None else list(self.sizes)
+        out = {
             "mixture": self.mixture.to_dict(),
             "global_batch_size": self.global_batch_size,
             "seed": self.seed,
             "mode": self.mode,
-            "sizes": None if self.sizes is None else list(self.sizes),
+            "sizes": {"samples": sizes, "lengths": self._lengths_digest} if self.walks else sizes,
             "orders": list(self.orders),
             "algorithm": ALGORITHM,
         }
+        return out | ({"log": self.log_entries()} if self.online else {})
 
     def changes(self, fingerprints: Mapping[str, Any]) -> list[str]:
         """The parts (``PARTS``) whose fingerprints differ from ``fingerprints``."""
@@ -225,100 +219,182 @@ class Plan:
         return self.mixture.num_sources
 
     @property
+    def walks(self) -> bool:
+        """Whether a step's counts depend on deficits carried in (token and online
+        modes): a ``Point`` then carries them."""
+        return self.mode in _WALKS
+
+    @property
+    def online(self) -> bool:
+        """Whether the plan follows a weight log (``"online"``, ``"online tokens"``)."""
+        return self.mode in _ONLINE
+
+    @property
+    def longest(self) -> tuple[int, ...] | None:
+        """Token modes: each source's longest sample, in tokens (the bound's ``M_k``)."""
+        return None if self.lengths is None else self._counter.longest
+
+    @property
     def replay_chunk(self) -> int:
-        """Steps a replay computes at once: walking a cursor forward in multiples of
-        it (``consumed(k * replay_chunk, cursor=c)``) adds no work."""
+        """Steps a replay computes at once: looking up steps in multiples of it, in
+        order, adds no work."""
         return self._counter.chunk
 
-    def cursor(self) -> Cursor:
-        """A fresh replay cursor for walking this plan over many calls."""
-        return Cursor()
+    def log_entries(self) -> list[list[Any]]:
+        """The weight log as plain JSON: ``[[step, [weight, ...]], ...]`` in source order."""
+        return [[step, weights.tolist()] for step, weights in self.log]
+
+    def with_update(self, step: int, weights: Any) -> Plan:
+        """This online plan with ``weights`` taking effect at ``step`` (after every
+        earlier entry). Bad weights (NaN, negative, all zero, unknown or missing
+        sources) are refused with a message; this plan is unchanged either way."""
+        return self.replace(log=[*self.log_entries(), [step, weights]])
+
+    def start(self) -> Point:
+        """Where every walk of the plan starts: step 0, no samples, no deficits."""
+        zeros = np.zeros(self.num_sources, dtype=np.int64)
+        return Point(0, zeros, (0,) * self.num_sources if self.walks else None)
 
     # -- counts -------------------------------------------------------------------
 
-    def targets(self, step: int) -> np.ndarray:
-        """Scheduled cumulative samples per source through ``step`` (floats)."""
-        u = self._counter.targets.before(_validate.integer("step", step, minimum=0) + 1)
-        return np.array([self.global_batch_size * x / (1 << Q_BITS) for x in u])
-
-    def consumed(self, step: int, *, cursor: Cursor | None = None) -> np.ndarray:
-        """Samples drawn from each source in steps [0, step), as int64 counts.
-
-        Without a cursor every call replays from step 0 where the strategy needs a
-        replay; a cursor walks on from its last call.
-        """
+    def point(self, step: int) -> Point:
+        """Where a walk of the plan stands before ``step``: counts (and deficits)."""
         step = _validate.integer("step", step, minimum=0)
-        return self._counter.before(step, Cursor() if cursor is None else cursor)
+        with self._lock:
+            return self._counter.point(step, self._memo)
 
-    def epochs(self, step: int, *, cursor: Cursor | None = None) -> np.ndarray:
+    def consumed(self, step: int) -> np.ndarray:
+        """Samples drawn from each source in steps [0, step), as int64 counts."""
+        return self.point(step).counts.copy()
+
+    def epochs(self, step: int) -> np.ndarray:
         """Passes over each source made by steps [0, step) (needs ``sizes``)."""
         if self.sizes is None:
             raise ValueError("epochs need source sizes: build the Plan with sizes={name: samples}")
-        return self.consumed(step, cursor=cursor) / np.array(self.sizes)
+        return self.consumed(step) / np.array(self.sizes)
+
+    def _at(self, start: int, at: Point | np.ndarray | None) -> Point:
+        """``at`` as the point before ``start``: counts alone make a point (a walking
+        counter finds its deficits), none looks it up."""
+        if at is None:
+            return self._counter.point(start, self._memo)
+        if isinstance(at, Point):
+            if at.step != start:
+                raise ValueError(f"the point given stands at step {at.step}, not at {start}")
+            return at
+        return Point(start, np.asarray(at, dtype=np.int64))
 
     def counts(
-        self,
-        start: int,
-        num_steps: int = 1,
-        consumed: np.ndarray | None = None,
-        *,
-        cursor: Cursor | None = None,
+        self, start: int, num_steps: int = 1, at: Point | np.ndarray | None = None
     ) -> np.ndarray:
-        """Samples of each source in each step of [start, start + num_steps), shape (num_steps, N).
+        """Samples of each source in each step of [start, start + num_steps), shape
+        (num_steps, N). ``at`` (``self.point(start)``, or its counts) saves the lookup."""
+        return self._rows(start, num_steps, at)[1]
 
-        ``consumed`` (``self.consumed(start)``) saves the replay when already known.
-        """
+    def _rows(self, start: int, num_steps: int, at):
         start = _validate.integer("start", start, minimum=0)
         num_steps = _validate.integer("num_steps", num_steps, minimum=1)
-        cursor = Cursor() if cursor is None else cursor
-        if consumed is None:
-            consumed = self._counter.before(start, cursor)
-        prev = np.asarray(consumed, dtype=np.int64)
-        cumulative = self._counter.range(start, num_steps, prev, cursor)
-        return np.diff(cumulative, axis=0, prepend=prev[None, :])
+        with self._lock:
+            at = self._at(start, at)
+            cumulative, deficits = self._counter.range(at, num_steps, self._memo)
+        per_step = np.diff(cumulative, axis=0, prepend=at.counts[None, :])
+        return at, per_step, deficits
 
     def weights_at(self, step: int | np.ndarray) -> np.ndarray:
-        """The weights the plan follows at ``step`` (its mixture's)."""
-        return self.mixture.weights_at(step)
+        """The weights the plan follows at ``step`` (online: the schedule tilted by the log)."""
+        return self._counter.targets.mixture.weights_at(step)
 
-    def log_entries(self) -> list[list[Any]] | None:
-        """An online plan's weight log (``annealmix.online``); ``None`` here."""
-        return None
+    def targets(self, step: int) -> np.ndarray:
+        """Scheduled cumulative samples (tokens, in token modes) per source through
+        ``step``, as floats."""
+        step = _validate.integer("step", step, minimum=0)
+        if self.lengths is not None:  # the tokens drawn plus what each source is owed
+            drawn, after = self.tokens(step + 1), self.point(step + 1)
+            return np.array([t + d / Q for t, d in zip(drawn.tolist(), after.deficits)])
+        with self._lock:
+            u = self._counter.targets.before(step + 1, self._memo)
+        return np.array([self.global_batch_size * x / (1 << Q_BITS) for x in u])
 
-    @property
-    def initial_carry(self) -> tuple[int, ...] | None:
-        """What a walk carries besides counts at step 0 (``Batch.carry``); none here."""
-        return None
-
-    def check_consumed(
-        self,
-        step: int,
-        consumed: np.ndarray,
-        carry: tuple[int, ...] | None,
-        cursor: Cursor,
-    ) -> None:
-        """Refuse counts (from a saved state) that are not the plan's at ``step``: they
-        would shift every later draw without a word. Exact mode recomputes them by a
-        replay, which also positions ``cursor``; random mode, whose counts cost a hash
-        per earlier position, checks that they add up to the step's samples."""
-        if self.mode == "random":
-            self.check_total(step, consumed)
-            return
-        want = self.consumed(step, cursor=cursor)
-        wrong = np.flatnonzero(want != consumed)
-        if wrong.size:
-            k = int(wrong[0])
-            refuse_counts(
-                step,
-                f"source {self.mixture.sources[k]!r}: {int(consumed[k])} in the state, "
-                f"{int(want[k])} in the plan; {wrong.size} source(s) differ",
-            )
+    def check_point(self, point: Point) -> Point:
+        """``point`` (from a saved state) if it is where the plan stands at its step;
+        else refused: counts that are not the plan's would shift every later draw
+        without a word. Exact mode recomputes them by a replay (which leaves the
+        plan's cache there); random mode, whose counts cost a hash per earlier
+        position, checks that they add up to the step's samples; a walk's counts
+        must add up too and its deficits sum to zero within the proven bounds."""
+        step, counts = point.step, np.asarray(point.counts, dtype=np.int64)
+        if self.mode == "exact":
+            want = self.point(step).counts
+            wrong = np.flatnonzero(want != counts)
+            if wrong.size:
+                k = int(wrong[0])
+                refuse_counts(step, f"source {self.mixture.sources[k]!r}: {int(counts[k])} in "
+                                    f"the state, {int(want[k])} in the plan; {wrong.size} "
+                                    "source(s) differ")  # fmt: skip
+            return Point(step, counts)
+        self.check_total(step, counts)
+        if not self.walks:
+            return Point(step, counts)
+        deficits, n = point.deficits, self.num_sources
+        if deficits is None:
+            refuse_counts(step, "it has no deficits, which the state of a walking plan carries")
+        if len(deficits) != n or sum(deficits) != 0:
+            refuse_counts(step, f"its deficits {list(deficits)} do not sum to zero over {n} "
+                                "sources")  # fmt: skip
+        for k, (d, (low, high)) in enumerate(zip(deficits, self._counter.bounds())):
+            if not low < d < high:
+                name = self.mixture.sources[k]
+                refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
+        return Point(step, counts, tuple(deficits))
 
     def check_total(self, step: int, consumed: np.ndarray) -> None:
         """Refuse counts that do not add up to the samples of ``step`` steps."""
         b, total = self.global_batch_size, int(np.sum(consumed))
         if total != b * step:
             refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
+
+    # -- tokens -------------------------------------------------------------------
+
+    def _lengths_of(self, k: int, first: int, count: int) -> np.ndarray:
+        """Tokens of draws ``first .. first + count - 1`` of source ``k``."""
+        if self.lengths is None:  # every sample counts one (online in samples)
+            return np.ones(count, dtype=np.int64)
+        out = np.empty(count, dtype=np.int64)
+        range_indices(self.orders[k], first, out, size=self.sizes[k], seed=self.seed, source_id=k)
+        return self.lengths[k].take(out).astype(np.int64)
+
+    def tokens(self, step: int) -> np.ndarray:
+        """Token modes: tokens drawn from each source in steps [0, step), as int64.
+        A later step than the last call's adds only the draws since."""
+        if self.lengths is None:
+            raise ValueError(f'tokens are counted in token modes; this plan is in "{self.mode}"')
+        counts = self.consumed(step)
+        with self._lock:
+            known = self._memo.tokens_at
+        if known is None or (known[0] > counts).any():
+            known = (np.zeros_like(counts), np.zeros_like(counts))
+        out = known[1].copy()
+        block = 1 << 20
+        for k, (a, b) in enumerate(zip(known[0].tolist(), counts.tolist())):
+            for c in range(a, b, block):
+                out[k] += int(self._lengths_of(k, c, min(block, b - c)).sum())
+        with self._lock:
+            self._memo.tokens_at = (counts, out.copy())
+        return out
+
+    def step_tokens(self, batch: Batch) -> np.ndarray:
+        """Tokens of each source in each step of ``batch`` (with sample indices, as a
+        ``Stream`` gives them), shape (steps, N); a sample counts one without lengths."""
+        if batch.indices is None:
+            raise ValueError("step_tokens needs sample indices: take the batch from a Stream")
+        tokens = np.ones(batch.sources.shape, dtype=np.int64)
+        for k, lengths in enumerate(self.lengths or ()):
+            at = batch.sources == k
+            tokens[at] = lengths[batch.indices[at]]
+        rows = np.arange(tokens.shape[0])[:, None] * self.num_sources
+        flat = np.bincount((rows + batch.sources).ravel(), weights=tokens.ravel(),
+                           minlength=tokens.shape[0] * self.num_sources)  # fmt: skip
+        return flat.astype(np.int64).reshape(-1, self.num_sources)
 
     # -- batches ------------------------------------------------------------------
 
@@ -330,67 +406,39 @@ class Plan:
         self,
         start: int,
         num_steps: int,
-        consumed: np.ndarray | None = None,
+        at: Point | np.ndarray | None = None,
         *,
         draw_offset: np.ndarray | None = None,
-        cursor: Cursor | None = None,
     ) -> Batch:
         """The global batches of steps [start, start + num_steps): each position's
-        source and draw number (``annealmix.order.indexed`` adds sample indices).
+        source and draw number (``annealmix.indexed`` adds sample indices).
 
-        ``consumed`` (``self.consumed(start)``) saves the replay when already known.
-        ``draw_offset`` is added to each source's draw numbers: a re-planned run
-        continues every source from the draws of the plan it replaced (a walking
-        plan takes none: it continues from the saved counts themselves). A walking
-        plan's batch carries what its walk carries (``Batch.carry``).
+        ``at`` (``self.point(start)``, or its counts) saves the lookup. ``draw_offset``
+        is added to each source's draw numbers: a re-planned run continues every
+        source from the draws of the plan it replaced (a walking plan takes none: it
+        continues from the saved counts themselves). A walking plan's batch carries
+        its deficits (``Batch.deficits``).
         """
-        start = _validate.integer("start", start, minimum=0)
-        num_steps = _validate.integer("num_steps", num_steps, minimum=1)
-        walks = self.initial_carry is not None
-        if walks and draw_offset is not None:
-            raise ValueError(
-                f"a {type(self).__name__} takes no draw_offset; re-plan from the saved counts"
-            )
-        cursor = Cursor() if cursor is None else cursor
-        if consumed is None:
-            consumed = self._counter.before(start, cursor)
-        prev = np.asarray(consumed, dtype=np.int64)
-        if isinstance(self._counter, Bernoulli):
+        if self.walks and draw_offset is not None:
+            raise ValueError(f'a plan in mode "{self.mode}" takes no draw_offset; re-plan '
+                             "from the saved counts")  # fmt: skip
+        if self._counter.lays_out:
+            at, counts, deficits = self._rows(start, num_steps, at)
+            sources, draws = self._layout(counts, at.counts)
+        else:  # each position's source drawn by the counter itself
+            start = _validate.integer("start", start, minimum=0)
+            num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+            with self._lock:
+                at = self._at(start, at)
             sources = self._counter.sources(start, start + num_steps)
-            draws = _draws_in_order(sources, prev, self.num_sources)
-        else:
-            counts = self.counts(start, num_steps, prev, cursor=cursor)
-            sources, draws = self._layout(counts, prev)
+            draws, deficits = draws_in_order(sources, at.counts, self.num_sources), None
+        prev = at.counts
         if draw_offset is not None:
             draw_offset = np.asarray(draw_offset, dtype=np.int64)
             draws += draw_offset.take(sources)
             prev = prev + draw_offset
-        carry = tuple(cursor.carries[1]) if walks else None
-        return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev, carry=carry)
-
-    def _layout(self, counts: np.ndarray, prev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Counts per step and source -> (source, draw) per position.
-
-        Element ``e`` of a step, with the sources' blocks laid out one after another,
-        sits at the position ``p`` with ``element_at[p] == e``; so a position's source
-        is the block its element falls in, and its draw is the block's first draw plus
-        the element's offset into the block.
-        """
-        steps, n = counts.shape
-        ends = np.cumsum(counts, axis=1)
-        element = self._element_at
-        if n <= _COMPARE_MAX:  # n - 1 compares over the batch beat a gather
-            sources = np.zeros((steps, self.global_batch_size), dtype=SOURCE_DTYPE)
-            for k in range(n - 1):
-                sources += element >= ends[:, k, None]
-        else:
-            ids = np.tile(np.arange(n, dtype=SOURCE_DTYPE), steps)
-            sources = np.repeat(ids, counts.ravel()).reshape(steps, -1)[:, element]
-        first_draw = np.cumsum(counts, axis=0) - counts + prev
-        offset = first_draw - (ends - counts)
-        draws = offset.ravel().take(sources + np.arange(0, steps * n, n)[:, None])
-        draws += element
-        return sources, draws
+        return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev,
+                     deficits=deficits)  # fmt: skip
 
 
 def refuse_counts(step: int, detail: str) -> None:
@@ -401,8 +449,33 @@ def refuse_counts(step: int, detail: str) -> None:
     )
 
 
-def _rebuild(kind: type, mixture: Mixture, arguments: dict[str, Any]) -> Plan:
-    return kind(mixture, **arguments)
+def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> Plan:
+    return Plan(mixture, **arguments)
+
+
+def _put_lengths(plan: Plan, mode: str, lengths, sizes, names: tuple[str, ...]) -> None:
+    """Checked sizes and lengths onto ``plan``, with the digest its spec names."""
+    put = object.__setattr__
+    if mode not in _LENGTHS:
+        if lengths is not None:
+            raise ValueError(f'lengths count tokens: give mode = "tokens" (or "online '
+                             f'tokens"), not "{mode}"')  # fmt: skip
+        put(plan, "sizes", None if sizes is None else _check_sizes(sizes, names))
+        put(plan, "lengths", None)
+        put(plan, "_lengths_digest", None)
+        return
+    if lengths is None:
+        raise ValueError(f'mode = "{mode}" needs lengths={{name: tokens per sample}}')
+    if sizes is not None:
+        raise ValueError("give lengths or sizes, not both: the lengths give the sizes")
+    arrays = _check_lengths(lengths, names)
+    digest = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        digest.update(np.int64(a.size).tobytes())
+        digest.update(a.tobytes())
+    put(plan, "sizes", tuple(a.size for a in arrays))
+    put(plan, "lengths", arrays)
+    put(plan, "_lengths_digest", digest.hexdigest())
 
 
 def _check_sizes(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:
@@ -425,18 +498,33 @@ def _check_sizes(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int,
     return tuple(out)
 
 
-def _draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray:
-    """Draw numbers when positions are consumed in stream order: each source's
-    positions, in order, are numbered on from ``prev``."""
-    flat = sources.ravel()
-    draws = np.empty(flat.size, dtype=np.int64)
-    if n <= _COMPARE_MAX:  # one scan per source beats a sort
-        for k in range(n):
-            where = np.flatnonzero(flat == k)
-            draws[where] = prev[k] + np.arange(where.size)
-    else:  # a stable sort by source puts each source's positions in one run
-        by_source = np.argsort(flat, kind="stable")
-        totals = np.bincount(flat, minlength=n)
-        first = prev - (np.cumsum(totals) - totals)  # draw = first[k] + rank in sorted order
-        draws[by_source] = np.arange(flat.size) + first.take(flat.take(by_source))
-    return draws.reshape(sources.shape)
+def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    if not isinstance(lengths, Mapping):
+        raise TypeError(f"lengths must map source names to arrays of tokens per sample, got "
+                        f"{type(lengths).__name__}")  # fmt: skip
+    for name in lengths:
+        if name not in names:
+            _validate.choice("source in lengths:", name, names)
+    out = []
+    for name in names:
+        if name not in lengths:
+            raise ValueError(
+                f"lengths has no entry for source {name!r}; give every source its tokens per sample"
+            )
+        a = np.asarray(lengths[name])
+        if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(
+                f"lengths of source {name!r} must be a non-empty 1-D integer array (tokens per "
+                f"sample), got shape {a.shape} and dtype {a.dtype}"
+            )
+        low, high = int(a.min()), int(a.max())
+        if low < 1 or high >= 1 << 31:
+            i = int(np.argmin(a) if low < 1 else np.argmax(a))
+            raise ValueError(
+                f"lengths of source {name!r}: sample {i} holds {a[i]} tokens; every sample "
+                "needs at least one and fewer than 2**31 (drop empty documents)"
+            )
+        a = a.astype(np.int32, copy=True)  # 4 bytes per sample
+        a.flags.writeable = False
+        out.append(a)
+    return tuple(out)

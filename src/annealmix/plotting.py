@@ -9,7 +9,6 @@ import numpy as np
 from ._progress import Progress
 from .config import MixConfig, budget_is_exact
 from .stream import Stream
-from .tokens import TokenPlan
 
 __all__ = ["plot_config"]
 
@@ -18,7 +17,7 @@ _CHUNK = 1 << 16
 
 def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Path:
     """Stacked scheduled weights with the phases marked, over the realized share per
-    step (of the tokens, for a ``TokenPlan``: what its weights count)."""
+    step (of the tokens, for a plan with lengths: what its weights count)."""
     try:
         import matplotlib
 
@@ -39,8 +38,7 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     counted = budget_is_exact(config)  # else replaying every step would take hours or days
     sums = np.zeros((bins, len(names)))
     consumed = np.zeros(len(names), dtype=np.int64)
-    cursor = plan.cursor()
-    tokens = isinstance(plan, TokenPlan)
+    tokens = plan.lengths is not None
     stream = Stream(plan, num_steps=steps) if tokens else None
     bar = Progress(steps, "steps counted")
     for a in range(0, steps if counted else 0, _CHUNK):
@@ -48,7 +46,7 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
         if tokens:
             counts = plan.step_tokens(stream.take(n))
         else:
-            counts = plan.counts(a, n, consumed, cursor=cursor)
+            counts = plan.counts(a, n, consumed)
             consumed = consumed + counts.sum(axis=0)
         which = np.searchsorted(edges, np.arange(a, a + n), side="right") - 1
         np.add.at(sums, which, counts)

@@ -1,8 +1,8 @@
 """The stream: a walk over the plan for one shard, and the one state it resumes from.
 
 A ``Stream`` yields one rank's micro-batches in order (the global walk is the
-default shard: one rank, one micro-batch, the whole batch). It owns the replay
-``Cursor`` of its plan, so walking on costs only the steps walked. Its ``State``
+default shard: one rank, one micro-batch, the whole batch). It hands the plan
+where it stands (a ``Point``), so walking on costs only the steps walked. Its ``State``
 is the only resume format in annealmix: a small versioned JSON dict holding
 
 - ``step``, ``micro``: the next micro-batch;
@@ -14,17 +14,17 @@ is the only resume format in annealmix: a small versioned JSON dict holding
   counts (``None`` otherwise);
 - ``plan``: a fingerprint per part of the plan (sources, weights, phases, batch
   size, seed, mode, sizes, orders, algorithm), so that a refusal names what changed;
-- ``deficits`` (only for a ``TokenPlan`` or ``OnlinePlan``): each source's target
+- ``deficits`` (only for a walking plan: token and online modes): each source's target
   minus what it drew before ``step``, in tokens (or samples) / 2**40, exact
   integers summing to zero;
-- ``log`` (only for an ``OnlinePlan``): its weight log, ``[[step, [weights]], ...]``.
+- ``log`` (only for an online plan): its weight log, ``[[step, [weights]], ...]``.
 
 A loaded state is checked, not trusted: its counts must be the plan's counts at its
-step (``Plan.check_consumed``: exact mode recomputes them by a replay, once, that
-also positions the cursor; random mode, whose counts cost a hash per earlier
-position, and token plans, whose counts cost a walk over every earlier sample,
-check that they add up to the step's samples, and a token plan's deficits that
-they sum to zero within its bound).
+step (``Plan.check_point``: exact mode recomputes them by a replay, once;
+random mode, whose counts cost a hash per earlier position, and walking plans,
+whose counts cost a walk over every earlier step, check that they add up to the
+step's samples, and a walking plan's deficits that they sum to zero within its
+bound).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from ._counts import step_counts
+from ._counting import step_counts
+from .batch import Batch
 from .order import indexed
-from .plan import PARTS, Batch, Plan
+from .plan import PARTS, Plan, Point
 from .shard import Shard
 
 __all__ = ["MicroBatch", "Position", "State", "Stream"]
@@ -51,14 +52,19 @@ _OPTIONAL = ("deficits", "log")
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where a stream stands: the next micro-batch, and the plan's own counts before
-    its step (without a re-plan offset), with what the plan carries besides
-    (``Batch.carry``). Cheap to keep and to send between processes.
+    its step (without a re-plan offset), with the deficits a walking plan carries
+    into it (``Point.deficits``). Cheap to keep and to send between processes.
     """
 
     step: int
     micro: int
     consumed: np.ndarray
-    carry: tuple[int, ...] | None = None
+    deficits: tuple[int, ...] | None = None
+
+    @property
+    def point(self) -> Point:
+        """Where the plan's walk stands at this position's step."""
+        return Point(self.step, self.consumed, self.deficits)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -96,7 +102,7 @@ class State:
         offset: per-source draws beyond the plan's counts after a re-plan, or ``None``.
         plan: the plan's per-part fingerprints (``Plan.fingerprints``).
         deficits: a walking plan's deficits before ``step``; ``None`` otherwise.
-        log: an ``OnlinePlan``'s weight log; ``None`` otherwise.
+        log: an online plan's weight log; ``None`` otherwise.
     """
 
     step: int
@@ -230,10 +236,9 @@ class Stream(Iterator[MicroBatch]):
         if chunk_steps is None:
             chunk_steps = min(4096, max(1, (1 << 16) // plan.global_batch_size))
         self.chunk_steps = _validate.integer("chunk_steps", chunk_steps, minimum=1)
-        self.cursor = plan.cursor()
         self.offset: np.ndarray | None = None  # added to every draw after a re-plan
-        zeros = np.zeros(plan.num_sources, dtype=np.int64)
-        self.position = Position(0, 0, zeros, plan.initial_carry)
+        start = plan.start()
+        self.position = Position(0, 0, start.counts, start.deficits)
         self._cache: tuple[Batch, np.ndarray] | None = None
 
     @property
@@ -257,12 +262,12 @@ class Stream(Iterator[MicroBatch]):
         self.position = position
 
     def __getstate__(self) -> dict[str, Any]:
-        # Sent to DataLoader workers: the replay memo and the planned chunk stay behind
-        # (they can be megabytes); the position, small, is all a copy needs.
-        return {**self.__dict__, "cursor": self.plan.cursor(), "_cache": None}
+        # Sent to DataLoader workers: the planned chunk stays behind (it can be
+        # megabytes); the position, small, is all a copy needs.
+        return {**self.__dict__, "_cache": None}
 
     def copy(self) -> Stream:
-        """A stream over the same plan and shard at the same position, with its own cursor."""
+        """A stream over the same plan and shard at the same position."""
         out = Stream(self.plan, self.shard, num_steps=self.num_steps, chunk_steps=self.chunk_steps)
         out.offset, out.position = self.offset, self.position
         return out
@@ -284,10 +289,10 @@ class Stream(Iterator[MicroBatch]):
         row = pos.step - batch.start_step
         cols = self.shard.positions(pos.micro, pos.step)
         if pos.micro + 1 == self.shard.micro_batches:
-            carry = None if batch.carry is None else batch.carry[row + 1]
-            after = Position(pos.step + 1, 0, pos.consumed + counts[row], carry)
+            deficits = None if batch.deficits is None else batch.deficits[row + 1]
+            after = Position(pos.step + 1, 0, pos.consumed + counts[row], deficits)
         else:
-            after = Position(pos.step, pos.micro + 1, pos.consumed, pos.carry)
+            after = Position(pos.step, pos.micro + 1, pos.consumed, pos.deficits)
         self.position = after
         return MicroBatch(
             step=pos.step,
@@ -312,10 +317,7 @@ class Stream(Iterator[MicroBatch]):
         return self._cache
 
     def _plan(self, pos: Position, num_steps: int) -> Batch:
-        self.cursor.at(pos.step, pos.consumed, pos.carry)
-        batch = self.plan.batches(
-            pos.step, num_steps, pos.consumed, draw_offset=self.offset, cursor=self.cursor
-        )
+        batch = self.plan.batches(pos.step, num_steps, pos.point, draw_offset=self.offset)
         return batch if self.plan.sizes is None else indexed(self.plan, batch)
 
     def take(self, num_steps: int) -> Batch:
@@ -335,8 +337,8 @@ class Stream(Iterator[MicroBatch]):
                 raise StopIteration
         batch = self._plan(pos, num_steps)
         totals = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
-        carry = None if batch.carry is None else batch.carry[-1]
-        self.position = Position(pos.step + num_steps, 0, pos.consumed + totals, carry)
+        deficits = None if batch.deficits is None else batch.deficits[-1]
+        self.position = Position(pos.step + num_steps, 0, pos.consumed + totals, deficits)
         cols = self.shard.columns(np.arange(pos.step, pos.step + num_steps))
         if isinstance(cols, slice):
             return batch
@@ -363,8 +365,8 @@ class Stream(Iterator[MicroBatch]):
             counts=tuple(self._actual(pos.consumed).tolist()),
             offset=None if self.offset is None else tuple(self.offset.tolist()),
             plan=self.plan.fingerprints,
-            deficits=pos.carry,
-            log=self.plan.log_entries(),
+            deficits=pos.deficits,
+            log=self.plan.log_entries() if self.plan.online else None,
         )
 
     def state_dict(self, position: Position | None = None) -> dict[str, Any]:
@@ -384,7 +386,7 @@ class Stream(Iterator[MicroBatch]):
         ``replan=True``: then this plan takes over from the saved step, each source
         continuing from its saved count, so a without-replacement source repeats
         nothing. (Per-source counts then stay within two samples of the old counts
-        plus the new plan's targets from that step on; a ``TokenPlan`` starts its
+        plus the new plan's targets from that step on; a walking plan starts its
         token targets afresh there, each source's tokens within the plan's bound of
         its share of the tokens drawn from the saved step on.) A state names its sources
         by position only; when the sources themselves changed, ``previous_sources``
@@ -416,12 +418,12 @@ class Stream(Iterator[MicroBatch]):
         actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
                                  previous_sources)  # fmt: skip
         self._cache = None
-        if self.plan.initial_carry is not None:  # a token walk goes on from the saved counts
+        if self.plan.walks:  # a walk goes on from the saved counts, its deficits afresh
             self.offset = None
             self.position = Position(s.step, 0, np.array(actual, dtype=np.int64),
-                                     self.plan.initial_carry)  # fmt: skip
+                                     self.plan.start().deficits)  # fmt: skip
             return
-        plan_consumed = self.plan.consumed(s.step, cursor=self.cursor)
+        plan_consumed = self.plan.consumed(s.step)
         self.offset = np.asarray(actual, dtype=np.int64) - plan_consumed
         if not self.offset.any():
             self.offset = None
@@ -429,7 +431,7 @@ class Stream(Iterator[MicroBatch]):
 
     def _take_log(self, s: State) -> None:
         """An online state's log rebuilds the plan (its fingerprint then checks it)."""
-        online = self.plan.log_entries() is not None
+        online = self.plan.online
         if s.log is None:
             if self.plan.log_entries():
                 raise ValueError(
@@ -442,18 +444,17 @@ class Stream(Iterator[MicroBatch]):
                 f"state carries a weight log ({len(s.log)} update(s)) from an online run; "
                 "resume it with an annealmix.online.OnlinePlan over the same schedule"
             )
-        self.plan = self.plan.with_log(s.log)
-        self.cursor = self.plan.cursor()
+        self.plan = self.plan.replace(log=s.log)
         self._cache = None
 
     def commit(self, step: int, weights: Any) -> None:
         """Online plans: ``weights`` take effect at ``step``, which no micro-batch of
         this stream has reached yet. Refused (the plan unchanged) for a step already
         planned into what was handed out, or for bad weights."""
-        if self.plan.log_entries() is None:
+        if not self.plan.online:
             raise TypeError(
-                f"commit needs an annealmix.online.OnlinePlan, this stream's plan is a "
-                f"{type(self.plan).__name__}"
+                "commit needs an online plan (annealmix.online.OnlinePlan); this stream's "
+                f'plan is in mode "{self.plan.mode}"'
             )
         step = _validate.integer("commit step", step, minimum=0)
         first_open = self.step if self.micro == 0 else self.step + 1
@@ -463,7 +464,6 @@ class Stream(Iterator[MicroBatch]):
                 f"{self.step}, micro-batch {self.micro}; commit at step {first_open} or later"
             )
         self.plan = self.plan.with_update(step, weights)
-        self.cursor = self.plan.cursor()  # marks and rows past the step are the old plan's
         self._cache = None
 
     def _resume(self, s: State) -> None:
@@ -472,10 +472,10 @@ class Stream(Iterator[MicroBatch]):
             raise ValueError(f"state counts {len(s.counts)} sources, the plan has {n}")
         offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
         plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
-        self.plan.check_consumed(s.step, plan_consumed, s.deficits, self.cursor)
+        at = self.plan.check_point(Point(s.step, plan_consumed, s.deficits))
         self._cache = None
         self.offset = offset if offset is not None and offset.any() else None
-        self.position = Position(s.step, s.micro, plan_consumed, s.deficits)
+        self.position = Position(s.step, s.micro, at.counts, at.deficits)
 
 
 def _counts_by_name(

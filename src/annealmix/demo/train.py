@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..controllers import LossProportional
-from ..online import OnlinePlan
+from ..online import online
 from ..plan import Plan
 from ..shard import Shard
 from ..sources import TokenWindows
@@ -102,7 +102,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
     )
     controller = tracker = None
     if arm.online is not None:  # the move, tilted by what the domains' losses say
-        plan = OnlinePlan.from_plan(plan)
+        plan = online(plan)
         controller = LossProportional(plan.mixture.sources, floor=0.05, max_change=0.1)
         tracker = SourceLosses(plan.mixture.sources)
     loader = MixtureDataLoader(train, plan, Shard(global_batch_size=cfg.batch), num_steps=cfg.steps)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -437,7 +436,6 @@ class MixtureDataLoader(DataLoader):
         }  # fmt: skip
         self._after = self.stream.position  # the position after the last batch handed out
         self._boundaries = {0: self._after.consumed}  # step -> plan counts before it (recent)
-        self._metrics_cursor = plan.cursor()
 
     def __iter__(self) -> Iterator[Any]:
         self.stream.seek(self._after)  # drop what was prefetched but never handed out
@@ -471,9 +469,6 @@ class MixtureDataLoader(DataLoader):
         self.stream.load_state_dict(state, **kwargs)
         self._after = self.stream.position
         self._boundaries = {self._after.step: self._after.consumed}
-        # The check of the loaded counts left the stream's cursor at the step: metrics
-        # walk on from there (the cursor's fields are replaced, never changed in place).
-        self._metrics_cursor = dataclasses.replace(self.stream.cursor)
 
     @property
     def commit_delay(self) -> int:
@@ -499,7 +494,6 @@ class MixtureDataLoader(DataLoader):
             wait = self.commit_delay if delay is None else delay
             step = self._after.step + _validate.integer("delay", wait, minimum=1)
         self.stream.commit(step, weights)
-        self._metrics_cursor = self.stream.plan.cursor()
         return step
 
     def metrics(self, step: int, tokens_per_sample: Mapping[str, int] | None = None):
@@ -508,7 +502,7 @@ class MixtureDataLoader(DataLoader):
         The steps the loop is at (and the one before) cost no replay: their counts
         travelled with the batches. Tokens are counted for sources of fixed-length
         samples (packed documents, token windows: ``tokens_per_sample``) unless
-        ``tokens_per_sample`` names them, and for every source of a ``TokenPlan``;
+        ``tokens_per_sample`` names them, and for every source of a plan with lengths;
         documents for document sources (``Packed``: whole-document equivalents,
         ``Padded``: one per sample).
         """
@@ -516,7 +510,6 @@ class MixtureDataLoader(DataLoader):
             self.stream.plan,
             step,
             consumed=self._boundaries.get(step),
-            cursor=self._metrics_cursor,
             offset=self.stream.offset,
             tokens_per_sample=self._tokens_per_sample if tokens_per_sample is None
             else tokens_per_sample,

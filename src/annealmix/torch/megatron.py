@@ -100,7 +100,8 @@ class MegatronDataset(Dataset):
         if self._next is not None and step == self._next.step:  # reading on: counts known
             stream.seek(self._next)
         else:
-            stream.seek(Position(step, 0, self.plan.consumed(step, cursor=stream.cursor)))
+            at = self.plan.point(step)
+            stream.seek(Position(step, 0, at.counts, at.deficits))
         self._chunk = stream.take(min(_CHUNK_STEPS, self.num_steps - step))
         self._next = stream.position
         return self._chunk

@@ -1,0 +1,71 @@
+"""How many samples of each source the global stream holds by every step.
+
+One counter per plan, chosen once by ``counter_for`` from the plan's mode:
+
+- ``Nearest`` (``nearest``; exact, two sources): nearest rounding of the exact
+  target, within one half of it, any step in O(1);
+- ``EarliestDeadline`` (``deadline``; exact, three or more): the floor of the
+  target plus bonus bits by earliest deadline, within one sample; held segments in
+  closed form (``held``), the rest replayed (compiled, and across ``threads``);
+- ``Bernoulli`` (``bernoulli``; random): each position's source from a keyed hash;
+- ``Carried`` (``walk``; online, in samples): each step from its own weights and
+  the deficits carried in;
+- ``Tokens`` (``tokens``; in tokens): sample by sample, the source whose next
+  sample finishes first among those not ahead of their target.
+
+Targets are exact integers (``quanta``). A counter is immutable; whatever it
+remembers between calls lives in a ``Memo`` its plan keeps; where a walk stands is
+a ``Point`` passed in and returned. Compiled twins of the inner loops sit beside
+the code they twin, switched on in ``compiled``.
+"""
+
+from __future__ import annotations
+
+from .bernoulli import Bernoulli
+from .deadline import AHEAD, LOOKAHEAD, EarliestDeadline
+from .memo import Counter, Memo, OutOfBound, Point
+from .nearest import Nearest
+from .quanta import CHUNK, Q_BITS, SOURCE_DTYPE, Q, Targets, quantize, step_counts
+from .tokens import Tokens
+from .walk import Carried
+
+__all__ = [
+    "AHEAD",
+    "CHUNK",
+    "LOOKAHEAD",
+    "Q",
+    "Q_BITS",
+    "SOURCE_DTYPE",
+    "Bernoulli",
+    "Carried",
+    "Counter",
+    "EarliestDeadline",
+    "Memo",
+    "Nearest",
+    "OutOfBound",
+    "Point",
+    "Targets",
+    "Tokens",
+    "counter_for",
+    "quantize",
+    "step_counts",
+]
+
+
+def counter_for(mode: str, mixture, batch: int, *, seed: int = 0, lengths_of=None,
+                longest: tuple[int, ...] | None = None) -> Counter:  # fmt: skip
+    """The counter of a plan in ``mode`` over ``mixture`` (a ``Mixture``, or an online
+    plan's schedule tilted by its log), chosen once.
+
+    ``lengths_of(source id, first draw, count)`` gives the tokens of a run of a
+    source's draws and ``longest`` each source's longest sample (token modes).
+    """
+    targets = Targets(mixture)
+    if mode == "random":
+        return Bernoulli(targets, batch, seed)
+    if mode == "exact":
+        two = mixture.num_sources == 2
+        return Nearest(targets, batch) if two else EarliestDeadline(targets, batch)
+    if mode == "online":
+        return Carried(targets, batch)
+    return Tokens(targets, batch, lengths_of, longest)

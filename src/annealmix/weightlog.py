@@ -1,0 +1,105 @@
+"""An online plan's weight log: entries ``(step, weights)``, and the schedule they tilt.
+
+From an entry's step on, the schedule is tilted so that the mixture at that step is
+the logged weights: ``w(t) = normalise(schedule(t) * m)``, ``m = weights /
+schedule(step)``. Under a constant schedule that is the logged weights themselves;
+under an anneal the learned tilt rides along it. A source the schedule gives weight
+0 stays at 0 (its tilt has nothing to scale).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _validate
+from .mixture import Mixture, Segment
+
+__all__ = ["Tilted", "check_log"]
+
+
+class Tilted:
+    """The schedule tilted by the log (what the walk reads): ``weights_at`` and
+    ``segments`` as a ``Mixture`` gives them."""
+
+    def __init__(self, base: Mixture, log: tuple[tuple[int, np.ndarray], ...]) -> None:
+        self.base, self.num_sources, self.sources = base, base.num_sources, base.sources
+        self.tilts = []
+        for step, weights in log:
+            scheduled = base.weights_at(step)
+            tilt = np.divide(weights, scheduled, out=np.zeros_like(weights), where=scheduled > 0)
+            self.tilts.append((step, tilt))
+
+    def _tilt(self, weights: np.ndarray, tilt: np.ndarray) -> np.ndarray:
+        tilted = weights * tilt
+        total = tilted.sum(axis=-1, keepdims=True)
+        return np.where(total > 0, tilted / np.where(total > 0, total, 1.0), weights)
+
+    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+        steps = np.asarray(step)
+        out = self.base.weights_at(steps)
+        if not self.tilts:
+            return out
+        cuts = np.array([s for s, _ in self.tilts])
+        which = np.searchsorted(cuts, steps, side="right") - 1  # the entry in force, or -1
+        tilted = which >= 0
+        if tilted.any():
+            table = np.stack([t for _, t in self.tilts])
+            out[tilted] = self._tilt(out[tilted], table[which[tilted]])
+        return out
+
+    def segments(self) -> tuple[Segment, ...]:
+        cuts = [s for s, _ in self.tilts]
+        out = []
+        for seg in self.base.segments():
+            lo = bisect.bisect_right(cuts, seg.start)
+            hi = len(cuts) if seg.stop is None else bisect.bisect_left(cuts, seg.stop)
+            edges = [seg.start, *cuts[lo:hi]]
+            for a, b in zip(edges, [*edges[1:], seg.stop]):
+                weights = seg.weights
+                active = bisect.bisect_right(cuts, a)  # entries at or before a
+                if weights is not None and active:
+                    weights = self._tilt(weights, self.tilts[active - 1][1])
+                out.append(Segment(start=a, stop=b, weights=weights, phase=seg.phase))
+        return tuple(out)
+
+
+def check_log(log: Sequence[tuple[int, Any]], mixture: Mixture) -> tuple:
+    """The log checked: ``(step, read-only weights array)`` entries in step order."""
+    if isinstance(log, (str, bytes, Mapping)) or not isinstance(log, Sequence):
+        raise TypeError(f"log must be a list of (step, weights) entries, got {log!r}")
+    names = mixture.sources
+    out, last = [], -1
+    for i, entry in enumerate(log):
+        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
+            raise ValueError(f"log[{i}] must be (step, weights), got {entry!r}")
+        step = _validate.integer(f"log[{i}] step", entry[0], minimum=0)
+        if step <= last:
+            raise ValueError(
+                f"log[{i}] step {step} is not after the previous entry's step {last}; the log "
+                "is append-only, one entry per step"
+            )
+        out.append((step, _weights(f"log[{i}] (step {step})", entry[1], names)))
+        last = step
+    return tuple(out)
+
+
+def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
+    """Weights by name (or in source order) -> a read-only array on the simplex."""
+    vec = _validate.per_source(where, weights, names, noun="weight")
+    bad = [n for n, v in zip(names, vec) if not np.isfinite(v) or v < 0]
+    if bad:
+        raise ValueError(
+            f"{where}: weights must be finite and >= 0, got "
+            f"{ {n: float(v) for n, v in zip(names, vec) if n in bad} }; the previous weights "
+            "stay in force"
+        )
+    if vec.sum() <= 0:
+        raise ValueError(f"{where}: weights are all zero; the previous weights stay in force")
+    if abs(vec.sum() - 1.0) > 1e-12:  # normalised once: a saved log reloads bit for bit
+        vec = vec / vec.sum()
+    vec.flags.writeable = False
+    return vec
