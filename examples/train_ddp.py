@@ -182,7 +182,7 @@ def main() -> None:
         step += 1
         if controller is not None and step % args.update_every == 0:
             # the same all-reduced means on every rank: the same weights, the same step
-            weights = controller.update(tracker.reduce(), loader.stream.plan.weights_at(step))
+            weights = controller.update(tracker.reduce(), loader.weights_at(step))
             loader.commit(weights)
         if step % args.log_every == 0 or step == args.steps:
             sources_seen = torch.cat([b["source"] for b in seen]).numpy()

@@ -51,7 +51,7 @@ def main(mode: str, path: str, out: str) -> None:
     with open(f"{out}.{rank}", "w") as f:
         json.dump({"rank": rank, "world": dist.get_world_size(), "loaded": loaded,
                    "state": loader.state_dict(),
-                   "consumed": loader.stream.consumed.tolist()}, f)  # fmt: skip
+                   "consumed": loader.consumed.tolist()}, f)  # fmt: skip
     dist.destroy_process_group()
 
 

@@ -165,7 +165,7 @@ def test_inspect_shows_the_steps_of_an_online_run_from_its_log(tmp_path, capsys)
                  str(tmp_path / "state.json")]) == 0  # fmt: skip
     samples = json.loads(capsys.readouterr().out)["steps"][0]["samples"]
     assert {s["source"] for s in samples} == {"b"}  # the update took the whole batch
-    want = Stream(stream.plan, num_steps=9).take(9)
+    want = Stream(stream.plan, num_steps=9, log=stream.log).take(9)
     assert [s["index"] for s in samples] == want.indices[8].tolist()
     (tmp_path / "bad.json").write_text(json.dumps({"step": 3}))
     assert main(["inspect", str(path), "--step", "8", "--log", str(tmp_path / "bad.json")]) == 2

@@ -231,13 +231,13 @@ def test_online_walks_are_the_python_walks(seed, n, batch):
     log = [(int(s), weights()) for s in np.sort(rng.choice(9000, 4, replace=False)) + 1]
 
     def make():
-        return OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names, 10**6), log=log)
+        return OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names, 10**6))
 
     def walk():
         plan = make()
-        rows = plan.counts(0, 10_000)
-        return [rows, plan.consumed(8193), make().consumed(9999),
-                np.array(list(plan.batch(4097).deficits))]  # fmt: skip
+        rows = plan.counts(0, 10_000, log=log)
+        return [rows, plan.consumed(8193, log=log), make().consumed(9999, log=log),
+                np.array(list(plan.batches(4097, 1, log=log).deficits))]  # fmt: skip
 
     compiled, plain = _both(walk)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))

@@ -15,9 +15,9 @@ from annealmix.online import OnlinePlan
 SIZES = {"a": 97, "b": 41, "c": 13}
 
 
-def plan(log=(), batch=12, mixture=None):
+def plan(batch=12, mixture=None):
     mix = mixture or Mixture(weights={"a": 0.5, "b": 0.3, "c": 0.2})
-    return OnlinePlan(mix, global_batch_size=batch, sizes=SIZES, seed=7, log=log)
+    return OnlinePlan(mix, global_batch_size=batch, sizes=SIZES, seed=7)
 
 
 def walked(p, steps, commits=()):
@@ -38,12 +38,12 @@ def test_a_committed_update_changes_no_earlier_step_and_the_log_replays_the_run(
     before, _ = walked(plan(), 50)
     assert all(np.array_equal(x[0], y[0]) for x, y in zip(rows[:12], before[:12]))
     assert not np.array_equal(rows[12][0], before[12][0])
-    assert s.plan.log_entries() == [[12, [0.1, 0.1, 0.8]], [33, [0.6, 0.4, 0.0]]]
-    replay = Stream(plan(s.plan.log_entries()), num_steps=50).take(50)
+    assert s.log.to_list() == [[12, [0.1, 0.1, 0.8]], [33, [0.6, 0.4, 0.0]]]
+    replay = Stream(plan(), num_steps=50, log=s.log.to_list()).take(50)
     assert np.array_equal(replay.sources, np.stack([r[0] for r in rows]))
     assert np.array_equal(replay.indices, np.stack([r[1] for r in rows]))
     # from the commit on, the realized weights are the committed ones
-    assert s.plan.weights_at(np.array([11, 12, 40])).round(6).tolist() == [
+    assert s.plan.weights_at(np.array([11, 12, 40]), log=s.log).round(6).tolist() == [
         [0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.6, 0.4, 0.0]]  # fmt: skip
     assert np.bincount(replay.sources[40], minlength=3).tolist() in ([7, 5, 0], [8, 4, 0])
 
@@ -64,9 +64,9 @@ def test_counts_stay_within_the_bound_of_the_realized_weights(data, n, batch, st
     )
     log = [(s, data.draw(simplex)) for s in at]
     p = OnlinePlan(Mixture(weights=dict(zip(names, start))), global_batch_size=batch,
-                   sizes=dict.fromkeys(names, 50), log=log)  # fmt: skip
-    counts = np.cumsum(p.counts(0, steps), axis=0)
-    target = batch * np.cumsum(p.weights_at(np.arange(steps)), axis=0)
+                   sizes=dict.fromkeys(names, 50))  # fmt: skip
+    counts = np.cumsum(p.counts(0, steps, log=log), axis=0)
+    target = batch * np.cumsum(p.weights_at(np.arange(steps), log=log), axis=0)
     gap = counts - target
     assert gap.max() < 1 + 1e-6  # ahead by less than one sample
     assert (-gap).max() < (1 if n == 2 else n - 1) + 1e-6  # behind: the proven bound
@@ -75,8 +75,8 @@ def test_counts_stay_within_the_bound_of_the_realized_weights(data, n, batch, st
 def test_a_schedule_carries_the_learned_tilt():
     anneal = Phase(start_step=0, end_step=99, weights={"a": 0.2, "b": 0.4, "c": 0.4})
     mix = Mixture(weights={"a": 0.8, "b": 0.1, "c": 0.1}, phases=[anneal])
-    p = plan(mixture=mix, log=[(50, {"a": 0.25, "b": 0.25, "c": 0.5})])
-    w = p.weights_at(np.array([49, 50, 99]))
+    p = plan(mixture=mix)
+    w = p.weights_at(np.array([49, 50, 99]), log=[(50, {"a": 0.25, "b": 0.25, "c": 0.5})])
     assert w[1].round(9).tolist() == [0.25, 0.25, 0.5]
     base = mix.weights_at(99)
     tilted = base * (w[1] / mix.weights_at(50))
@@ -94,7 +94,7 @@ def test_states_carry_the_log_and_resume_on_another_world_size():
         next(first)
     state = json.loads(json.dumps(first.state_dict()))
     assert state["log"] == [[9, [0.2, 0.2, 0.6]]] and sum(state["deficits"]) == 0
-    whole = Stream(first.plan, num_steps=40).take(40)
+    whole = Stream(first.plan, num_steps=40, log=first.log).take(40)
     for world in (1, 3):
         assert np.array_equal(resumed_indices(plan(), state, world, 14, 40), whole.indices[14:])
 
@@ -121,7 +121,7 @@ def test_a_state_with_an_edited_log_or_the_wrong_plan_is_refused():
         Stream(Plan(plan().mixture, global_batch_size=12, sizes=SIZES)).load_state_dict(state)
     with pytest.raises(ValueError, match="state log must be a list"):
         Stream(plan()).load_state_dict({**state, "log": "none"})
-    updated = Stream(plan(log=[(2, [1, 1, 1])]))
+    updated = Stream(plan(), log=[(2, [1, 1, 1])])
     with pytest.raises(ValueError, match="has updates"):
         updated.load_state_dict({k: v for k, v in state.items() if k != "log"})
 
@@ -144,7 +144,7 @@ def test_bad_weights_are_refused_and_the_previous_ones_kept(weights, message):
     before = s.plan
     with pytest.raises(ValueError, match=message):
         s.commit(4, weights)
-    assert s.plan is before
+    assert s.plan is before and len(s.log) == 0
 
 
 def test_steps_handed_out_or_out_of_order_are_refused():
@@ -162,13 +162,18 @@ def test_steps_handed_out_or_out_of_order_are_refused():
         OnlinePlan(plan().mixture, global_batch_size=4)
 
 
-def test_an_online_plan_is_a_value():
-    p = plan(log=[(3, [1, 2, 3])])
+def test_an_online_plan_is_a_value_and_its_log_the_streams():
+    p = plan()
     again = pickle.loads(pickle.dumps(p))
-    assert again == p and again.log_entries() == p.log_entries()
-    assert p != plan() and p != plan(log=[(3, [1, 2, 4])])
-    assert "mode='online'" in repr(p) and "updates=1" in repr(p)
-    assert plan().fingerprints["phases"] != p.fingerprints["phases"]
+    assert again == p and "mode='online'" in repr(p)
+    log = [(3, [1, 2, 3])]
+    assert p.fingerprints_for(log)["phases"] != p.fingerprints["phases"]
+    assert p.fingerprints_for(log)["phases"] != p.fingerprints_for([(3, [1, 2, 4])])["phases"]
+    assert p.fingerprints_for(log) == again.fingerprints_for(p.weight_log(log))
+    s = Stream(p, log=log)
+    s.commit(5, [1, 1, 1])  # appended to the stream's log; the plan is the same value
+    assert s.plan is p and s.log.to_list()[1] == [5, [1 / 3] * 3] and len(s.log) == 2
+    assert p.weight_log(log) == p.weight_log([(3, np.array([1, 2, 3]) / 6)])
 
 
 def test_the_loader_commits_past_what_its_workers_prefetched():
@@ -187,7 +192,7 @@ def test_the_loader_commits_past_what_its_workers_prefetched():
             with pytest.raises(ValueError, match="already"):
                 loader.commit([1, 1, 1], delay=1)
     assert at == 12
-    replay = Stream(plan(loader.stream.plan.log_entries()), num_steps=30).take(30)
+    replay = Stream(plan(), num_steps=30, log=loader.log).take(30)
     assert np.array_equal(np.stack(got), replay.sources)
     before = Stream(plan(), num_steps=12).take(12)
     assert np.array_equal(np.stack(got[:12]), before.sources)  # nothing before the commit moved
@@ -198,10 +203,9 @@ def test_the_loader_commits_past_what_its_workers_prefetched():
 def test_a_log_of_any_weights_reloads_bit_for_bit():
     rng = np.random.default_rng(3)
     log = [(5 * (i + 1), rng.dirichlet(np.ones(3)) * rng.choice([1, 7.3])) for i in range(30)]
-    p = plan(log)
-    s = Stream(p)
+    s = Stream(plan(), log=log)
     s.take(20)
     state = json.loads(json.dumps(s.state_dict()))
     again = Stream(plan())
     again.load_state_dict(state)  # the same fingerprint: the log came back exactly
-    assert again.plan == p and again.plan.log_entries() == p.log_entries()
+    assert again.log == s.log and again.log.to_list() == s.log.to_list()

@@ -74,7 +74,7 @@ def gather(world: int, micro: int, workers: int, sources=SOURCES) -> np.ndarray:
         dl = loader(sources, rank, world, micro, num_workers=workers)
         for i, batch in enumerate(dl):
             step, m = divmod(i, micro)
-            cols = dl.stream.shard.positions(m, step)
+            cols = dl.shard.positions(m, step)
             assert (out[step, cols] == -1).all(), "two batches share a position"
             assert (batch["source"].numpy() == plan().batch(step).sources[0, cols]).all()
             out[step, cols] = batch["sample"].numpy()
@@ -416,7 +416,7 @@ def test_the_shard_is_found_once_at_the_edge(monkeypatch):
     assert resolve_shard(24, micro_batches=2) == Shard(global_batch_size=24, rank=1, world_size=4,
                                                         micro_batches=2)  # fmt: skip
     dl = MixtureDataLoader(SOURCES, plan(), num_steps=2)
-    assert dl.stream.shard.rank == 1 and dl.stream.shard.world_size == 4
+    assert dl.shard.rank == 1 and dl.shard.world_size == 4
 
 
 def test_resuming_with_another_worker_count_continues_the_stream():

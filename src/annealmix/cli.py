@@ -19,7 +19,7 @@ from .plan import Plan, Point
 from .shard import Shard
 
 
-def _walk(plan: Plan, step: int) -> Point:
+def _walk(plan: Plan, step: int, log=None) -> Point:
     """Where the plan stands before ``step``, replayed in strides with a bar if that
     takes a while.
 
@@ -30,9 +30,9 @@ def _walk(plan: Plan, step: int) -> Point:
     bar = Progress(step, "steps replayed")
     stride = 32 * plan.replay_chunk
     for s in range(stride, step, stride):
-        plan.point(s)
+        plan.point(s, log=log)
         bar.update(s)
-    point = plan.point(step)
+    point = plan.point(step, log=log)
     bar.close()
     return point
 
@@ -139,13 +139,14 @@ def _read_log(path: str) -> list:
 def _inspect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     plan = config.plan
+    log = None
     if args.log is not None:  # an online run: its weight log tilts the config's schedule
-        plan = online(plan, _read_log(args.log))
+        plan, log = online(plan), _read_log(args.log)
     steps = _step_range(args, config.num_steps)
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
-    batch = plan.batches(steps.start, len(steps), _walk(plan, steps.start))
+    batch = plan.batches(steps.start, len(steps), _walk(plan, steps.start, log), log=log)
     if plan.sizes is not None:
         batch = indexed(plan, batch)
     names = plan.mixture.sources

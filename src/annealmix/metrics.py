@@ -37,6 +37,7 @@ def step_metrics(
     step: int,
     *,
     consumed: np.ndarray | None = None,
+    log=None,
     offset: np.ndarray | None = None,
     tokens_per_sample: Mapping[str, int] | None = None,
     documents_per_sample: Mapping[str, float] | None = None,
@@ -48,6 +49,7 @@ def step_metrics(
         plan: the plan the run follows.
         step: the optimizer step.
         consumed: ``plan.consumed(step)`` when already known (saves a lookup).
+        log: an online plan's weight log (``Stream.log``).
         offset: after a re-plan, each source's draws beyond the plan's own counts
             (``Stream.offset``): cumulative samples, tokens and epochs include them.
         tokens_per_sample: tokens in one sample of a source, by name (fixed-length
@@ -60,18 +62,18 @@ def step_metrics(
     """
     step = _validate.integer("step", step, minimum=0)
     if consumed is None:
-        consumed = plan.consumed(step)
+        consumed = plan.consumed(step, log=log)
     before = np.asarray(consumed, dtype=np.int64)
-    counts = plan.counts(step, 1, before)[0]
+    counts = plan.counts(step, 1, before, log=log)[0]
     after = before + counts + (0 if offset is None else np.asarray(offset, dtype=np.int64))
-    weights = plan.weights_at(step)
+    weights = plan.weights_at(step, log=log)
     tokens = dict(tokens_per_sample or {})
     documents = dict(documents_per_sample or {})
     for what, given in (("tokens", tokens), ("documents", documents)):
         for name in given:
             if name not in plan.mixture.sources:
                 _validate.choice(f"source in {what}_per_sample:", name, plan.mixture.sources)
-    drawn = None if plan.lengths is None else plan.tokens(step + 1)
+    drawn = None if plan.lengths is None else plan.tokens(step + 1, log=log)
     out: dict[str, float] = {}
     b = plan.global_batch_size
     for k, name in enumerate(plan.mixture.sources):

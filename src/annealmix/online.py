@@ -20,15 +20,18 @@ the realized weights: each source ahead of its target by less than one sample (o
 longest sample in tokens) and behind by less than one sample for two sources, N - 1
 for N (the others' longest samples together, in tokens); measured under two.
 
-The log travels in the stream's state (``"log"``, one row per update), so a
-resumed run rebuilds the plan from it; the log is part of the plan's fingerprint
-("phases"), so an edited log is refused. ``MixtureDataLoader.commit`` commits
-updates at a step every rank and every prefetching worker agrees on.
+The log is not part of the plan: a ``Stream`` owns it (``Stream.commit`` appends
+to it; ``MixtureDataLoader.commit`` commits at a step every rank and every
+prefetching worker agrees on), and every lookup of an online plan takes it
+(``plan.batches(step, 1, log=...)``, ``annealmix inspect --log``). The log travels
+in the stream's state (``"log"``, one row per update), so a resumed run continues
+under it; the log is part of the state's fingerprint ("phases"), so an edited log
+is refused.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from .mixture import Mixture
@@ -45,7 +48,6 @@ def OnlinePlan(  # noqa: N802 - a constructor function, named as the plan it bui
     lengths: Mapping[str, Any] | None = None,
     seed: int = 0,
     order: str | Mapping[str, str] = "shuffle",
-    log: Sequence[tuple[int, Any]] = (),
 ) -> Plan:
     """A ``Plan`` whose weights can change during training, from a weight log:
     ``Plan(mixture, mode="online", ...)``, or ``mode="online tokens"`` with ``lengths``.
@@ -57,20 +59,19 @@ def OnlinePlan(  # noqa: N802 - a constructor function, named as the plan it bui
         lengths: tokens per sample, by name, to weigh tokens (as ``TokenPlan``);
             ``None``: every sample counts one, weights are sample shares.
         seed, order: as for ``Plan``.
-        log: ``(step, weights)`` entries in step order, weights by source name.
     """
     if lengths is None and sizes is None:
         raise ValueError("an online plan needs sizes={name: samples} (or lengths=)")
     mode = "online" if lengths is None else "online tokens"
     return Plan(mixture, global_batch_size=global_batch_size, seed=seed, mode=mode,
-                sizes=sizes, order=order, lengths=lengths, log=log)  # fmt: skip
+                sizes=sizes, order=order, lengths=lengths)  # fmt: skip
 
 
-def online(plan: Plan, log: Sequence[tuple[int, Any]] = ()) -> Plan:
+def online(plan: Plan) -> Plan:
     """The online plan over ``plan``'s schedule, sizes, seed and orders (and its
-    lengths, for a token plan), under ``log``: e.g. to look up the steps of an
-    online run from its saved state."""
+    lengths, for a token plan): e.g. to look up the steps of an online run from its
+    saved state's log."""
     if plan.sizes is None:
         raise ValueError("an online plan needs the plan's sizes: build it with sizes=")
     mode = "online" if plan.lengths is None else "online tokens"
-    return plan.replace(mode=mode, log=log)
+    return plan.replace(mode=mode)

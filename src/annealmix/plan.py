@@ -15,7 +15,9 @@ What a plan counts is its ``mode``, one counter chosen once (``annealmix._counti
 - ``"tokens"``: weights count tokens over samples of varying length (``lengths``):
   every source's tokens stay near its token target (``annealmix.tokens``).
 - ``"online"``, ``"online tokens"``: weights that change during training, from a
-  weight ``log`` (``annealmix.online``), in samples or in tokens.
+  weight log (``annealmix.online``), in samples or in tokens. The log is not part
+  of the plan: a stream owns it (a commit appends to it), and every lookup of an
+  online plan takes it (``log=``, a ``WeightLog`` or its entries).
 
 The last three *walk*: a step's counts depend on the deficits carried in, so where
 a walk stands is a ``Point`` (step, counts, deficits) that a stream's state carries.
@@ -42,7 +44,7 @@ from ._counting import Q_BITS, SOURCE_DTYPE, Memo, Point, Q, counter_for
 from .batch import Batch, Layout, draws_in_order
 from .mixture import Mixture
 from .order import ORDERS, range_indices
-from .weightlog import Tilted, check_log
+from .weightlog import Tilted, WeightLog
 
 __all__ = ["MODES", "ORDERS", "Batch", "Plan", "Point"]
 
@@ -66,7 +68,7 @@ class Plan:
     """Which sample of which source fills every position of every global batch.
 
     Args:
-        mixture: the weights w(step) (the schedule a log tilts, online).
+        mixture: the weights w(step) (online: the schedule a log tilts).
         global_batch_size: B, samples per optimizer step across all ranks.
         seed: keys every random choice (random mode, shuffles); in [0, 2**64).
         mode: what the plan counts, one of ``MODES`` (see the module doc).
@@ -77,20 +79,17 @@ class Plan:
         lengths: token modes: each source's tokens per sample, by name (an integer
             array over its sample indices, every entry >= 1; its length is the
             source's size).
-        log: online modes: ``(step, weights)`` entries in step order, weights by
-            source name (or in source order).
 
     Attributes:
         fingerprints: a 64-bit hash (hex) of each part of the plan (``PARTS``), which
             a stream's state carries so that a refusal can name what changed.
         fingerprint: a hash of them all: equal fingerprints, equal streams.
         lengths: token modes: the arrays (int32, read-only) in source order, else ``None``.
-        log: online modes: the log's entries, ``(step, weights array)``, else ``()``.
     """
 
     __slots__ = ("mixture", "global_batch_size", "seed", "mode", "sizes", "orders", "lengths",
-                 "log", "fingerprints", "fingerprint", "_lengths_digest", "_counter", "_layout",
-                 "_memo", "_lock")  # fmt: skip
+                 "fingerprints", "fingerprint", "_lengths_digest", "_counter", "_layout",
+                 "_memo", "_lock", "_walks")  # fmt: skip
 
     def __init__(
         self,
@@ -102,7 +101,6 @@ class Plan:
         sizes: Mapping[str, int] | None = None,
         order: str | Mapping[str, str] = "shuffle",
         lengths: Mapping[str, Any] | None = None,
-        log: Sequence[tuple[int, Any]] = (),
     ) -> None:
         if not isinstance(mixture, Mixture):
             raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
@@ -135,22 +133,47 @@ class Plan:
         _put_lengths(self, mode, lengths, sizes, names)
         if mode in _ONLINE and self.sizes is None:
             raise ValueError(f'mode = "{mode}" needs sizes={{name: samples}} (or lengths=)')
-        if log and mode not in _ONLINE:
-            raise ValueError(
-                f'a weight log needs mode = "online" (or "online tokens"), got mode = "{mode}"'
-            )
-        put(self, "log", check_log(log, mixture))
-        fingerprints = {k: _digest(v) for k, v in self._parts().items()}
-        put(self, "fingerprints", MappingProxyType(fingerprints))
-        put(self, "fingerprint", _digest(fingerprints))
-        walked = Tilted(mixture, self.log) if mode in _ONLINE else mixture
-        longest = None if self.lengths is None else tuple(int(a.max()) for a in self.lengths)
-        counter = counter_for(mode, walked, batch, seed=seed, lengths_of=self._lengths_of,
-                              longest=longest)  # fmt: skip
-        put(self, "_counter", counter)
+        fingerprints = self.fingerprints_for(None)
+        put(self, "fingerprints", fingerprints)
+        put(self, "fingerprint", _digest(dict(fingerprints)))
         put(self, "_layout", Layout(batch))
-        put(self, "_memo", Memo())
         put(self, "_lock", threading.RLock())
+        put(self, "_walks", {})  # an online plan's counter and memo per log (its digest)
+        put(self, "_counter", self._build(()))
+        put(self, "_memo", Memo())
+
+    def _build(self, entries: tuple):
+        """The counter of this plan, of an online one under log ``entries``."""
+        walked = Tilted(self.mixture, entries) if self.online else self.mixture
+        longest = None if self.lengths is None else tuple(int(a.max()) for a in self.lengths)
+        return counter_for(self.mode, walked, self.global_batch_size, seed=self.seed,
+                           lengths_of=self._lengths_of, longest=longest)  # fmt: skip
+
+    def weight_log(self, log: WeightLog | Sequence[tuple[int, Any]] | None = None) -> WeightLog:
+        """``log`` as a checked ``WeightLog`` over this plan's sources (an online plan
+        takes one; ``None``: empty)."""
+        if not self.online:
+            if log:
+                raise ValueError(
+                    f'a weight log needs an online plan (mode "online" or "online tokens"); '
+                    f'this plan is in mode "{self.mode}"'
+                )
+            return WeightLog(self.mixture.sources)
+        if isinstance(log, WeightLog) and log.sources == self.mixture.sources:
+            return log
+        return WeightLog(self.mixture.sources, () if log is None else log)
+
+    def _walk(self, log) -> tuple:
+        """The counter and memo of a lookup under ``log`` (held with the lock)."""
+        log = self.weight_log(log)
+        if not log.entries:
+            return self._counter, self._memo
+        walk = self._walks.get(log.digest)
+        if walk is None:
+            if len(self._walks) >= 4:  # a few recent logs: a stream's and its metrics'
+                del self._walks[next(iter(self._walks))]
+            walk = self._walks[log.digest] = (self._build(log.entries), Memo())
+        return walk
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError(f"a Plan is immutable; build a new one to change {name!r}")
@@ -165,36 +188,39 @@ class Plan:
         return hash(self.fingerprint)
 
     def __repr__(self) -> str:
-        updates = f", updates={len(self.log)}" if self.online else ""
         return (
             f"Plan(sources={list(self.mixture.sources)}, global_batch_size="
             f"{self.global_batch_size}, seed={self.seed}, mode={self.mode!r}, "
-            f"fingerprint={self.fingerprint!r}{updates})"
+            f"fingerprint={self.fingerprint!r})"
         )
 
     def _arguments(self) -> dict[str, Any]:
         """What the constructor takes besides the mixture (pickling, ``replace``)."""
         names = self.mixture.sources
         out = {"global_batch_size": self.global_batch_size, "seed": self.seed, "mode": self.mode,
-               "order": dict(zip(names, self.orders)), "log": self.log_entries()}  # fmt: skip
+               "order": dict(zip(names, self.orders))}  # fmt: skip
         if self.lengths is not None:
             return out | {"lengths": dict(zip(names, self.lengths))}
         return out | {"sizes": None if self.sizes is None else dict(zip(names, self.sizes))}
 
     def replace(self, **changes: Any) -> Plan:
-        """This plan with some constructor arguments changed (``mode=``, ``log=``, ...)."""
+        """This plan with some constructor arguments changed (``mode=``, ``seed=``, ...)."""
         return Plan(self.mixture, **(self._arguments() | changes))
 
-    def _parts(self) -> dict[str, Any]:
-        """What each of ``PARTS`` fingerprints, as JSON-able values."""
+    def fingerprints_for(self, log: WeightLog | Sequence | None) -> Mapping[str, str]:
+        """The fingerprint of each part of the plan (``PARTS``) under ``log``: an
+        online plan's log is part of its phases (an edited log is refused)."""
         spec = self.spec()
         phases = spec["mixture"]["phases"]
-        return {
+        if self.online:
+            phases = {"phases": phases, "log": self.weight_log(log).to_list()}
+        parts = {
             "sources": list(self.mixture.sources),
             "weights": spec["mixture"]["weights"],
-            "phases": {"phases": phases, "log": spec["log"]} if self.online else phases,
+            "phases": phases,
             **{k: spec[k] for k in PARTS[3:]},
         }
+        return MappingProxyType({k: _digest(v) for k, v in parts.items()})
 
     def spec(self) -> dict[str, Any]:
         """Everything that decides the stream, as plain JSON-able values."""
@@ -208,11 +234,13 @@ class Plan:
             "orders": list(self.orders),
             "algorithm": ALGORITHM,
         }
-        return out | ({"log": self.log_entries()} if self.online else {})
+        return out
 
-    def changes(self, fingerprints: Mapping[str, Any]) -> list[str]:
-        """The parts (``PARTS``) whose fingerprints differ from ``fingerprints``."""
-        return [k for k in PARTS if fingerprints.get(k) != self.fingerprints[k]]
+    def changes(self, fingerprints: Mapping[str, Any], log=None) -> list[str]:
+        """The parts (``PARTS``) whose fingerprints (under ``log``, online) differ
+        from ``fingerprints``."""
+        mine = self.fingerprints_for(log) if log else self.fingerprints
+        return [k for k in PARTS if fingerprints.get(k) != mine[k]]
 
     @property
     def num_sources(self) -> int:
@@ -240,16 +268,6 @@ class Plan:
         order, adds no work."""
         return self._counter.chunk
 
-    def log_entries(self) -> list[list[Any]]:
-        """The weight log as plain JSON: ``[[step, [weight, ...]], ...]`` in source order."""
-        return [[step, weights.tolist()] for step, weights in self.log]
-
-    def with_update(self, step: int, weights: Any) -> Plan:
-        """This online plan with ``weights`` taking effect at ``step`` (after every
-        earlier entry). Bad weights (NaN, negative, all zero, unknown or missing
-        sources) are refused with a message; this plan is unchanged either way."""
-        return self.replace(log=[*self.log_entries(), [step, weights]])
-
     def start(self) -> Point:
         """Where every walk of the plan starts: step 0, no samples, no deficits."""
         zeros = np.zeros(self.num_sources, dtype=np.int64)
@@ -257,27 +275,28 @@ class Plan:
 
     # -- counts -------------------------------------------------------------------
 
-    def point(self, step: int) -> Point:
+    def point(self, step: int, *, log=None) -> Point:
         """Where a walk of the plan stands before ``step``: counts (and deficits)."""
         step = _validate.integer("step", step, minimum=0)
         with self._lock:
-            return self._counter.point(step, self._memo)
+            counter, memo = self._walk(log)
+            return counter.point(step, memo)
 
-    def consumed(self, step: int) -> np.ndarray:
+    def consumed(self, step: int, *, log=None) -> np.ndarray:
         """Samples drawn from each source in steps [0, step), as int64 counts."""
-        return self.point(step).counts.copy()
+        return self.point(step, log=log).counts.copy()
 
-    def epochs(self, step: int) -> np.ndarray:
+    def epochs(self, step: int, *, log=None) -> np.ndarray:
         """Passes over each source made by steps [0, step) (needs ``sizes``)."""
         if self.sizes is None:
             raise ValueError("epochs need source sizes: build the Plan with sizes={name: samples}")
-        return self.consumed(step) / np.array(self.sizes)
+        return self.consumed(step, log=log) / np.array(self.sizes)
 
-    def _at(self, start: int, at: Point | np.ndarray | None) -> Point:
+    def _at(self, start: int, at: Point | np.ndarray | None, counter, memo) -> Point:
         """``at`` as the point before ``start``: counts alone make a point (a walking
         counter finds its deficits), none looks it up."""
         if at is None:
-            return self._counter.point(start, self._memo)
+            return counter.point(start, memo)
         if isinstance(at, Point):
             if at.step != start:
                 raise ValueError(f"the point given stands at step {at.step}, not at {start}")
@@ -285,37 +304,41 @@ class Plan:
         return Point(start, np.asarray(at, dtype=np.int64))
 
     def counts(
-        self, start: int, num_steps: int = 1, at: Point | np.ndarray | None = None
+        self, start: int, num_steps: int = 1, at: Point | np.ndarray | None = None, *, log=None
     ) -> np.ndarray:
         """Samples of each source in each step of [start, start + num_steps), shape
         (num_steps, N). ``at`` (``self.point(start)``, or its counts) saves the lookup."""
-        return self._rows(start, num_steps, at)[1]
+        return self._rows(start, num_steps, at, log)[1]
 
-    def _rows(self, start: int, num_steps: int, at):
+    def _rows(self, start: int, num_steps: int, at, log):
         start = _validate.integer("start", start, minimum=0)
         num_steps = _validate.integer("num_steps", num_steps, minimum=1)
         with self._lock:
-            at = self._at(start, at)
-            cumulative, deficits = self._counter.range(at, num_steps, self._memo)
+            counter, memo = self._walk(log)
+            at = self._at(start, at, counter, memo)
+            cumulative, deficits = counter.range(at, num_steps, memo)
         per_step = np.diff(cumulative, axis=0, prepend=at.counts[None, :])
         return at, per_step, deficits
 
-    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+    def weights_at(self, step: int | np.ndarray, *, log=None) -> np.ndarray:
         """The weights the plan follows at ``step`` (online: the schedule tilted by the log)."""
-        return self._counter.targets.mixture.weights_at(step)
+        with self._lock:
+            counter = self._walk(log)[0]
+        return counter.targets.mixture.weights_at(step)
 
-    def targets(self, step: int) -> np.ndarray:
+    def targets(self, step: int, *, log=None) -> np.ndarray:
         """Scheduled cumulative samples (tokens, in token modes) per source through
         ``step``, as floats."""
         step = _validate.integer("step", step, minimum=0)
         if self.lengths is not None:  # the tokens drawn plus what each source is owed
-            drawn, after = self.tokens(step + 1), self.point(step + 1)
+            drawn, after = self.tokens(step + 1, log=log), self.point(step + 1, log=log)
             return np.array([t + d / Q for t, d in zip(drawn.tolist(), after.deficits)])
         with self._lock:
-            u = self._counter.targets.before(step + 1, self._memo)
+            counter, memo = self._walk(log)
+            u = counter.targets.before(step + 1, memo)
         return np.array([self.global_batch_size * x / (1 << Q_BITS) for x in u])
 
-    def check_point(self, point: Point) -> Point:
+    def check_point(self, point: Point, *, log=None) -> Point:
         """``point`` (from a saved state) if it is where the plan stands at its step;
         else refused: counts that are not the plan's would shift every later draw
         without a word. Exact mode recomputes them by a replay (which leaves the
@@ -324,7 +347,7 @@ class Plan:
         must add up too and its deficits sum to zero within the proven bounds."""
         step, counts = point.step, np.asarray(point.counts, dtype=np.int64)
         if self.mode == "exact":
-            want = self.point(step).counts
+            want = self.point(step, log=log).counts
             wrong = np.flatnonzero(want != counts)
             if wrong.size:
                 k = int(wrong[0])
@@ -363,14 +386,15 @@ class Plan:
         range_indices(self.orders[k], first, out, size=self.sizes[k], seed=self.seed, source_id=k)
         return self.lengths[k].take(out).astype(np.int64)
 
-    def tokens(self, step: int) -> np.ndarray:
+    def tokens(self, step: int, *, log=None) -> np.ndarray:
         """Token modes: tokens drawn from each source in steps [0, step), as int64.
         A later step than the last call's adds only the draws since."""
         if self.lengths is None:
             raise ValueError(f'tokens are counted in token modes; this plan is in "{self.mode}"')
-        counts = self.consumed(step)
+        counts = self.consumed(step, log=log)
         with self._lock:
-            known = self._memo.tokens_at
+            memo = self._walk(log)[1]
+            known = memo.tokens_at
         if known is None or (known[0] > counts).any():
             known = (np.zeros_like(counts), np.zeros_like(counts))
         out = known[1].copy()
@@ -379,7 +403,7 @@ class Plan:
             for c in range(a, b, block):
                 out[k] += int(self._lengths_of(k, c, min(block, b - c)).sum())
         with self._lock:
-            self._memo.tokens_at = (counts, out.copy())
+            memo.tokens_at = (counts, out.copy())
         return out
 
     def step_tokens(self, batch: Batch) -> np.ndarray:
@@ -409,6 +433,7 @@ class Plan:
         at: Point | np.ndarray | None = None,
         *,
         draw_offset: np.ndarray | None = None,
+        log=None,
     ) -> Batch:
         """The global batches of steps [start, start + num_steps): each position's
         source and draw number (``annealmix.indexed`` adds sample indices).
@@ -417,19 +442,19 @@ class Plan:
         is added to each source's draw numbers: a re-planned run continues every
         source from the draws of the plan it replaced (a walking plan takes none: it
         continues from the saved counts themselves). A walking plan's batch carries
-        its deficits (``Batch.deficits``).
+        its deficits (``Batch.deficits``). An online plan's lookups take its ``log``.
         """
         if self.walks and draw_offset is not None:
             raise ValueError(f'a plan in mode "{self.mode}" takes no draw_offset; re-plan '
                              "from the saved counts")  # fmt: skip
         if self._counter.lays_out:
-            at, counts, deficits = self._rows(start, num_steps, at)
+            at, counts, deficits = self._rows(start, num_steps, at, log)
             sources, draws = self._layout(counts, at.counts)
         else:  # each position's source drawn by the counter itself
             start = _validate.integer("start", start, minimum=0)
             num_steps = _validate.integer("num_steps", num_steps, minimum=1)
             with self._lock:
-                at = self._at(start, at)
+                at = self._at(start, at, self._counter, self._memo)
             sources = self._counter.sources(start, start + num_steps)
             draws, deficits = draws_in_order(sources, at.counts, self.num_sources), None
         prev = at.counts

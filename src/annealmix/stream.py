@@ -211,6 +211,11 @@ class Stream(Iterator[MicroBatch]):
         num_steps: stop after this many steps (``None``: never stop).
         chunk_steps: steps planned at once (speed; never changes the stream); by
             default about 64K samples' worth.
+        log: an online plan's weight log to start from (a ``WeightLog`` or its
+            entries); the stream owns it and ``commit`` appends to it.
+
+    Attributes:
+        log: an online plan's ``WeightLog`` (empty for other plans).
     """
 
     def __init__(
@@ -220,6 +225,7 @@ class Stream(Iterator[MicroBatch]):
         *,
         num_steps: int | None = None,
         chunk_steps: int | None = None,
+        log: Any = None,
     ) -> None:
         if not isinstance(plan, Plan):
             raise TypeError(f"plan must be an annealmix.Plan, got {type(plan).__name__}")
@@ -236,6 +242,7 @@ class Stream(Iterator[MicroBatch]):
         if chunk_steps is None:
             chunk_steps = min(4096, max(1, (1 << 16) // plan.global_batch_size))
         self.chunk_steps = _validate.integer("chunk_steps", chunk_steps, minimum=1)
+        self.log = plan.weight_log(log).copy()
         self.offset: np.ndarray | None = None  # added to every draw after a re-plan
         start = plan.start()
         self.position = Position(0, 0, start.counts, start.deficits)
@@ -268,7 +275,8 @@ class Stream(Iterator[MicroBatch]):
 
     def copy(self) -> Stream:
         """A stream over the same plan and shard at the same position."""
-        out = Stream(self.plan, self.shard, num_steps=self.num_steps, chunk_steps=self.chunk_steps)
+        out = Stream(self.plan, self.shard, num_steps=self.num_steps,
+                     chunk_steps=self.chunk_steps, log=self.log)  # fmt: skip
         out.offset, out.position = self.offset, self.position
         return out
 
@@ -317,7 +325,8 @@ class Stream(Iterator[MicroBatch]):
         return self._cache
 
     def _plan(self, pos: Position, num_steps: int) -> Batch:
-        batch = self.plan.batches(pos.step, num_steps, pos.point, draw_offset=self.offset)
+        batch = self.plan.batches(pos.step, num_steps, pos.point, draw_offset=self.offset,
+                                  log=self.log)  # fmt: skip
         return batch if self.plan.sizes is None else indexed(self.plan, batch)
 
     def take(self, num_steps: int) -> Batch:
@@ -364,9 +373,9 @@ class Stream(Iterator[MicroBatch]):
             micro_batches=self.shard.micro_batches,
             counts=tuple(self._actual(pos.consumed).tolist()),
             offset=None if self.offset is None else tuple(self.offset.tolist()),
-            plan=self.plan.fingerprints,
+            plan=self.plan.fingerprints_for(self.log),
             deficits=pos.deficits,
-            log=self.plan.log_entries() if self.plan.online else None,
+            log=self.log.to_list() if self.plan.online else None,
         )
 
     def state_dict(self, position: Position | None = None) -> dict[str, Any]:
@@ -394,7 +403,7 @@ class Stream(Iterator[MicroBatch]):
         source starts at 0.
         """
         s = State.from_dict(state)
-        self._take_log(s)
+        log = self._saved_log(s)
         if s.micro and (
             s.micro_batches != self.shard.micro_batches
             or s.world_size != self.shard.world_size
@@ -405,9 +414,9 @@ class Stream(Iterator[MicroBatch]):
                 f"{s.micro_batches}, world size {s.world_size}); resume it with the same "
                 "world size and micro-batches, or save at step boundaries"
             )
-        changed = self.plan.changes(s.plan)
+        changed = self.plan.changes(s.plan, log)
         if not changed:
-            self._resume(s)
+            self._resume(s, log)
             return
         if not replan:
             raise ValueError(
@@ -417,40 +426,40 @@ class Stream(Iterator[MicroBatch]):
             )
         actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
                                  previous_sources)  # fmt: skip
-        self._cache = None
+        self._cache, self.log = None, log
         if self.plan.walks:  # a walk goes on from the saved counts, its deficits afresh
             self.offset = None
             self.position = Position(s.step, 0, np.array(actual, dtype=np.int64),
                                      self.plan.start().deficits)  # fmt: skip
             return
-        plan_consumed = self.plan.consumed(s.step)
+        plan_consumed = self.plan.consumed(s.step, log=log)
         self.offset = np.asarray(actual, dtype=np.int64) - plan_consumed
         if not self.offset.any():
             self.offset = None
         self.position = Position(s.step, 0, plan_consumed)
 
-    def _take_log(self, s: State) -> None:
-        """An online state's log rebuilds the plan (its fingerprint then checks it)."""
-        online = self.plan.online
+    def _saved_log(self, s: State):
+        """The log the stream goes on under: an online state's (its fingerprint then
+        checks it), checked; this stream's own where the state has none."""
         if s.log is None:
-            if self.plan.log_entries():
+            if self.log:
                 raise ValueError(
                     "state has no weight log, and this stream's online plan has updates; "
                     "load it into a stream built from the plan's schedule alone"
                 )
-            return
-        if not online:
+            return self.log
+        if not self.plan.online:
             raise ValueError(
                 f"state carries a weight log ({len(s.log)} update(s)) from an online run; "
                 "resume it with an annealmix.online.OnlinePlan over the same schedule"
             )
-        self.plan = self.plan.replace(log=s.log)
-        self._cache = None
+        return self.plan.weight_log(s.log)
 
     def commit(self, step: int, weights: Any) -> None:
         """Online plans: ``weights`` take effect at ``step``, which no micro-batch of
-        this stream has reached yet. Refused (the plan unchanged) for a step already
-        planned into what was handed out, or for bad weights."""
+        this stream has reached yet: appended to the stream's log. Refused (the log
+        unchanged) for a step already planned into what was handed out, or for bad
+        weights."""
         if not self.plan.online:
             raise TypeError(
                 "commit needs an online plan (annealmix.online.OnlinePlan); this stream's "
@@ -463,17 +472,17 @@ class Stream(Iterator[MicroBatch]):
                 f"step {step} is already (partly) handed out: this stream stands at step "
                 f"{self.step}, micro-batch {self.micro}; commit at step {first_open} or later"
             )
-        self.plan = self.plan.with_update(step, weights)
+        self.log.append(step, weights)
         self._cache = None
 
-    def _resume(self, s: State) -> None:
+    def _resume(self, s: State, log) -> None:
         n = self.plan.num_sources
         if len(s.counts) != n:
             raise ValueError(f"state counts {len(s.counts)} sources, the plan has {n}")
         offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
         plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
-        at = self.plan.check_point(Point(s.step, plan_consumed, s.deficits))
-        self._cache = None
+        at = self.plan.check_point(Point(s.step, plan_consumed, s.deficits), log=log)
+        self._cache, self.log = None, log
         self.offset = offset if offset is not None and offset.any() else None
         self.position = Position(s.step, s.micro, at.counts, at.deficits)
 

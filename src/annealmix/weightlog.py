@@ -10,6 +10,7 @@ under an anneal the learned tilt rides along it. A source the schedule gives wei
 from __future__ import annotations
 
 import bisect
+import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 from . import _validate
 from .mixture import Mixture, Segment
 
-__all__ = ["Tilted", "check_log"]
+__all__ = ["Tilted", "WeightLog"]
 
 
 class Tilted:
@@ -67,24 +68,74 @@ class Tilted:
         return tuple(out)
 
 
-def check_log(log: Sequence[tuple[int, Any]], mixture: Mixture) -> tuple:
-    """The log checked: ``(step, read-only weights array)`` entries in step order."""
-    if isinstance(log, (str, bytes, Mapping)) or not isinstance(log, Sequence):
-        raise TypeError(f"log must be a list of (step, weights) entries, got {log!r}")
-    names = mixture.sources
-    out, last = [], -1
-    for i, entry in enumerate(log):
-        if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
-            raise ValueError(f"log[{i}] must be (step, weights), got {entry!r}")
-        step = _validate.integer(f"log[{i}] step", entry[0], minimum=0)
+class WeightLog:
+    """An online run's weight log: ``(step, weights)`` entries in step order, each
+    weights array on the simplex (read-only), appended one at a time.
+
+    Args:
+        sources: the plan's source names, in id order (weights are given by name
+            or in this order).
+        entries: entries to start from (a saved state's ``"log"``), checked.
+
+    Attributes:
+        entries: the entries, ``(step, weights array)``.
+        digest: a hash of the entries, extended by each ``append``: equal digests,
+            equal logs.
+    """
+
+    __slots__ = ("sources", "entries", "digest")
+
+    def __init__(self, sources: Sequence[str], entries: Sequence[tuple[int, Any]] = ()) -> None:
+        if isinstance(entries, WeightLog):
+            entries = entries.to_list()
+        if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
+            raise TypeError(f"log must be a list of (step, weights) entries, got {entries!r}")
+        self.sources = tuple(sources)
+        self.entries: tuple[tuple[int, np.ndarray], ...] = ()
+        self.digest = ""
+        for i, entry in enumerate(entries):
+            pair = isinstance(entry, Sequence) and not isinstance(entry, (str, bytes))
+            if not pair or len(entry) != 2:
+                raise ValueError(f"log[{i}] must be (step, weights), got {entry!r}")
+            self.append(*entry)
+
+    def append(self, step: int, weights: Any) -> None:
+        """``weights`` in force from ``step``, after every earlier entry's step. Bad
+        weights (NaN, negative, all zero, unknown or missing sources) or a step not
+        after the last are refused with a message, the log unchanged."""
+        i = len(self.entries)
+        step = _validate.integer(f"log[{i}] step", step, minimum=0)
+        last = self.entries[-1][0] if self.entries else -1
         if step <= last:
             raise ValueError(
                 f"log[{i}] step {step} is not after the previous entry's step {last}; the log "
                 "is append-only, one entry per step"
             )
-        out.append((step, _weights(f"log[{i}] (step {step})", entry[1], names)))
-        last = step
-    return tuple(out)
+        vec = _weights(f"log[{i}] (step {step})", weights, self.sources)
+        digest = hashlib.blake2b(self.digest.encode(), digest_size=8)
+        digest.update(np.int64(step).tobytes())
+        digest.update(vec.tobytes())
+        self.entries += ((step, vec),)
+        self.digest = digest.hexdigest()
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, WeightLog) and other.digest == self.digest
+
+    def __repr__(self) -> str:
+        return f"WeightLog({self.to_list()!r})"
+
+    def copy(self) -> WeightLog:
+        """A log with the same entries that appends on its own."""
+        out = WeightLog(self.sources)
+        out.entries, out.digest = self.entries, self.digest
+        return out
+
+    def to_list(self) -> list[list[Any]]:
+        """Plain JSON: ``[[step, [weight, ...]], ...]`` in source order."""
+        return [[step, weights.tolist()] for step, weights in self.entries]
 
 
 def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:

@@ -137,7 +137,7 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         if tracker is not None:
             tracker.add(per_sample, batch["source"])
             if (step + 1) % arm.update_every == 0 and step + 1 < cfg.steps:
-                weights = loader.stream.plan.weights_at(step + 1)
+                weights = loader.weights_at(step + 1)
                 loader.commit(controller.update(tracker.reduce(), weights))
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         grad = _flat_grad(model)
@@ -165,13 +165,13 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
     curves["eval_step"].append(cfg.steps)
     curves[f"eval_{old}"].append(final[old])
     curves[f"eval_{new}"].append(final[new])
-    plan = loader.stream.plan
-    targets = plan.targets(cfg.steps - 1)
+    plan, log = loader.plan, loader.log
+    targets = plan.targets(cfg.steps - 1, log=log)
     if controller is not None:  # the realized weights' targets, against the final log
-        counts = np.cumsum(plan.counts(0, cfg.steps), axis=0)
-        realized = cfg.batch * np.cumsum(plan.weights_at(np.arange(cfg.steps)), axis=0)
+        counts = np.cumsum(plan.counts(0, cfg.steps, log=log), axis=0)
+        realized = cfg.batch * np.cumsum(loader.weights_at(np.arange(cfg.steps)), axis=0)
         count_error = float(np.abs(counts - realized).max())
-        rec["log"] = plan.log_entries()
+        rec["log"] = log.to_list()
     rec |= curves
     rec["samples"] = samples
     rec["target_samples"] = dict(zip(plan.mixture.sources, targets.tolist()))

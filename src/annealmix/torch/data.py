@@ -409,13 +409,13 @@ class MixtureDataLoader(DataLoader):
         ordered = _ordered(sources, plan)
         sampler = MixtureBatchSampler(plan, shard, num_steps=num_steps)
         sampler._tagged = True
-        self.stream = sampler.stream
+        self._stream = sampler.stream  # where the workers plan from; the loop's: _after
         streams = [n for n, s in zip(plan.mixture.sources, ordered) if _is_stream(s)]
         user_collate = kwargs.pop("collate_fn", None)
         if streams:
-            _check_stream_loader(streams, self.stream.shard, kwargs)
+            _check_stream_loader(streams, self._stream.shard, kwargs)
             collate = user_collate or torch.utils.data.default_collate
-            dataset = MixtureIterableDataset(ordered, self.stream, transform)
+            dataset = MixtureIterableDataset(ordered, self._stream, transform)
             super().__init__(dataset, batch_size=None, collate_fn=_TaggedCollate(collate), **kwargs)
         else:  # without a collate_fn of the user's, whole batches are collated at once
             collate = user_collate or collated
@@ -434,11 +434,11 @@ class MixtureDataLoader(DataLoader):
             n: len(s.documents) / len(s) for n, s in zip(self.names, ordered)
             if hasattr(s, "documents") and hasattr(s, "__len__")
         }  # fmt: skip
-        self._after = self.stream.position  # the position after the last batch handed out
+        self._after = self._stream.position  # the position after the last batch handed out
         self._boundaries = {0: self._after.consumed}  # step -> plan counts before it (recent)
 
     def __iter__(self) -> Iterator[Any]:
-        self.stream.seek(self._after)  # drop what was prefetched but never handed out
+        self._stream.seek(self._after)  # drop what was prefetched but never handed out
         for tagged in super().__iter__():
             self._handed(tagged.after)
             batch = tagged.value
@@ -454,20 +454,50 @@ class MixtureDataLoader(DataLoader):
             if len(self._boundaries) > 2:
                 del self._boundaries[min(self._boundaries)]
 
+    @property
+    def plan(self) -> Plan:
+        """The plan the loader follows."""
+        return self._stream.plan
+
+    @property
+    def shard(self) -> Shard:
+        """This rank's part of each global batch."""
+        return self._stream.shard
+
+    @property
+    def log(self):
+        """An online plan's weight log (``annealmix.weightlog.WeightLog``; its
+        ``to_list()`` is what the state holds); empty for other plans."""
+        return self._stream.log
+
+    @property
+    def step(self) -> int:
+        """The step of the next batch the loop receives."""
+        return self._after.step
+
+    @property
+    def consumed(self) -> np.ndarray:
+        """Samples drawn from each source, all ranks together, before ``step``."""
+        return self._stream._actual(self._after.consumed)
+
+    def weights_at(self, step: int | np.ndarray) -> np.ndarray:
+        """The weights the loader's plan follows at ``step`` (online: under its log)."""
+        return self._stream.plan.weights_at(step, log=self._stream.log)
+
     def __len__(self) -> int:
         """Micro-batches left to hand out (needs ``num_steps``)."""
-        stream = self.stream.copy()
+        stream = self._stream.copy()
         stream.seek(self._after)
         return len(stream)
 
     def state_dict(self) -> dict[str, Any]:
         """The state after the last batch handed to the loop (no replay)."""
-        return self.stream.state_dict(self._after)
+        return self._stream.state_dict(self._after)
 
     def load_state_dict(self, state: Mapping[str, Any], **kwargs: Any) -> None:
         """``Stream.load_state_dict`` (``replan``, ``previous_sources``)."""
-        self.stream.load_state_dict(state, **kwargs)
-        self._after = self.stream.position
+        self._stream.load_state_dict(state, **kwargs)
+        self._after = self._stream.position
         self._boundaries = {self._after.step: self._after.consumed}
 
     @property
@@ -476,14 +506,14 @@ class MixtureDataLoader(DataLoader):
         past every micro-batch the workers may have prefetched (``prefetch_factor``
         x ``num_workers``), plus the step in progress."""
         prefetched = (self.prefetch_factor or 0) * self.num_workers if self.num_workers else 0
-        return 1 + -(-prefetched // self.stream.shard.micro_batches)
+        return 1 + -(-prefetched // self._stream.shard.micro_batches)
 
     def commit(self, weights: Any, *, step: int | None = None, delay: int | None = None) -> int:
         """Online plans (``annealmix.online.OnlinePlan``): ``weights`` take effect at
         ``step``, by default ``delay`` (``commit_delay``) steps after the last batch
         handed out, so every rank that commits at the same point of its loop commits
         the same step, and no prefetched batch changes. Returns the step. Bad weights
-        or a step already planned into prefetched batches are refused, the plan
+        or a step already planned into prefetched batches are refused, the log
         unchanged."""
         if isinstance(self.dataset, MixtureIterableDataset):
             raise ValueError(
@@ -493,7 +523,7 @@ class MixtureDataLoader(DataLoader):
         if step is None:
             wait = self.commit_delay if delay is None else delay
             step = self._after.step + _validate.integer("delay", wait, minimum=1)
-        self.stream.commit(step, weights)
+        self._stream.commit(step, weights)
         return step
 
     def metrics(self, step: int, tokens_per_sample: Mapping[str, int] | None = None):
@@ -507,10 +537,11 @@ class MixtureDataLoader(DataLoader):
         ``Padded``: one per sample).
         """
         return _metrics.step_metrics(
-            self.stream.plan,
+            self._stream.plan,
             step,
             consumed=self._boundaries.get(step),
-            offset=self.stream.offset,
+            log=self._stream.log,
+            offset=self._stream.offset,
             tokens_per_sample=self._tokens_per_sample if tokens_per_sample is None
             else tokens_per_sample,
             documents_per_sample=self._documents_per_sample,
