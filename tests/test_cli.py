@@ -26,13 +26,13 @@ def test_preview_json_budget_adds_up(tmp_path, capsys):
 
 def test_token_sources_size_the_plan_and_inspect_names_token_ranges(tmp_path, capsys):
     path = write(tmp_path, TOKENS.replace("PATH", str(token_files(tmp_path))))
-    config = load_config(path)
-    assert config.plan.sizes == (50 + 25, 1000)  # 400 // 8 + 200 // 8 windows
-    assert config.plan.orders == ("replacement", "sequential")
+    plan = load_config(path).open().plan
+    assert plan.sizes == (50 + 25, 1000)  # 400 // 8 + 200 // 8 windows
+    assert plan.orders == ("replacement", "sequential")
     assert main(["inspect", str(path), "--steps", "3:5", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [s["step"] for s in report["steps"]] == [3, 4]
-    batch = indexed(config.plan, config.plan.batches(3, 2))
+    batch = indexed(plan, plan.batches(3, 2))
     for row, entry in enumerate(report["steps"]):
         assert [s["index"] for s in entry["samples"]] == batch.indices[row].tolist()
         for s in entry["samples"]:
@@ -57,7 +57,7 @@ def test_inspect_one_rank_in_text(tmp_path, capsys):
     assert main(["inspect", str(path), "--step", "12", "--rank", "1", "--world-size", "2"]) == 0
     out = capsys.readouterr().out
     assert "rank 1 of 2: 4 positions of each global batch of 8 (a window that turns" in out
-    plan = load_config(path).plan
+    plan = load_config(path).open().plan
     batch = indexed(plan, plan.batch(12))
     rows = [line.split() for line in out.splitlines()[2:]]
     mine = np.arange(8)[Shard(global_batch_size=8, rank=1, world_size=2).positions(0, 12)]
@@ -156,7 +156,7 @@ def test_inspect_shows_the_steps_of_an_online_run_from_its_log(tmp_path, capsys)
 
     path = write(tmp_path, TINY)
     config = load_config(path)
-    stream = Stream(online(config.plan))
+    stream = Stream(online(config.open().plan))
     stream.take(5)
     stream.commit(7, {"a": 0.0, "b": 1.0})
     stream.take(4)

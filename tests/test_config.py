@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from annealmix.cli import main
-from annealmix.config import MixConfig, SourceSpec, budget, load_config
+from annealmix.config import MixConfig, SourceSpec, load_config
+from annealmix.opened import budget
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "mix.toml"
 
@@ -63,7 +64,7 @@ order = "sequential"
 
 def test_example_config_loads():
     config = load_config(EXAMPLE)
-    assert config.plan.mixture.sources == ("web", "code", "math") and config.num_steps == 100_000
+    assert config.mixture.sources == ("web", "code", "math") and config.num_steps == 100_000
 
 
 @pytest.mark.parametrize(
@@ -151,7 +152,8 @@ def test_config_round_trips_through_the_writer(tmp_path):
         first = load_config(write(tmp_path, text.replace("PATH", str(token_files(tmp_path)))))
         save_config(first, tmp_path / "again.toml")
         again = load_config(tmp_path / "again.toml")
-        assert again.plan.fingerprint == first.plan.fingerprint
+        plans = [c.open(check_budget=False).plan for c in (again, first)]
+        assert plans[0].fingerprint == plans[1].fingerprint
         assert again.sources == first.sources and again.num_steps == first.num_steps
         assert dump_config(again) == dump_config(first)
 
@@ -160,10 +162,9 @@ def test_relative_paths_are_read_from_the_config_folder(tmp_path, monkeypatch):
     token_files(tmp_path)
     path = write(tmp_path, TOKENS.replace("PATH", "shards"))
     monkeypatch.chdir("/")
-    config = load_config(path)
-    assert len(config.open_source("web")) == 75
-    with pytest.raises(ValueError, match="source 'books' has no path"):
-        config.open_source("books")
+    opened = load_config(path).open()
+    assert len(opened.sources["web"]) == 75
+    assert "books" not in opened.sources  # planned by its size
 
 
 def test_a_folder_is_not_a_config(tmp_path, capsys):
@@ -174,10 +175,29 @@ def test_a_folder_is_not_a_config(tmp_path, capsys):
 def test_the_config_is_the_file_and_the_plan_follows_it():
     specs = (SourceSpec(name="a", weight=0.5, size=10), SourceSpec(name="b", weight=0.5, size=10))
     config = MixConfig(global_batch_size=10, num_steps=5, sources=specs, order="replacement")
-    assert config.plan.mixture.weights == {"a": 0.5, "b": 0.5}
-    assert config.plan.orders == ("replacement", "replacement")
+    plan = config.open(check_budget=False).plan
+    assert plan.mixture.weights == {"a": 0.5, "b": 0.5}
+    assert plan.orders == ("replacement", "replacement") and plan.sizes == (10, 10)
     with pytest.raises(AttributeError):
-        config.plan = None  # the plan is derived: it cannot be swapped for another
+        config.plan = None  # the config holds what the file says, nothing derived
+
+
+def test_loading_opens_nothing_and_opening_names_every_missing_path(tmp_path, capsys):
+    text = TOKENS.replace("PATH", "nowhere") + (
+        '[sources.more]\nweight = 1\npath = ["gone.bin", "gone/*.bin"]\nformat = "megatron"\n'
+        "seq_len = 8\n"
+    )
+    config = load_config(write(tmp_path, text))  # no file is looked at
+    assert [s.name for s in config.sources] == ["web", "books", "more"]
+    with pytest.raises(FileNotFoundError) as err:
+        config.open()
+    message = str(err.value)
+    assert message.startswith("4 file(s) the config names are missing: ")
+    for missing in ("sources.web: ", "nowhere/", "(no file matches)", "sources.more: ",
+                    "gone.bin", "gone.idx", "gone/*.bin (no file matches)"):  # fmt: skip
+        assert missing in message, missing
+    assert main(["preview", str(tmp_path / "mix.toml")]) == 2
+    assert "file(s) the config names are missing" in capsys.readouterr().err
 
 
 def test_opening_sources_enforces_max_epochs(tmp_path):
@@ -187,14 +207,14 @@ def test_opening_sources_enforces_max_epochs(tmp_path):
     )
     config = load_config(write(tmp_path, text))
     with pytest.raises(ValueError, match="source 'web' cannot supply its share"):
-        config.open_sources()
+        config.open()
 
 
 def test_a_huge_run_is_budgeted_from_its_schedule_without_a_replay(tmp_path, capsys):
     text = EXAMPLE.read_text().replace("num_steps = 100_000", "num_steps = 1_000_000_000_000")
     text = text.replace("80_000", "800_000_000_000").replace("99_999", "999_999_999_999")
     text = text.replace("max_epochs = 2", "")
-    config = load_config(write(tmp_path, text))
+    config = load_config(write(tmp_path, text)).open(check_budget=False)
     start = time.perf_counter()
     with pytest.warns(UserWarning, match="is read"):
         spent = budget(config)
@@ -202,7 +222,7 @@ def test_a_huge_run_is_budgeted_from_its_schedule_without_a_replay(tmp_path, cap
     total = sum(row["samples"] for row in spent.values())
     assert total == pytest.approx(1024 * 10**12, rel=1e-9)
     assert not spent["web"]["exact"]
-    small = load_config(EXAMPLE)
+    small = load_config(EXAMPLE).open(check_budget=False)
     with pytest.warns(UserWarning, match="source 'math' is read 12.8 times"):
         exact = budget(small)
     assert exact["web"]["exact"] and sum(r["samples"] for r in exact.values()) == 1024 * 100_000

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from annealmix import Mixture, Plan, Shard, Stream
 from annealmix.documents import documents_from_arrays
 from annealmix.packing import _BLOCK, _EPOCHS_KEPT, Packed, PackedStream, Padded, cu_seqlens
-from annealmix.sources import read_batch
+from annealmix.sources import read_one
 
 
 def numbered(lengths, eos=None):
@@ -106,19 +106,19 @@ def test_cu_seqlens_for_varlen_attention():
 def test_memory_does_not_grow_with_epochs():
     p = Packed(numbered([5] * 1000), 16)
     for e in range(12):
-        p.at_epochs(np.array([e] * 3), np.array([0, len(p) // 2, len(p) - 1]))
+        p.read(np.array([e] * 3), np.array([0, len(p) // 2, len(p) - 1]))
     assert len(p._tables) == _EPOCHS_KEPT
     table = next(iter(p._tables.values()))
     assert table.nbytes == 8 * (-(-1000 // _BLOCK) + 1)  # 8 bytes per 64 documents
 
 
 def test_windows_of_one_epoch_read_by_the_plan_cover_the_source():
-    """A plan's draws of epoch e reach the source as at_epoch(e, i): every window of
+    """A plan's draws of epoch e reach the source as read(e, i): every window of
     the block once, whatever the order."""
     p = Packed(numbered([7, 30, 2, 11, 50, 9]), 10)
     k = len(p)
     for e in (0, 3):
-        got = read_batch(p, np.full(k, e), np.random.default_rng(e).permutation(k))
+        got = p.read(np.full(k, e), np.random.default_rng(e).permutation(k))
         assert np.array_equal(
             np.sort(got[:, 0]), np.sort(p.windows(np.arange(e * k, e * k + k))[:, 0])
         )
@@ -131,7 +131,7 @@ def test_resume_mid_epoch_on_another_world_size_reads_the_same_windows():
                 sizes={n: len(p) for n, p in packed.items()})  # fmt: skip
 
     def read(batch):
-        return [read_batch(packed[n], np.array([d // len(packed[n])]), np.array([i]))[0].tolist()
+        return [read_one(packed[n], d // len(packed[n]), i).tolist()
                 for n, d, i in zip(np.array(plan.mixture.sources)[batch.sources.ravel()],
                                    batch.draws.ravel(), batch.indices.ravel())]  # fmt: skip
 
@@ -177,7 +177,7 @@ def test_errors():
         Packed([[1] * 40], 10, output="tensor")
     p = Packed([[1] * 40], 10)
     with pytest.raises(IndexError, match="window 4 of epoch 0 is out of range"):
-        p.at_epoch(0, 4)
+        read_one(p, 0, 4)
     with pytest.raises(ValueError, match="windows must be >= 0"):
         p.windows(np.array([-1]))
     assert documents_from_arrays([[1] * 40]).num_tokens == 40
@@ -187,7 +187,8 @@ def test_a_config_of_document_sources(tmp_path, capsys):
     from test_sources import write_megatron
 
     from annealmix.cli import main
-    from annealmix.config import budget, load_config
+    from annealmix.config import load_config
+    from annealmix.opened import budget
 
     write_megatron(tmp_path / "web", numbered([30, 80, 12, 200] * 10))
     flat = np.concatenate(numbered([5, 40, 9] * 30, eos=0)).astype(np.uint16)
@@ -215,17 +216,17 @@ weights = { code = 1 }
     )
     config = load_config(tmp_path / "mix.toml")
     assert config.weight_unit == "tokens"
-    web, code = config.sources
-    assert (web.num_tokens, web.num_documents, web.size) == (3220, 40, 3220 // 16)
-    assert (code.num_tokens, code.num_documents) == (1620, 90)
-    sources = config.open_sources()
-    assert all(isinstance(s, Packed) for s in sources.values())
-    spent = budget(config)
-    for spec in config.sources:
-        row = spent[spec.name]
+    opened = config.open()
+    web, code = opened.sources["web"], opened.sources["code"]
+    assert (web.num_tokens, len(web.documents), len(web)) == (3220, 40, 3220 // 16)
+    assert (code.num_tokens, len(code.documents)) == (1620, 90)
+    assert all(isinstance(s, Packed) for s in opened.sources.values())
+    spent = budget(opened)
+    for name, source in opened.sources.items():
+        row = spent[name]
         assert row["tokens"] == row["samples"] * 16
-        assert row["epochs"] == pytest.approx(row["tokens"] / spec.num_tokens)
-        assert row["documents"] == pytest.approx(row["epochs"] * spec.num_documents)
+        assert row["epochs"] == pytest.approx(row["tokens"] / source.num_tokens)
+        assert row["documents"] == pytest.approx(row["epochs"] * len(source.documents))
     assert main(["preview", str(tmp_path / "mix.toml")]) == 0
     out = capsys.readouterr().out
     assert "documents" in out and f"{spent['web']['tokens']:,.0f}" in out
@@ -243,8 +244,9 @@ weights = { code = 1 }
     text = text.replace("pack = false", "pack = false\ntruncate = true")
     (tmp_path / "mix.toml").write_text('output = "dict"\n' + text)
     config = load_config(tmp_path / "mix.toml")
-    assert config.weight_unit == "samples" and isinstance(config.open_source("code"), Padded)
-    assert budget(config)["code"]["tokens"] is None
+    opened = config.open()
+    assert config.weight_unit == "samples" and isinstance(opened.sources["code"], Padded)
+    assert budget(opened)["code"]["tokens"] is None
 
 
 def test_the_loader_reads_packed_windows_by_epoch_and_resumes():
@@ -271,7 +273,7 @@ def test_the_loader_reads_packed_windows_by_epoch_and_resumes():
     for step in (0, 13, 39):  # 39: "short" is in its 4th epoch
         for j in range(8):
             k, d, i = (int(x[step, j]) for x in (ref.sources, ref.draws, ref.indices))
-            want = packed[names[k]].at_epoch(d // plan.sizes[k], i)["tokens"]
+            want = read_one(packed[names[k]], d // plan.sizes[k], i)["tokens"]
             assert batches[step]["sample"]["tokens"][j].tolist() == want.tolist()
     first = loader()
     it = iter(first)

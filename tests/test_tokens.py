@@ -259,7 +259,8 @@ def test_the_loader_reads_padded_documents_by_tokens_and_resumes():
 
 def test_a_config_weighs_unpacked_documents_by_tokens(tmp_path, capsys):
     from annealmix.cli import main
-    from annealmix.config import budget, load_config
+    from annealmix.config import load_config
+    from annealmix.opened import budget
 
     rng = np.random.default_rng(5)
     for name, (low, high, n) in {"chat": (3, 30, 300), "books": (100, 400, 60)}.items():
@@ -271,9 +272,9 @@ def test_a_config_weighs_unpacked_documents_by_tokens(tmp_path, capsys):
         f"[sources.chat]\nweight = 0.5\n{table.format('chat')}"
         f"[sources.books]\nweight = 0.5\n{table.format('books')}"
     )
-    config = load_config(tmp_path / "mix.toml")
-    assert config.plan.mode == "tokens"
-    spent = budget(config)
+    opened = load_config(tmp_path / "mix.toml").open()
+    assert opened.plan.mode == "tokens"
+    spent = budget(opened)
     tokens = [spent[n]["tokens"] for n in ("chat", "books")]
     assert abs(tokens[0] - tokens[1]) < 2 * 400  # half each, within the bound
     assert spent["chat"]["samples"] > 5 * spent["books"]["samples"]

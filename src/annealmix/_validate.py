@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,3 +83,77 @@ def per_source(
         return np.array([float(v) for v in raw], dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError(f"{where} must be numbers, got {values!r}") from None
+
+
+def sample_counts(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:
+    """Samples per source by name -> a tuple in ``names`` order, each >= 1."""
+    if not isinstance(sizes, Mapping):
+        raise TypeError(f"sizes must map source names to sample counts, got {sizes!r}")
+    for name in sizes:
+        if name not in names:
+            choice("source in sizes:", name, names)
+    missing = [n for n in names if n not in sizes]
+    if missing:
+        raise ValueError(
+            f"sizes has no entry for source {missing[0]!r}; give every source's sample count"
+        )
+    out = []
+    for n in names:
+        size = integer(f"size of source {n!r}", sizes[n])
+        if size < 1:
+            raise ValueError(f"source {n!r} is empty (size {size}); remove it or give it samples")
+        out.append(size)
+    return tuple(out)
+
+
+def token_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
+    """Tokens per sample by name -> read-only int32 arrays in ``names`` order."""
+    if not isinstance(lengths, Mapping):
+        raise TypeError(f"lengths must map source names to arrays of tokens per sample, got "
+                        f"{type(lengths).__name__}")  # fmt: skip
+    for name in lengths:
+        if name not in names:
+            choice("source in lengths:", name, names)
+    out = []
+    for name in names:
+        if name not in lengths:
+            raise ValueError(
+                f"lengths has no entry for source {name!r}; give every source its tokens per sample"
+            )
+        a = np.asarray(lengths[name])
+        if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+            raise ValueError(
+                f"lengths of source {name!r} must be a non-empty 1-D integer array (tokens per "
+                f"sample), got shape {a.shape} and dtype {a.dtype}"
+            )
+        low, high = int(a.min()), int(a.max())
+        if low < 1 or high >= 1 << 31:
+            i = int(np.argmin(a) if low < 1 else np.argmax(a))
+            raise ValueError(
+                f"lengths of source {name!r}: sample {i} holds {a[i]} tokens; every sample "
+                "needs at least one and fewer than 2**31 (drop empty documents)"
+            )
+        a = a.astype(np.int32, copy=True)  # 4 bytes per sample
+        a.flags.writeable = False
+        out.append(a)
+    return tuple(out)
+
+
+def sizes_or_lengths(mode: str, takes_lengths: bool, sizes, lengths, names: tuple[str, ...]):
+    """A plan's checked sizes and lengths (a mode that counts tokens takes lengths,
+    which give the sizes), and the lengths' digest: ``(sizes, lengths, digest)``."""
+    if not takes_lengths:
+        if lengths is not None:
+            raise ValueError(f'lengths count tokens: give mode = "tokens" (or "online '
+                             f'tokens"), not "{mode}"')  # fmt: skip
+        return (None if sizes is None else sample_counts(sizes, names)), None, None
+    if lengths is None:
+        raise ValueError(f'mode = "{mode}" needs lengths={{name: tokens per sample}}')
+    if sizes is not None:
+        raise ValueError("give lengths or sizes, not both: the lengths give the sizes")
+    arrays = token_lengths(lengths, names)
+    digest = hashlib.blake2b(digest_size=8)
+    for a in arrays:
+        digest.update(np.int64(a.size).tobytes())
+        digest.update(a.tobytes())
+    return tuple(a.size for a in arrays), arrays, digest.hexdigest()

@@ -11,44 +11,24 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from ._progress import Progress
-from .config import budget, budget_is_exact, load_config
+from .config import load_config
 from .online import online
+from .opened import budget, budget_is_exact, walk
 from .order import indexed
-from .plan import Plan, Point
 from .shard import Shard
-
-
-def _walk(plan: Plan, step: int, log=None) -> Point:
-    """Where the plan stands before ``step``, replayed in strides with a bar if that
-    takes a while.
-
-    The plan walks on from its last lookup, and the strides fall on its replay
-    chunks, so they cost no more than one call; a stride of several chunks lets an
-    exact plan split it across threads (the ``fast`` extra).
-    """
-    bar = Progress(step, "steps replayed")
-    stride = 32 * plan.replay_chunk
-    for s in range(stride, step, stride):
-        plan.point(s, log=log)
-        bar.update(s)
-    point = plan.point(step, log=log)
-    bar.close()
-    return point
 
 
 def _preview(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    plan, steps = config.plan, config.num_steps
+    opened = config.open(check_budget=False)  # the budget below reports and checks it
+    plan, steps = opened.plan, config.num_steps
     names = plan.mixture.sources
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
     weights = plan.mixture.weights_at(np.array(milestones))
-    exact = budget_is_exact(config)
-    if exact:
-        _walk(plan, steps)
+    exact = budget_is_exact(opened)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        spent = budget(config)
+        spent = budget(opened)
     report = {
         "sources": list(names),
         "unit": config.weight_unit,
@@ -138,7 +118,8 @@ def _read_log(path: str) -> list:
 
 def _inspect(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    plan = config.plan
+    opened = config.open(check_budget=False)
+    plan = opened.plan
     log = None
     if args.log is not None:  # an online run: its weight log tilts the config's schedule
         plan, log = online(plan), _read_log(args.log)
@@ -146,37 +127,27 @@ def _inspect(args: argparse.Namespace) -> int:
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
-    batch = plan.batches(steps.start, len(steps), _walk(plan, steps.start, log), log=log)
+    batch = plan.batches(steps.start, len(steps), walk(plan, steps.start, log), log=log)
     if plan.sizes is not None:
         batch = indexed(plan, batch)
     names = plan.mixture.sources
-    opened = {s.name: config.open_source(s.name) for s in config.sources if s.path is not None}
     seq_lens = {s.name: s.seq_len for s in config.sources if s.seq_len is not None}
     out = []
     everything = np.arange(plan.global_batch_size)
     for row, step in enumerate(steps):
         samples = []
         for pos in everything[shard.positions(0, step)].tolist():
-            name = names[int(batch.sources[row, pos])]
+            k = int(batch.sources[row, pos])
             index = None if batch.indices is None else int(batch.indices[row, pos])
-            sample = {"position": pos, "source": name, "draw": int(batch.draws[row, pos])}
+            sample = {"position": pos, "source": names[k], "draw": int(batch.draws[row, pos])}
             sample["index"] = index
-            source = opened.get(name)
-            if index is not None and hasattr(source, "pieces"):  # packed documents
-                epoch = sample["draw"] // plan.sizes[int(batch.sources[row, pos])]
-                _, ids, offsets, counts = source.pieces([epoch * len(source) + index])
-                sample["documents"] = [
-                    {"document": d, "start": o, "end": o + c}
-                    for d, o, c in zip(ids.tolist(), offsets.tolist(), counts.tolist())
-                ]
-            elif index is not None and hasattr(source, "token_range"):
-                file, first, end = source.token_range(index)
-                sample["tokens"] = {"file": file, "start": first, "end": end}
-            elif index is not None and source is not None:  # one padded document
-                sample["documents"] = [{"document": index}]
-            elif index is not None and name in seq_lens:
-                first = index * seq_lens[name]
-                sample["tokens"] = {"file": None, "start": first, "end": first + seq_lens[name] + 1}
+            source = opened.sources.get(names[k])
+            if index is not None and source is not None:  # what the sample reads
+                sample |= source.where(sample["draw"] // plan.sizes[k], index)
+            elif index is not None and names[k] in seq_lens:  # planned by size: its windows
+                first = index * seq_lens[names[k]]
+                sample["tokens"] = {"file": None, "start": first,
+                                    "end": first + seq_lens[names[k]] + 1}  # fmt: skip
             samples.append(sample)
         out.append({"step": step, "rank": args.rank, "samples": samples})
     if args.json:
@@ -218,8 +189,8 @@ def _where(sample: dict) -> str:
 def _plot(args: argparse.Namespace) -> int:
     from .plotting import plot_config
 
-    config = load_config(args.config)
-    plot_config(config, args.output, points=args.points)
+    plot_config(load_config(args.config).open(check_budget=False), args.output,
+                points=args.points)  # fmt: skip
     print(f"wrote {args.output}")
     return 0
 

@@ -37,7 +37,9 @@
     weights = { web = 0.3, code = 0.7 }
 
 ``load_config`` reads it into a ``MixConfig``, which holds what the file says and
-nothing else; its ``plan`` is built from those fields, so the two cannot disagree.
+nothing else: reading it opens no data. ``MixConfig.open()`` (``annealmix.opened``)
+is the one step that opens the files, each once, and returns the sources and the
+plan built from the fields and the files, so the two cannot disagree.
 ``dump_config`` writes it back: loading what it wrote gives the same plan.
 """
 
@@ -46,9 +48,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-import warnings
 from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,13 +56,13 @@ import numpy as np
 
 from . import _validate
 from .mixture import Mixture, Phase
-from .plan import MODES, ORDERS, Plan
+from .packing import check_options
+from .plan import MODES, ORDERS
 
 __all__ = [
     "UNITS",
     "MixConfig",
     "SourceSpec",
-    "budget",
     "dump_config",
     "load_config",
     "save_config",
@@ -74,11 +74,6 @@ _SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "
            "vocab_size", "eos_id", "pack", "truncate")  # fmt: skip
 UNITS = ("samples", "tokens")
 _PHASE = ("start_step", "end_step", "schedule", "weights")
-# Steps x sources an exact budget may replay before it sums the scheduled weights
-# instead: at about 110 ns per step and source (three or more sources, 2-core Intel
-# Xeon, benchmarks/bench_plan.py), half a minute at most.
-_EXACT_BUDGET = 3 * 10**8
-_EXACT_TOKEN_BUDGET = 2 * 10**6  # samples a token budget walks: 2 s in Python, 0.3 s compiled
 
 
 def _check_keys(where: str, table: Any, valid: tuple[str, ...]) -> None:
@@ -96,12 +91,13 @@ def _check_keys(where: str, table: Any, valid: tuple[str, ...]) -> None:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class SourceSpec:
-    """How a config names one source.
+    """How a config names one source: what the file says, nothing read from data.
 
     Args:
         name: the source's name.
         weight: its starting weight.
-        size: samples (given, or counted from ``path``); ``None`` when unknown.
+        size: samples, for a source planned without data; ``None`` where ``path``
+            gives them (counted when the files are opened).
         order: ``"shuffle"``, ``"replacement"`` or ``"sequential"``; ``None``: the
             config's default.
         max_epochs: the most passes the plan may make over it (``None``: no limit).
@@ -116,8 +112,6 @@ class SourceSpec:
             false: one padded document per sample.
         truncate: an unpacked source cuts documents longer than ``seq_len + 1``
             (else they are an error).
-        num_tokens: tokens in the source (counted from ``path``).
-        num_documents: documents in the source (counted from ``path``).
     """
 
     name: str
@@ -133,8 +127,6 @@ class SourceSpec:
     eos_id: int | None = None
     pack: bool | None = None
     truncate: bool | None = None
-    num_tokens: int | None = None
-    num_documents: int | None = None
 
     @property
     def windows(self) -> bool:
@@ -188,13 +180,27 @@ class MixConfig:
         if _validate.real("warn_epochs", self.warn_epochs) <= 0:
             raise ValueError(f"warn_epochs must be > 0, got {self.warn_epochs!r}")
         last = self.num_steps - 1
-        for i, phase in enumerate(self.plan.mixture.phases):  # building the plan checks the rest
+        for i, phase in enumerate(self.mixture.phases):  # the mixture checks the rest
             if phase.end_step > last:
                 raise ValueError(
                     f"phases[{i}] ends at step {phase.end_step}, after the run's last step "
                     f"{last} (num_steps = {self.num_steps}): the anneal would never complete; "
                     f"end it by step {last} or raise num_steps"
                 )
+        for spec in self.sources:
+            if spec.path is not None:  # what the files' format allows, before any is read
+                check_options(spec.format, eos_id=spec.eos_id, pack=spec.pack is not False,
+                              output=self.output, name=f"sources.{spec.name}")  # fmt: skip
+        if self.counts_tokens and self.mode != "exact":
+            raise ValueError(
+                f'unit = "tokens" over unpacked sources plans by tokens, exactly; mode = '
+                f'{self.mode!r} draws samples at random: give mode = "exact" or unit = "samples"'
+            )
+
+    @property
+    def mixture(self) -> Mixture:
+        """The weights the fields describe."""
+        return Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases)
 
     @property
     def weight_unit(self) -> str:
@@ -205,48 +211,26 @@ class MixConfig:
         one = len(seq_lens) == 1 and all(s.windows for s in self.sources)
         return "tokens" if one else "samples"
 
-    @cached_property
-    def plan(self) -> Plan:
-        """The plan these fields describe: in mode ``"tokens"`` where the weights
-        count tokens and some source's samples vary in length (unpacked documents)."""
-        mixture = Mixture(weights={s.name: s.weight for s in self.sources}, phases=self.phases)
-        order = {s.name: s.order or self.order for s in self.sources}
-        if self.weight_unit == "tokens" and not all(s.windows for s in self.sources):
-            if self.mode != "exact":
-                raise ValueError(
-                    f'unit = "tokens" over unpacked sources plans by tokens, exactly; mode = '
-                    f'{self.mode!r} draws samples at random: give mode = "exact" or '
-                    'unit = "samples"'
-                )
-            lengths = {s.name: sample_tokens(self.open_source(s.name)) for s in self.sources}
-            return Plan(mixture, global_batch_size=self.global_batch_size, mode="tokens",
-                        lengths=lengths, seed=self.seed, order=order)  # fmt: skip
-        sized = all(s.size is not None for s in self.sources)
-        return Plan(
-            mixture,
-            global_batch_size=self.global_batch_size,
-            seed=self.seed,
-            mode=self.mode,
-            sizes={s.name: s.size for s in self.sources} if sized else None,
-            order=order,
-        )
+    @property
+    def counts_tokens(self) -> bool:
+        """Whether the plan counts each sample's tokens (mode ``"tokens"``): weights in
+        tokens over sources whose samples vary in length (unpacked documents). Where
+        every sample is a window of one ``seq_len``, sample shares are token shares."""
+        return self.weight_unit == "tokens" and not all(s.windows for s in self.sources)
 
     def spec(self, name: str) -> SourceSpec:
         """The named source's spec."""
         names = [s.name for s in self.sources]
         return self.sources[names.index(_validate.choice("source", name, names))]
 
-    def open_source(self, name: str) -> Any:
-        """The named source's data, from its token files (needs ``path``)."""
-        spec = self.spec(name)
-        if spec.path is None:
-            raise ValueError(f"source {name!r} has no path in the config; it is planned by size")
-        return _open(spec, self.base, self.seed, self.output)
+    def open(self, *, check_budget: bool = True):
+        """Open every source's files, each once, and build the plan: an
+        ``annealmix.opened.Opened`` (sources, plan). A missing file is refused
+        naming every missing path; with ``check_budget``, so is a source the plan
+        would read more than its ``max_epochs`` times (see ``annealmix.opened``)."""
+        from .opened import open_config
 
-    def open_sources(self) -> dict[str, Any]:
-        """Every source's data, by name, after checking the budget (``max_epochs``)."""
-        budget(self)
-        return {s.name: self.open_source(s.name) for s in self.sources}
+        return open_config(self, check_budget=check_budget)
 
 
 def _check_token_unit(sources: tuple[SourceSpec, ...]) -> None:
@@ -272,41 +256,7 @@ def _check_token_unit(sources: tuple[SourceSpec, ...]) -> None:
         )
 
 
-def sample_tokens(source: Any) -> np.ndarray:
-    """Training targets per sample of an opened source: each document's for unpacked
-    ones (``Padded.sample_tokens``), ``seq_len`` per window for the rest."""
-    if hasattr(source, "sample_tokens"):
-        return source.sample_tokens()
-    return np.full(len(source), source.tokens_per_sample, dtype=np.int64)
-
-
-def _open(spec: SourceSpec, base: Path, seed: int = 0, output: str = "tokens") -> Any:
-    from .packing import open_source
-
-    paths = spec.path if isinstance(spec.path, list) else [spec.path]
-    resolved = [str(p if Path(p).is_absolute() else base / p) for p in paths]
-    try:
-        return open_source(
-            resolved,
-            spec.format,
-            spec.seq_len,
-            name=spec.name,
-            seed=seed,
-            eos_id=spec.eos_id,
-            pack=spec.pack is not False,
-            output=output,
-            dtype=spec.dtype or "uint16",
-            vocab_size=spec.vocab_size,
-            truncate=bool(spec.truncate),
-        )
-    except (ValueError, FileNotFoundError) as err:
-        message = str(err)
-        prefix = f"{spec.name}: "
-        message = message[len(prefix) :] if message.startswith(prefix) else message
-        raise type(err)(f"sources.{spec.name}: {message}") from None
-
-
-def _source(name: str, table: dict[str, Any], base: Path, output: str) -> SourceSpec:
+def _source(name: str, table: dict[str, Any]) -> SourceSpec:
     _check_keys(f"sources.{name}", table, _SOURCE)
     if "weight" not in table:
         raise ValueError(f"sources.{name} lacks 'weight' (its starting weight, e.g. weight = 0.5)")
@@ -363,25 +313,7 @@ def _source(name: str, table: dict[str, Any], base: Path, output: str) -> Source
         pack=table.get("pack"),
         truncate=table.get("truncate"),
     )
-    if path is not None:  # the files decide the size
-        opened = _open(spec, base, output=output)
-        docs = getattr(opened, "documents", None)
-        counted = {
-            "size": len(opened),
-            "num_tokens": docs.num_tokens if docs is not None else _flat_tokens(opened),
-            "num_documents": None if docs is None else len(docs),
-        }
-        spec = SourceSpec(**{**_fields(spec), **counted})
     return spec
-
-
-def _flat_tokens(source: Any) -> int | None:
-    shards = getattr(source, "shards", None)  # TokenShards: windows of flat token arrays
-    return None if shards is None else sum(int(s.tokens.size) for s in shards)
-
-
-def _fields(spec: SourceSpec) -> dict[str, Any]:
-    return {k: getattr(spec, k) for k in SourceSpec.__slots__}
 
 
 def load_config(path: str | Path) -> MixConfig:
@@ -410,10 +342,10 @@ def config_from_dict(
     _check_keys("sources", sources, tuple(sources) if isinstance(sources, dict) else ())
     output = raw.get("output", "tokens")
     _validate.choice("output", output, ("dict", "tokens"))
-    specs = tuple(_source(name, table, base, output) for name, table in sources.items())
-    sized = [s for s in specs if s.size is not None]
+    specs = tuple(_source(name, table) for name, table in sources.items())
+    sized = [s for s in specs if s.size is not None or s.path is not None]
     if sized and len(sized) != len(specs):
-        lacking = next(s.name for s in specs if s.size is None)
+        lacking = next(s.name for s in specs if s.size is None and s.path is None)
         raise ValueError(f"sources.{lacking} lacks 'size' or 'path'; give every source one or none")
     phases = []
     for i, table in enumerate(raw.get("phases", [])):
@@ -432,116 +364,6 @@ def config_from_dict(
         output=output,
         base=base,
     )
-
-
-def budget(config: MixConfig) -> dict[str, dict[str, float | bool | None]]:
-    """Each source's samples, tokens, documents and epochs by the end of training.
-
-    Tokens are targets (``seq_len`` per window); epochs are passes over the source,
-    counted in tokens where the files' token count is known (a packed source's
-    windows per epoch hold a little less than the whole, so passes in windows run
-    slightly ahead); documents are whole-document equivalents (passes x documents)
-    for packed sources and samples for unpacked ones (whose passes are counted in
-    documents). An unpacked source's tokens vary by document: where the weights
-    count tokens, the plan walks them (past the exact budget, estimated from the
-    mean document length); else they are not counted here.
-
-    Exact (the plan's counts) when replaying ``num_steps`` is affordable; past
-    ``_EXACT_BUDGET`` steps x sources, the scheduled targets (summed weights, which
-    the exact counts follow within one sample), marked ``"exact": False``. Warns when
-    a source is read more than ``warn_epochs`` times; raises when a source with
-    ``max_epochs`` cannot supply its share within that many passes.
-    """
-    plan = config.plan
-    exact = budget_is_exact(config)
-    drawn = None  # a token plan's tokens per source
-    if plan.lengths is not None:
-        if exact:
-            drawn = plan.tokens(config.num_steps)
-            consumed = plan.consumed(config.num_steps)
-        else:  # samples in proportion to token share over mean tokens per sample
-            means = np.array([a.mean() for a in plan.lengths])
-            consumed = plan.global_batch_size * _summed_weights(
-                plan.mixture, config.num_steps, lambda w: _sample_shares(w, means)
-            )
-            drawn = consumed * means
-    elif exact:
-        consumed = plan.consumed(config.num_steps)
-    else:
-        consumed = plan.global_batch_size * _summed_weights(plan.mixture, config.num_steps)
-    out = {}
-    for k, spec in enumerate(config.sources):
-        samples = int(consumed[k]) if exact else float(consumed[k])
-        epochs = None if plan.sizes is None else samples / plan.sizes[k]
-        tokens = documents = None
-        if spec.windows:  # a sample is seq_len tokens of targets
-            tokens = samples * spec.seq_len
-            if spec.num_tokens:  # passes counted in tokens, as the files hold them
-                epochs = tokens / spec.num_tokens
-        elif drawn is not None:  # an unpacked source's documents vary
-            tokens = int(drawn[k]) if exact else float(drawn[k])
-        if spec.num_documents is not None and epochs is not None:
-            documents = epochs * spec.num_documents if spec.windows else samples
-        out[spec.name] = {
-            "samples": samples,
-            "tokens": tokens,
-            "documents": documents,
-            "epochs": epochs,
-            "exact": exact,
-        }
-        if epochs is None:
-            continue
-        if spec.max_epochs is not None and epochs > spec.max_epochs:
-            raise ValueError(
-                f"source {spec.name!r} cannot supply its share: the plan takes {samples:,.0f} "
-                f"samples, {epochs:.3g} passes over its {plan.sizes[k]:,}, above its "
-                f"max_epochs = {spec.max_epochs:g}; give it more data, a lower weight, "
-                "or fewer steps"
-            )
-        if epochs > config.warn_epochs:
-            warnings.warn(
-                f"source {spec.name!r} is read {epochs:.3g} times (warn_epochs = "
-                f"{config.warn_epochs:g}); repeated data loses value after a few epochs",
-                stacklevel=2,
-            )
-    return out
-
-
-def budget_is_exact(config: MixConfig) -> bool:
-    """Whether ``budget`` replays the plan (else it sums the scheduled weights)."""
-    if config.mode != "exact":
-        return False
-    if config.plan.lengths is not None:  # a walk over every sample
-        return config.num_steps * config.global_batch_size <= _EXACT_TOKEN_BUDGET
-    return config.num_steps * len(config.sources) <= _EXACT_BUDGET
-
-
-def _sample_shares(weights: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Token shares -> the sample shares that give them at these mean sample lengths."""
-    per_token = weights / means
-    return per_token / per_token.sum(axis=-1, keepdims=True)
-
-
-def _summed_weights(mixture: Mixture, num_steps: int, per_step=None) -> np.ndarray:
-    """sum of w(s) (or of ``per_step(w(s))``, rows to rows) over s < num_steps: held
-    segments exactly, moving ones on a grid of at most 10^6 points per segment
-    (trapezoids; schedules are smooth or steps)."""
-    f = (lambda w: w) if per_step is None else per_step
-    total = np.zeros(mixture.num_sources)
-    for seg in mixture.segments():
-        stop = num_steps if seg.stop is None else min(seg.stop, num_steps)
-        if stop <= seg.start:
-            continue
-        if seg.weights is not None:
-            total += f(seg.weights) * (stop - seg.start)
-            continue
-        if stop - seg.start <= 10**6:
-            total += f(mixture.weights_at(np.arange(seg.start, stop))).sum(axis=0)
-            continue
-        grid = np.unique(np.linspace(seg.start, stop - 1, 10**6).round().astype(np.int64))
-        w = f(mixture.weights_at(grid))
-        total += (0.5 * (w[1:] + w[:-1]) * np.diff(grid)[:, None]).sum(axis=0) + w[0]
-    return total
 
 
 _BARE = re.compile(r"^[A-Za-z0-9_-]+$")

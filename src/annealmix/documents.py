@@ -26,15 +26,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from .sources import (
-    FORMATS,
-    MegatronIndexed,
-    _check_vocab,
-    _expand,
-    read_llmc,
-    read_nanogpt,
-    read_npy,
-)
+from .files import FORMATS, MegatronIndexed, check_vocab, expand, read_llmc, read_nanogpt, read_npy
 
 __all__ = ["Documents", "open_documents"]
 
@@ -63,7 +55,9 @@ class Documents:
         self.names = list(names or [f"part {i}" for i in range(len(parts))])
         self.parts = []
         for label, (tokens, starts, lengths) in zip(self.names, parts):
-            if getattr(tokens, "ndim", None) != 1 or not np.issubdtype(tokens.dtype, np.integer):
+            if not isinstance(tokens, np.ndarray) or tokens.ndim != 1 or not np.issubdtype(
+                tokens.dtype, np.integer
+            ):
                 raise ValueError(f"{label}: tokens must be a 1-D integer array")
             if len(starts) != len(lengths):
                 raise ValueError(
@@ -224,7 +218,7 @@ def open_documents(
     them). ``paths`` is a file, a glob or a list (see ``open_token_source``).
     """
     format = _validate.choice("format", format, FORMATS)
-    files = _expand(paths)
+    files = expand(paths)
     if vocab_size is not None:
         vocab_size = _validate.integer("vocab_size", vocab_size, minimum=1)
     parts = []
@@ -248,7 +242,7 @@ def open_documents(
             parts.append((tokens, *_split(tokens, eos, f)))
     if vocab_size is not None:
         for f, (tokens, _, _) in zip(files, parts):
-            _check_vocab(f, tokens, vocab_size)
+            check_vocab(f, tokens, vocab_size)
     return Documents(parts, names=files, name=name)
 
 
@@ -293,12 +287,16 @@ def documents_from_hf(
     loop over rows; a dataset behind an indices mapping (after ``shuffle`` or
     ``select``) is flattened first, so that document ``i`` is row ``i``.
     """
-    if column not in getattr(dataset, "column_names", ()):
+    import datasets as hf
+
+    if not isinstance(dataset, hf.Dataset):
+        raise TypeError(f"{name}: expected a datasets.Dataset, got {type(dataset).__name__}")
+    if column not in dataset.column_names:
         raise ValueError(
             f"{name}: the dataset has no {column!r} column (columns: "
-            f"{getattr(dataset, 'column_names', None)}); tokenize it first, or name the column"
+            f"{dataset.column_names}); tokenize it first, or name the column"
         )
-    if getattr(dataset, "_indices", None) is not None:
+    if dataset._indices is not None:
         dataset = dataset.flatten_indices()
     col = dataset.data.column(column).combine_chunks()
     if col.null_count:
@@ -321,7 +319,7 @@ def documents_of(source: Any, *, name: str = "documents") -> Documents:
     or a list of token arrays."""
     if isinstance(source, Documents):
         return source
-    if hasattr(source, "column_names") and hasattr(source, "data"):
+    if type(source).__module__.startswith("datasets"):
         return documents_from_hf(source, name=name)
     if isinstance(source, (list, tuple)):
         return documents_from_arrays(source, name=name)

@@ -38,9 +38,9 @@ import numpy as np
 
 from . import _validate
 from .plan import Plan
+from .reading import StreamReader, read_step
 from .shard import Shard
-from .sources import every_item
-from .stream import Stream
+from .stream import MicroBatch, Stream
 
 __all__ = ["mix_datasets"]
 
@@ -83,7 +83,7 @@ def mix_datasets(
                 f"source {name!r} has {len(ds):,} rows, the plan says {size:,}; build the plan "
                 "with sizes={name: len(dataset)}"
             )
-        features = getattr(ds, "features", None)
+        features = _features(ds)
         if features is not None and source_column in features:
             raise ValueError(
                 f"source {name!r} already has a column {source_column!r}; pass another "
@@ -97,9 +97,16 @@ def mix_datasets(
     return _generated(hf, ordered, stream, source_column, label)
 
 
+def _features(ds: Any) -> Any:
+    """A Hugging Face dataset's features (``None`` where unknown, or not a dataset)."""
+    import datasets as hf
+
+    return ds.features if isinstance(ds, (hf.Dataset, hf.IterableDataset)) else None
+
+
 def _check_features(names: tuple[str, ...], ordered: list[Any]) -> None:
     """Refuse sources whose columns differ: one dataset has one schema."""
-    known = [(n, ds.features) for n, ds in zip(names, ordered) if getattr(ds, "features", None)]
+    known = [(n, _features(ds)) for n, ds in zip(names, ordered) if _features(ds)]
     for name, features in known[1:]:
         first, theirs = known[0]
         if features != theirs:
@@ -131,7 +138,7 @@ def _selected(hf, ordered, stream: Stream, plan: Plan, column: str, label) -> An
 
 def _generated(hf, ordered, stream: Stream, column: str, label) -> Any:
     """Streams: a generated dataset, read in the plan's order."""
-    features = next((ds.features for ds in ordered if getattr(ds, "features", None)), None)
+    features = next((_features(ds) for ds in ordered if _features(ds)), None)
     if features is not None:
         features = hf.Features({**features, column: label})
     # a tuple: datasets would split a list in gen_kwargs into shards
@@ -148,24 +155,21 @@ def _rows(
     import datasets as hf
 
     stream = stream.copy()  # every pass starts where the stream was handed over
-    readers = {k: every_item(ds) for k, ds in enumerate(ordered) if not isinstance(ds, hf.Dataset)}
-    read = {k: 0 for k in readers}  # rows read from each stream so far
-    got: dict[tuple[int, int], Any] = {}  # rows of this step read ahead, by (source, draw)
+    consumed = stream.consumed
+    readers = {k: StreamReader(ds, int(consumed[k]), names[k])
+               for k, ds in enumerate(ordered) if not isinstance(ds, hf.Dataset)}  # fmt: skip
+    pending: list[MicroBatch] = []
     for mb in stream:
-        for k, reader in readers.items():  # a step's draws of a stream are one run
-            wanted = mb.draws[mb.sources == k]
-            last = int(wanted.max()) if wanted.size else -1
-            while read[k] <= last:
-                row = next(reader, None)
-                if row is None:
-                    raise ValueError(
-                        f"stream source {names[k]!r} ended after {read[k]} rows; the plan draws "
-                        "more: give it more data or fewer steps"
-                    )
-                got[k, read[k]] = row
-                read[k] += 1
+        pending.append(mb)
+        if stream.micro == 0:  # a step is complete: its stream draws, in order
+            yield from _step_rows(ordered, readers, pending, column)
+            pending = []
+    yield from _step_rows(ordered, readers, pending, column)
+
+
+def _step_rows(ordered, readers, pending: list[MicroBatch], column: str):
+    got = read_step(readers, pending)
+    for mb in pending:
         for k, d, i in zip(mb.sources.tolist(), mb.draws.tolist(), mb.indices.tolist()):
-            row = got.pop((k, d)) if k in readers else ordered[k][i]
+            row = got[k][d] if k in readers else ordered[k][i]
             yield {**row, column: k}
-        if mb.after.micro == 0:  # the step is done: the rest of its rows are other ranks'
-            got.clear()

@@ -36,8 +36,7 @@ def _pair_starts(schedule: Schedule, span: int, pairs: int):
         for lo in range(0, pairs, _SMOOTHNESS_CHUNK):
             yield np.arange(lo, min(pairs, lo + _SMOOTHNESS_CHUNK))
         return
-    breaks = [getattr(schedule, "at", None)] + [p for p, _ in getattr(schedule, "knots", ())]
-    near = [int(p * span) + d for p in breaks if p is not None for d in (-1, 0, 1)]
+    near = [int(p * span) + d for p in schedule.breaks() for d in (-1, 0, 1)]
     grid = np.linspace(0, pairs - 1, _SMOOTHNESS_CHUNK).astype(np.int64)
     yield np.unique(np.clip(np.concatenate([grid, near]), 0, pairs - 1))
 

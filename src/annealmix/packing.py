@@ -11,7 +11,7 @@ epoch's first documents rather than being padded or dropped.
 
 The plan numbers a source's samples per epoch: ``len(packed)`` is
 ``K = T // S`` windows (``T`` tokens in the source), and draw ``d`` reaches the
-source as ``at_epoch(d // K, i)`` with ``i`` in ``[0, K)`` (the order layer's
+source as ``read`` of epoch ``d // K``, index ``i`` in ``[0, K)`` (the order layer's
 within-epoch index: shuffled, in order, or with replacement), which is window
 ``(d // K) * K + i``: each block of ``K`` windows is read in a keyed random order,
 as Megatron's shuffle index does, and block ``e`` is about epoch ``e``.
@@ -42,6 +42,7 @@ import numpy as np
 
 from . import _validate
 from .documents import Documents, documents_of, open_documents
+from .files import FORMATS
 from .order import range_indices, sample_indices
 from .sources import batch_row, every_item, open_token_source
 
@@ -50,6 +51,7 @@ __all__ = [
     "Packed",
     "PackedStream",
     "Padded",
+    "check_options",
     "cu_seqlens",
     "name_key",
     "open_source",
@@ -121,21 +123,26 @@ class Packed:
     def __len__(self) -> int:
         return self.num_tokens // self.seq_len
 
-    @property
-    def tokens_per_sample(self) -> int:
-        """Training targets in one window (what token metrics count)."""
+    def sample_tokens(self) -> int:
+        """Training targets in one window: ``seq_len``."""
         return self.seq_len
 
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self.documents):,} documents packed into {len(self):,} "
+                f"windows of {self.seq_len} tokens per epoch")  # fmt: skip
+
+    def where(self, epoch: int, index: int) -> dict[str, Any]:
+        _, ids, offsets, counts = self.pieces([epoch * len(self) + index])
+        return {"documents": [{"document": d, "start": o, "end": o + c}
+                              for d, o, c in zip(ids.tolist(), offsets.tolist(), counts.tolist())]}
+
     def __getitem__(self, i: int) -> Any:
-        """Window ``i`` of the first block (``at_epoch`` reads the others)."""
-        return self.at_epoch(0, i)
+        """Window ``i`` of the first block (``read`` reads the others)."""
+        return batch_row(self.read(np.array([0]), np.array([i])), 0)
 
-    def at_epoch(self, epoch: int, index: int) -> Any:
-        """Window ``index`` of block ``epoch`` (what the plan's draw of that epoch reads)."""
-        return batch_row(self.at_epochs(np.array([epoch]), np.array([index])), 0)
-
-    def at_epochs(self, epochs: np.ndarray, indices: np.ndarray) -> Any:
-        """Windows ``indices`` of blocks ``epochs``, stacked (a batch read at once)."""
+    def read(self, epochs: np.ndarray, indices: np.ndarray) -> Any:
+        """Windows ``indices`` of blocks ``epochs`` (what the plan's draws of those
+        epochs read), stacked (a batch read at once)."""
         epochs = np.asarray(epochs, dtype=np.int64)
         indices = np.asarray(indices, dtype=np.int64)
         k = len(self)
@@ -311,6 +318,21 @@ class Padded:
     def __len__(self) -> int:
         return len(self.documents)
 
+    @property
+    def num_tokens(self) -> int:
+        return self.documents.num_tokens
+
+    def describe(self) -> str:
+        return (f"{self.name}: {len(self):,} documents, one per sample of {self.seq_len} "
+                "tokens, padded")  # fmt: skip
+
+    def where(self, epoch: int, index: int) -> dict[str, Any]:
+        return {"documents": [{"document": int(index)}]}
+
+    def read(self, epochs: np.ndarray, indices: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Samples ``indices`` (documents; every pass reads the same)."""
+        return [self[i] for i in np.asarray(indices).tolist()]
+
     def sample_tokens(self) -> np.ndarray:
         """Training targets of every sample (what token weights count): a document
         of n tokens, cut to ``seq_len + 1``, gives n - 1; a one-token document
@@ -370,6 +392,29 @@ class PackedStream:
             buffer, held = [flat[n * s :]], flat.size - n * s
 
 
+def check_options(format: str, *, eos_id: int | None, pack: bool, output: str, name: str) -> None:
+    """Refuse options that files of ``format`` cannot honour, before any is read."""
+    format = _validate.choice(f"{name} format", format, FORMATS)
+    if format == "megatron" or eos_id is not None:  # documents known
+        if not pack and output != "dict":
+            raise ValueError(
+                f"{name}: an unpacked source pads its documents, and padding needs a loss "
+                'mask: give output = "dict"'
+            )
+        return
+    if not pack:
+        raise ValueError(
+            f"{name}: pack = false needs documents, and {format} files without eos_id are "
+            "one flat stream; give eos_id (the end-of-text id) to split them"
+        )
+    if output != "tokens":
+        raise ValueError(
+            f'{name}: output = "{output}" needs document boundaries (position ids and '
+            f"loss masks per document), and {format} files without eos_id have none; "
+            "give eos_id"
+        )
+
+
 def open_source(
     paths: str | list[str],
     format: str,
@@ -392,30 +437,14 @@ def open_source(
     Flat files without ``eos_id`` hold no document boundaries: they are cut into
     fixed windows (``TokenShards``), the same in every epoch, and cannot be unpacked.
     """
-    documents = format == "megatron" or eos_id is not None
-    if not documents:
-        if not pack:
-            raise ValueError(
-                f"{name}: pack = false needs documents, and {format} files without eos_id are "
-                "one flat stream; give eos_id (the end-of-text id) to split them"
-            )
-        if output != "tokens":
-            raise ValueError(
-                f'{name}: output = "{output}" needs document boundaries (position ids and '
-                f"loss masks per document), and {format} files without eos_id have none; "
-                "give eos_id"
-            )
+    check_options(format, eos_id=eos_id, pack=pack, output=output, name=name)
+    if not (format == "megatron" or eos_id is not None):  # no document boundaries
         return open_token_source(paths, format, seq_len, dtype, vocab_size=vocab_size)
     docs = open_documents(
         paths, format, eos_id=eos_id, dtype=dtype, vocab_size=vocab_size, name=name
     )
     if pack:
         return Packed(docs, seq_len, seed=seed, name=name, output=output)
-    if output != "dict":
-        raise ValueError(
-            f"{name}: an unpacked source pads its documents, and padding needs a loss mask: "
-            'give output = "dict"'
-        )
     pad = 0 if eos_id is None else eos_id
     return Padded(docs, seq_len, pad_id=pad, truncate=truncate, name=name)
 

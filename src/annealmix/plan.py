@@ -130,7 +130,11 @@ class Plan:
             _validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS)
             for n in names
         ))  # fmt: skip
-        _put_lengths(self, mode, lengths, sizes, names)
+        sizes, lengths, digest = _validate.sizes_or_lengths(mode, mode in _LENGTHS, sizes,
+                                                            lengths, names)  # fmt: skip
+        put(self, "sizes", sizes)
+        put(self, "lengths", lengths)
+        put(self, "_lengths_digest", digest)
         if mode in _ONLINE and self.sizes is None:
             raise ValueError(f'mode = "{mode}" needs sizes={{name: samples}} (or lengths=)')
         fingerprints = self.fingerprints_for(None)
@@ -308,11 +312,9 @@ class Plan:
     ) -> np.ndarray:
         """Samples of each source in each step of [start, start + num_steps), shape
         (num_steps, N). ``at`` (``self.point(start)``, or its counts) saves the lookup."""
-        return self._rows(start, num_steps, at, log)[1]
+        return self._rows(*_span(start, num_steps), at, log)[1]
 
     def _rows(self, start: int, num_steps: int, at, log):
-        start = _validate.integer("start", start, minimum=0)
-        num_steps = _validate.integer("num_steps", num_steps, minimum=1)
         with self._lock:
             counter, memo = self._walk(log)
             at = self._at(start, at, counter, memo)
@@ -447,12 +449,11 @@ class Plan:
         if self.walks and draw_offset is not None:
             raise ValueError(f'a plan in mode "{self.mode}" takes no draw_offset; re-plan '
                              "from the saved counts")  # fmt: skip
+        start, num_steps = _span(start, num_steps)
         if self._counter.lays_out:
             at, counts, deficits = self._rows(start, num_steps, at, log)
             sources, draws = self._layout(counts, at.counts)
         else:  # each position's source drawn by the counter itself
-            start = _validate.integer("start", start, minimum=0)
-            num_steps = _validate.integer("num_steps", num_steps, minimum=1)
             with self._lock:
                 at = self._at(start, at, self._counter, self._memo)
             sources = self._counter.sources(start, start + num_steps)
@@ -478,78 +479,6 @@ def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> Plan:
     return Plan(mixture, **arguments)
 
 
-def _put_lengths(plan: Plan, mode: str, lengths, sizes, names: tuple[str, ...]) -> None:
-    """Checked sizes and lengths onto ``plan``, with the digest its spec names."""
-    put = object.__setattr__
-    if mode not in _LENGTHS:
-        if lengths is not None:
-            raise ValueError(f'lengths count tokens: give mode = "tokens" (or "online '
-                             f'tokens"), not "{mode}"')  # fmt: skip
-        put(plan, "sizes", None if sizes is None else _check_sizes(sizes, names))
-        put(plan, "lengths", None)
-        put(plan, "_lengths_digest", None)
-        return
-    if lengths is None:
-        raise ValueError(f'mode = "{mode}" needs lengths={{name: tokens per sample}}')
-    if sizes is not None:
-        raise ValueError("give lengths or sizes, not both: the lengths give the sizes")
-    arrays = _check_lengths(lengths, names)
-    digest = hashlib.blake2b(digest_size=8)
-    for a in arrays:
-        digest.update(np.int64(a.size).tobytes())
-        digest.update(a.tobytes())
-    put(plan, "sizes", tuple(a.size for a in arrays))
-    put(plan, "lengths", arrays)
-    put(plan, "_lengths_digest", digest.hexdigest())
-
-
-def _check_sizes(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:
-    if not isinstance(sizes, Mapping):
-        raise TypeError(f"sizes must map source names to sample counts, got {sizes!r}")
-    for name in sizes:
-        if name not in names:
-            _validate.choice("source in sizes:", name, names)
-    missing = [n for n in names if n not in sizes]
-    if missing:
-        raise ValueError(
-            f"sizes has no entry for source {missing[0]!r}; give every source's sample count"
-        )
-    out = []
-    for n in names:
-        size = _validate.integer(f"size of source {n!r}", sizes[n])
-        if size < 1:
-            raise ValueError(f"source {n!r} is empty (size {size}); remove it or give it samples")
-        out.append(size)
-    return tuple(out)
-
-
-def _check_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[np.ndarray, ...]:
-    if not isinstance(lengths, Mapping):
-        raise TypeError(f"lengths must map source names to arrays of tokens per sample, got "
-                        f"{type(lengths).__name__}")  # fmt: skip
-    for name in lengths:
-        if name not in names:
-            _validate.choice("source in lengths:", name, names)
-    out = []
-    for name in names:
-        if name not in lengths:
-            raise ValueError(
-                f"lengths has no entry for source {name!r}; give every source its tokens per sample"
-            )
-        a = np.asarray(lengths[name])
-        if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
-            raise ValueError(
-                f"lengths of source {name!r} must be a non-empty 1-D integer array (tokens per "
-                f"sample), got shape {a.shape} and dtype {a.dtype}"
-            )
-        low, high = int(a.min()), int(a.max())
-        if low < 1 or high >= 1 << 31:
-            i = int(np.argmin(a) if low < 1 else np.argmax(a))
-            raise ValueError(
-                f"lengths of source {name!r}: sample {i} holds {a[i]} tokens; every sample "
-                "needs at least one and fewer than 2**31 (drop empty documents)"
-            )
-        a = a.astype(np.int32, copy=True)  # 4 bytes per sample
-        a.flags.writeable = False
-        out.append(a)
-    return tuple(out)
+def _span(start: int, num_steps: int) -> tuple[int, int]:
+    return (_validate.integer("start", start, minimum=0),
+            _validate.integer("num_steps", num_steps, minimum=1))  # fmt: skip

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._progress import Progress
-from .config import MixConfig, budget_is_exact
+from .opened import Opened, budget_is_exact
 from .stream import Stream
 
 __all__ = ["plot_config"]
@@ -15,9 +15,10 @@ __all__ = ["plot_config"]
 _CHUNK = 1 << 16
 
 
-def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Path:
+def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
     """Stacked scheduled weights with the phases marked, over the realized share per
-    step (of the tokens, for a plan with lengths: what its weights count)."""
+    step (of the tokens, for a plan with lengths: what its weights count), for an
+    opened config (``MixConfig.open()``)."""
     try:
         import matplotlib
 
@@ -27,7 +28,7 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
         raise ImportError(
             "annealmix plot needs matplotlib: pip install -c constraints.txt 'annealmix[plot]'"
         ) from None
-    plan, steps = config.plan, config.num_steps
+    plan, steps = opened.plan, opened.config.num_steps
     names = plan.mixture.sources
     xs = np.unique(np.linspace(0, steps - 1, min(points, steps)).round().astype(np.int64))
     weights = plan.mixture.weights_at(xs)
@@ -35,7 +36,7 @@ def plot_config(config: MixConfig, output: str | Path, points: int = 1000) -> Pa
     # a chunk of steps at a time (memory stays flat however long the run).
     bins = min(points, steps)
     edges = np.linspace(0, steps, bins + 1).round().astype(np.int64)
-    counted = budget_is_exact(config)  # else replaying every step would take hours or days
+    counted = budget_is_exact(opened)  # else replaying every step would take hours or days
     sums = np.zeros((bins, len(names)))
     consumed = np.zeros(len(names), dtype=np.int64)
     tokens = plan.lengths is not None

@@ -46,6 +46,11 @@ class Schedule:
     def _curve(self, p: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def breaks(self) -> tuple[float, ...]:
+        """Progress points where the curve jumps or bends (none for smooth curves):
+        where a sampled check of the curve must look."""
+        return ()
+
     def to_dict(self) -> dict[str, Any]:
         """The schedule as ``{"name": ..., **parameters}``, for config files."""
         params = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -143,6 +148,9 @@ class Step(_Ramp):
     def _shape(self, p: np.ndarray) -> np.ndarray:
         return (p >= self.at).astype(np.float64)
 
+    def breaks(self) -> tuple[float, ...]:
+        return (self.at,)
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Sigmoid(_Ramp):
@@ -208,6 +216,9 @@ class PiecewiseLinear(Schedule):
         if ps[0] != 0.0 or ps[-1] != 1.0 or any(b <= a for a, b in zip(ps, ps[1:])):
             raise ValueError(f"piecewise knot progresses must rise strictly from 0 to 1, got {ps}")
         object.__setattr__(self, "knots", knots)
+
+    def breaks(self) -> tuple[float, ...]:
+        return tuple(p for p, _ in self.knots)
 
     def _curve(self, p: np.ndarray) -> np.ndarray:
         # Written out rather than np.interp, whose C loop may be FMA-contracted on

@@ -43,7 +43,7 @@ from torchtitan.components.loss import IGNORE_INDEX
 
 from .config import load_config
 from .shard import Shard
-from .torch.data import MixtureDataLoader
+from .torch.loader import MixtureDataLoader
 
 __all__ = ["AnnealmixDataLoader", "with_mixture"]
 
@@ -124,8 +124,9 @@ class AnnealmixDataLoader(BaseDataLoader):
         shard = Shard(global_batch_size=b, world_size=dp_world_size, rank=dp_rank,
                       micro_batches=b // per_pass)  # fmt: skip
         self.dp_rank, self.dp_world_size = dp_rank, dp_world_size  # as torchtitan's loaders
+        opened = mix.open()
         self.loader = MixtureDataLoader(
-            mix.open_sources(), mix.plan, shard, num_steps=mix.num_steps,
+            dict(opened.sources), opened.plan, shard, num_steps=mix.num_steps,
             num_workers=config.num_workers,
         )  # fmt: skip
 

@@ -1,13 +1,13 @@
 """Compiled twins of the counters' inner loops (numba), switched on or off here.
 
 Each counter module holds its loops' compiled twins beside the numpy or Python
-code they twin, and a ``build(jit)`` that compiles them; every twin gives the
-same integers bit for bit. numba is optional (``pip install "annealmix[fast]"``).
-Without it, or with ``ANNEALMIX_KERNELS=numpy`` in the environment, the numpy and
-Python code runs instead: same integers, same stream, only slower
-(``benchmarks/bench_plan.py``, ``bench_tokens.py`` and ``bench_online.py`` measure
-both). The first call in a fresh environment compiles (numba caches the machine
-code on disk; later processes load it).
+code they twin, and registers a ``build(jit)`` that compiles them (``register``);
+every twin gives the same integers bit for bit. numba is optional
+(``pip install "annealmix[fast]"``). Without it, or with ``ANNEALMIX_KERNELS=numpy``
+in the environment, the numpy and Python code runs instead: same integers, same
+stream, only slower (``benchmarks/bench_plan.py``, ``bench_tokens.py`` and
+``bench_online.py`` measure both). The first call in a fresh environment compiles
+(numba caches the machine code on disk; later processes load it).
 """
 
 from __future__ import annotations
@@ -21,6 +21,13 @@ from types import SimpleNamespace
 import numpy as np
 
 _built: object = None  # the kernels once built; False where there are none
+_builders: list = []  # each counter module's build(jit) -> {name: kernel}
+
+
+def register(build):
+    """Register a module's ``build(jit) -> {name: compiled kernel}`` (a decorator)."""
+    _builders.append(build)
+    return build
 
 
 def kernels():
@@ -110,9 +117,7 @@ def _build():
     def jit(fn):
         return numba.njit(nogil=True, cache=True)(getattr(fn, "py_func", fn))
 
-    from . import deadline, quanta, tokens, walk
-
     built = {}
-    for module in (quanta, deadline, walk, tokens):
-        built |= module.build(jit)
+    for build in _builders:
+        built |= build(jit)
     return SimpleNamespace(**built)

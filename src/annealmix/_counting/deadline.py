@@ -380,6 +380,7 @@ def _decide(
     return True
 
 
+@compiled.register
 def build(jit) -> dict:
     """The compiled twin of this module's replay (``compiled.kernels``)."""
     global _select, _decide

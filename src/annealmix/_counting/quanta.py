@@ -194,6 +194,7 @@ def step_counts(sources: np.ndarray, n: int) -> np.ndarray:
     return np.bincount((rows + sources).ravel(), minlength=sources.shape[0] * n).reshape(-1, n)
 
 
+@compiled.register
 def build(jit) -> dict:
     """The compiled twins of this module (``compiled.kernels``)."""
     global _quantize_row

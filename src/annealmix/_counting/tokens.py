@@ -194,6 +194,7 @@ def _tokens(quanta, batch, c, d, flat, end, pos, rows, carries):
     return steps
 
 
+@compiled.register
 def build(jit) -> dict:
     """The compiled twin of ``Tokens``' walk (``compiled.kernels``)."""
     global _wide, _product_less

@@ -223,6 +223,7 @@ def _carried(quanta, batch, counts, deficits, rows, carries):
             carries[row, k] = d[k]
 
 
+@compiled.register
 def build(jit) -> dict:
     """The compiled twin of ``Carried``'s walk (``compiled.kernels``)."""
     global _select

@@ -1,4 +1,4 @@
-"""From the runs' records to the leaderboard, CSV/JSON files and plots.
+"""From the runs' records to the leaderboard and CSV/JSON files (the plots: ``plots``).
 
 Measures, per run (then mean and spread over seeds per arm):
 
@@ -285,7 +285,8 @@ def leaderboard(rows: list[dict[str, Any]]) -> str:
 def write_outputs(
     records: list[dict[str, Any]], rows: list[dict[str, Any]], out: Path
 ) -> list[Path]:
-    """results.json, runs.csv, curves.csv, leaderboard.md and the PNG plots; the paths."""
+    """results.json, runs.csv, curves.csv and leaderboard.md; the paths (the plots:
+    ``annealmix.demo.plots.plot_all``)."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
     path = out / "results.json"
@@ -314,7 +315,4 @@ def write_outputs(
     path = out / "leaderboard.md"
     path.write_text(leaderboard(rows) + "\n")
     written.append(path)
-    from .plots import plot_all  # matplotlib only when plotting
-
-    written += plot_all(records, out)
     return written

@@ -251,6 +251,9 @@ def main(args: argparse.Namespace) -> int:
     )
     print(leaderboard(rows))
     written = write_outputs(records, rows, args.out)
+    from .plots import plot_all  # matplotlib only when plotting
+
+    written += plot_all(records, args.out)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0

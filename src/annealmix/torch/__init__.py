@@ -14,20 +14,15 @@ The only package that imports torch (extra ``torch``). Two paths, one loader:
 after it, so its ``state_dict()`` is exact however far the workers prefetched. Every sample comes
 with its source id: ``{"source": id, "index": index, "sample": sample}``.
 
-Modules: ``data`` (datasets, sampler, loader), ``dist`` (rank discovery and
+Modules: ``data`` (datasets and sampler), ``loader`` (the loader), ``dist`` (rank discovery and
 metric all-reduce), ``losses`` (mixture-weighted and per-source losses); the stack
 adapters are opt-in modules of their own: ``megatron`` (``MegatronDataset``, the
 global stream by global sample index, for Megatron-LM's samplers).
 """
 
-from .data import (
-    MixedDataset,
-    MixtureBatchSampler,
-    MixtureDataLoader,
-    MixtureIterableDataset,
-    collated,
-)
+from .data import MixedDataset, MixtureBatchSampler, MixtureIterableDataset, collated
 from .dist import all_reduce_metrics, resolve_local_rank, resolve_rank, resolve_shard
+from .loader import MixtureDataLoader
 from .losses import SourceLosses, loss_by_source, mix_losses
 
 __all__ = [

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from .. import _validate
 from ..plan import Batch, Plan
 from ..shard import turn
-from ..sources import read
+from ..sources import is_stream, read_one
 from ..stream import Position, Stream
 from .data import _ordered
 
@@ -48,9 +48,15 @@ class MegatronDataset(Dataset):
 
     def __init__(self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int) -> None:
         self.sources = _ordered(sources, plan)
+        streams = [n for n, s in zip(plan.mixture.sources, self.sources) if is_stream(s)]
+        if streams:
+            raise TypeError(
+                f"MegatronDataset reads samples by global index: sources {streams} are streams; "
+                "give random-access sources (token files, Packed, a map-style dataset)"
+            )
         self.plan = plan
         self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
-        lengths = {_length(s[0]) for s in self.sources}
+        lengths = {_length(read_one(s, 0, 0)) for s in self.sources}
         if len(lengths) != 1:
             raise ValueError(
                 f"sources give samples of {sorted(lengths)} tokens; Megatron's batches need "
@@ -81,7 +87,7 @@ class MegatronDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         source, sample, epoch = self.locate(index)
-        got = read(self.sources[source], epoch, sample)
+        got = read_one(self.sources[source], epoch, sample)
         if isinstance(got, dict):
             return {k: torch.from_numpy(np.asarray(v)) for k, v in got.items()}
         tokens = torch.from_numpy(np.asarray(got, dtype=np.int64))
