@@ -3,8 +3,8 @@
     python benchmarks/bench_online.py [--out benchmarks/results/FILE.md]
 
 Measures, at global batch size 1024:
-- an update: each controller's ``update`` and the commit of its weights into a plan
-  whose log already holds 0, 100 or 999 entries;
+- an update: each controller's ``update`` and the commit of its weights into a
+  stream's log that already holds 0, 100 or 999 entries;
 - the log: bytes per update as a state carries it (JSON), for 2, 8 and 64 sources;
 - a cold lookup of step 10^6 of an online run with 1000 updates (one every 1000
   steps), 8 sources, from a fresh plan (a walk over every step before it), from a
@@ -36,9 +36,9 @@ def names(n: int) -> list[str]:
     return [f"s{k}" for k in range(n)]
 
 
-def online(n: int, log=(), sizes=1_000_000) -> OnlinePlan:
+def online(n: int, sizes=1_000_000) -> Plan:
     mix = Mixture(weights=dict(zip(names(n), np.arange(1.0, n + 1))))
-    return OnlinePlan(mix, global_batch_size=B, sizes=dict.fromkeys(names(n), sizes), log=log)
+    return OnlinePlan(mix, global_batch_size=B, sizes=dict.fromkeys(names(n), sizes))
 
 
 def random_log(n: int, updates: int, every: int, rng) -> list:
@@ -59,9 +59,9 @@ def update_costs(rng) -> list[str]:
         t = best_of(lambda c=controller: [c.update(losses, weights) for _ in range(100)]) / 100
         rows.append(f"| {label} | {t * 1e6:,.0f} |")
     for size in (0, 100, 999):
-        plan = online(8, random_log(8, size, 10, rng))
+        log = online(8).weight_log(random_log(8, size, 10, rng))
         step = 10 * (size + 1) + 5
-        t = best_of(lambda p=plan, s=step: p.with_update(s, weights))
+        t = best_of(lambda g=log, s=step: g.copy().append(s, weights))
         rows.append(f"| commit into a log of {size} entries | {t * 1e6:,.0f} |")
     return rows
 
@@ -69,19 +69,20 @@ def update_costs(rng) -> list[str]:
 def log_bytes(rng) -> list[str]:
     rows = ["| sources | bytes per update (JSON) |", "|---|---|"]
     for n in (2, 8, 64):
-        plan = online(n, random_log(n, 100, 1000, rng))
-        rows.append(f"| {n} | {len(json.dumps(plan.log_entries())) / 100:,.0f} |")
+        log = online(n).weight_log(random_log(n, 100, 1000, rng))
+        rows.append(f"| {n} | {len(json.dumps(log.to_list())) / 100:,.0f} |")
     return rows
 
 
 def lookups(rng) -> list[str]:
     target = 10**6
-    plan = online(8, random_log(8, 1000, 1000, rng))
-    cold = best_of(lambda: plan.batch(target), repeat=1, warm=False)
-    plan.consumed(target + 1)  # a walk that leaves marks every 4096 steps
-    warm = best_of(lambda: plan.batches(target, 1))  # from the mark before target, each time
-    mark = plan.point(target // 4096 * 4096)  # a walk from the last mark ...
-    walker = Stream(plan)
+    plan = online(8)
+    log = plan.weight_log(random_log(8, 1000, 1000, rng))  # checked once, as a stream holds it
+    cold = best_of(lambda: plan.batches(target, 1, log=log), repeat=1, warm=False)
+    plan.consumed(target + 1, log=log)  # a walk that leaves marks every 4096 steps
+    warm = best_of(lambda: plan.batches(target, 1, log=log))  # from the mark before target
+    mark = plan.point(target // 4096 * 4096, log=log)  # a walk from the last mark ...
+    walker = Stream(plan, log=log)
     walker.seek(Position(mark.step, 0, mark.counts, mark.deficits))
     walker.take(target - mark.step)
     state = walker.state_dict()  # ... to a state at the step, as a checkpoint holds it
@@ -107,9 +108,9 @@ def throughput(rng) -> list[str]:
     for n in (2, 8, 64):
         mix = Mixture(weights=dict(zip(names(n), np.arange(1.0, n + 1))))
         sizes = dict.fromkeys(names(n), 1_000_000)
-        on = OnlinePlan(mix, global_batch_size=B, sizes=sizes, log=random_log(n, 10, 150, rng))
+        on, log = OnlinePlan(mix, global_batch_size=B, sizes=sizes), random_log(n, 10, 150, rng)
         plain = Plan(mix, global_batch_size=B, sizes=sizes)
-        t_on = best_of(lambda p=on: Stream(p, chunk_steps=64).take(steps))
+        t_on = best_of(lambda p=on, g=log: Stream(p, chunk_steps=64, log=g).take(steps))
         t_plain = best_of(lambda p=plain: Stream(p, chunk_steps=64).take(steps))
         a, b = steps * B / t_on, steps * B / t_plain
         rows.append(f"| {n} | {a / 1e6:.1f} M | {b / 1e6:.1f} M | {b / a:.1f}x slower |")
@@ -131,9 +132,9 @@ def bound(trials: int, rng) -> list[str]:
         at = sorted(set(rng.integers(1, steps, rng.integers(0, 20)).tolist()))
         mix = Mixture(weights=dict(zip(names(n), simplex(n, rng))))
         log = [(s, simplex(n, rng)) for s in at]
-        plan = OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names(n), 10), log=log)
-        realized = batch * np.cumsum(plan.weights_at(np.arange(steps)), axis=0)
-        gap = np.cumsum(plan.counts(0, steps), axis=0) - realized
+        plan = OnlinePlan(mix, global_batch_size=batch, sizes=dict.fromkeys(names(n), 10))
+        realized = batch * np.cumsum(plan.weights_at(np.arange(steps), log=log), axis=0)
+        gap = np.cumsum(plan.counts(0, steps, log=log), axis=0) - realized
         ahead, behind = max(ahead, gap.max()), max(behind, (-gap).max())
         if n == 2:
             two = max(two, np.abs(gap).max())

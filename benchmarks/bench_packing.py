@@ -10,7 +10,7 @@ the page cache; each row the best of 3 after a warm-up), by:
 
 - raw gather: the physical reference, ``np.stack`` of random contiguous slices
   of the memory-mapped ``.bin`` (no documents, no shuffle);
-- annealmix, ``Packed.at_epochs``: the shuffled epoch's windows, a batch per call;
+- annealmix, ``Packed.read``: the shuffled epoch's windows, a batch per call;
 - annealmix, ``MixtureDataLoader``: two packed sources (the pair read as two
   names) with an anneal, through ``torch.utils.data.DataLoader``, 0 and 2 workers;
 - Megatron-core's ``GPTDataset`` on the same pair, through a ``DataLoader`` with
@@ -167,10 +167,10 @@ def main() -> None:
 
     def core_one_epoch(n):
         for _ in range(n):
-            packed.at_epochs(np.full(b, 1), rng.integers(0, k, b))
+            packed.read(np.full(b, 1), rng.integers(0, k, b))
 
     rows.append(
-        ("annealmix Packed.at_epochs, one epoch", rate(core_one_epoch, args.batches, per_batch))
+        ("annealmix Packed.read, one epoch", rate(core_one_epoch, args.batches, per_batch))
     )
     sources = {"web": Packed(docs, s, name="web"), "more": Packed(docs, s, name="more")}
     plan = Plan(

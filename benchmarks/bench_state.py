@@ -82,10 +82,10 @@ def resume() -> list[str]:
     stream = Stream(p)
     stream.seek(Position(STEP, 0, p.consumed(STEP)))
     state = stream.state_dict()
-    replay = best_of(lambda: p.consumed(STEP), 5, warm=False)
+    replay = best_of(lambda: p.replace().consumed(STEP), 5, warm=False)  # a plan not yet used
 
     def fresh():
-        dl = MixtureDataLoader(sources, p, num_steps=STEP + 10)
+        dl = MixtureDataLoader(sources, p.replace(), num_steps=STEP + 10)
         dl.load_state_dict(state)
         return dl
 

@@ -85,7 +85,7 @@ def main() -> None:
                 warnings.simplefilter("ignore")  # the read-cost warning this measures
                 loader = MixtureDataLoader(
                     {"stream": source, "memory": memory},
-                    plan,
+                    plan.replace(),  # a fresh plan per run: timing one again would time its caches
                     Shard(global_batch_size=BATCH),
                     num_steps=steps,
                     num_workers=workers,

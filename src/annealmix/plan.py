@@ -155,7 +155,8 @@ class Plan:
 
     def weight_log(self, log: WeightLog | Sequence[tuple[int, Any]] | None = None) -> WeightLog:
         """``log`` as a checked ``WeightLog`` over this plan's sources (an online plan
-        takes one; ``None``: empty)."""
+        takes one; ``None``: empty). Lookups take entries too, checked on every call:
+        for many lookups under one log, check it once with this and pass the result."""
         if not self.online:
             if log:
                 raise ValueError(
