@@ -89,7 +89,7 @@ class Plan:
 
     __slots__ = ("mixture", "global_batch_size", "seed", "mode", "sizes", "orders", "lengths",
                  "fingerprints", "fingerprint", "_lengths_digest", "_counter", "_layout",
-                 "_memo", "_lock", "_walks")  # fmt: skip
+                 "_memo", "_lock", "_walks", "_prints")  # fmt: skip
 
     def __init__(
         self,
@@ -137,12 +137,13 @@ class Plan:
         put(self, "_lengths_digest", digest)
         if mode in _ONLINE and self.sizes is None:
             raise ValueError(f'mode = "{mode}" needs sizes={{name: samples}} (or lengths=)')
-        fingerprints = self.fingerprints_for(None)
+        fingerprints = self._fingerprints(WeightLog(names))
         put(self, "fingerprints", fingerprints)
         put(self, "fingerprint", _digest(dict(fingerprints)))
         put(self, "_layout", Layout(batch))
         put(self, "_lock", threading.RLock())
         put(self, "_walks", {})  # an online plan's counter and memo per log (its digest)
+        put(self, "_prints", {})  # its fingerprints under the last log asked for
         put(self, "_counter", self._build(()))
         put(self, "_memo", Memo())
 
@@ -170,6 +171,8 @@ class Plan:
 
     def _walk(self, log) -> tuple:
         """The counter and memo of a lookup under ``log`` (held with the lock)."""
+        if log is None or (isinstance(log, WeightLog) and not log.entries):
+            return self._counter, self._memo
         log = self.weight_log(log)
         if not log.entries:
             return self._counter, self._memo
@@ -215,10 +218,22 @@ class Plan:
     def fingerprints_for(self, log: WeightLog | Sequence | None) -> Mapping[str, str]:
         """The fingerprint of each part of the plan (``PARTS``) under ``log``: an
         online plan's log is part of its phases (an edited log is refused)."""
+        log = self.weight_log(log)
+        if not log.entries:
+            return self.fingerprints
+        with self._lock:
+            known = self._prints.get(log.digest)
+            if known is None:  # a stream asks again at every state: keep the last log's
+                known = self._fingerprints(log)
+                self._prints.clear()
+                self._prints[log.digest] = known
+        return known
+
+    def _fingerprints(self, log: WeightLog) -> Mapping[str, str]:
         spec = self.spec()
         phases = spec["mixture"]["phases"]
         if self.online:
-            phases = {"phases": phases, "log": self.weight_log(log).to_list()}
+            phases = {"phases": phases, "log": log.to_list()}
         parts = {
             "sources": list(self.mixture.sources),
             "weights": spec["mixture"]["weights"],
@@ -244,7 +259,7 @@ class Plan:
     def changes(self, fingerprints: Mapping[str, Any], log=None) -> list[str]:
         """The parts (``PARTS``) whose fingerprints (under ``log``, online) differ
         from ``fingerprints``."""
-        mine = self.fingerprints_for(log) if log else self.fingerprints
+        mine = self.fingerprints_for(log)
         return [k for k in PARTS if fingerprints.get(k) != mine[k]]
 
     @property

@@ -45,7 +45,7 @@ class Walk(Counter):
             rows, carries = self._walk(a, b, counts, deficits, memo)
             counts, deficits, a = rows[-1], carries[-1], b
         memo.walked = Point(step, counts.copy(), deficits)
-        return memo.walked
+        return Point(step, counts.copy(), deficits)  # the caller's own: the memo's stays
 
     def range(self, at: Point, num_steps: int, memo: Memo) -> tuple[np.ndarray, Deficits]:
         if at.deficits is None:  # counts alone: the walk's own point there says the rest
