@@ -9,7 +9,7 @@ import numpy as np
 from . import compiled
 from .memo import Deficits, Memo
 from .quanta import Q
-from .walk import Carries, Walk
+from .walk import DeficitRows, Walk
 
 
 class Tokens(Walk):
@@ -73,7 +73,7 @@ class Tokens(Walk):
         buffers: list[list[int]] = [[] for _ in everyone]
         first = list(c)  # draw number of each buffer's first entry
         rows = np.empty((stop - start, n), dtype=np.int64)
-        carries = []
+        after = []
 
         def length(k: int) -> int:  # tokens of source k's next draw, read a block at a time
             at = c[k] - first[k]
@@ -100,9 +100,9 @@ class Tokens(Walk):
                 d[pick] -= Q * tokens
                 c[pick] += 1
             rows[row] = c
-            carries.append(tuple(d))
-            self._mark(memo, start + row + 1, rows[row], carries[-1])
-        return rows, carries
+            after.append(tuple(d))
+            self._mark(memo, start + row + 1, rows[row], after[-1])
+        return rows, after
 
     def _compiled(self, start, stop, counts, deficits, memo, walk):
         """``_walk`` through the compiled kernel (the same integers). Each source's
@@ -132,7 +132,7 @@ class Tokens(Walk):
             done += walk(quanta[done:], b, c, d, flat, ends, pos, rows[done:], carried[done:])
         for row in range((-start - 1) % self.MARK, steps, self.MARK):
             self._mark(memo, start + row + 1, rows[row], tuple(carried[row].tolist()))
-        return rows, Carries(carried)
+        return rows, DeficitRows(carried)
 
 
 def _wide(a, b):
@@ -158,7 +158,7 @@ def _product_less(a, b, c, d):
     return h1 < h2 or (h1 == h2 and l1 < l2)
 
 
-def _tokens(quanta, batch, c, d, flat, end, pos, rows, carries):
+def _tokens(quanta, batch, c, d, flat, end, pos, rows, after):
     """``Tokens``' walk over the rows of ``quanta``, from counts ``c`` and
     deficits ``d`` (updated in place): source k's next draws have the lengths
     ``flat[pos[k]:end[k]]``. Stops before a step that could run a source short
@@ -190,7 +190,7 @@ def _tokens(quanta, batch, c, d, flat, end, pos, rows, carries):
             pos[pick] += 1
         for k in range(n):
             rows[row, k] = c[k]
-            carries[row, k] = d[k]
+            after[row, k] = d[k]
     return steps
 
 

@@ -42,8 +42,8 @@ class Walk(Counter):
         a, counts, deficits = at.step, at.counts, at.deficits
         while a < step:
             b = min(step, a + self.chunk)
-            rows, carries = self._walk(a, b, counts, deficits, memo)
-            counts, deficits, a = rows[-1], carries[-1], b
+            rows, after = self._walk(a, b, counts, deficits, memo)
+            counts, deficits, a = rows[-1], after[-1], b
         memo.walked = Point(step, counts.copy(), deficits)
         return Point(step, counts.copy(), deficits)  # the caller's own: the memo's stays
 
@@ -58,9 +58,9 @@ class Walk(Counter):
                 )
             at = known
         end = at.step + num_steps
-        rows, carries = self._walk(at.step, end, at.counts, at.deficits, memo)
-        memo.walked = Point(end, rows[-1].copy(), carries[-1])
-        return rows, _Before(at.deficits, carries)
+        rows, after = self._walk(at.step, end, at.counts, at.deficits, memo)
+        memo.walked = Point(end, rows[-1].copy(), after[-1])
+        return rows, _Before(at.deficits, after)
 
     def _walk(
         self, start: int, stop: int, counts: np.ndarray, deficits: tuple[int, ...], memo: Memo
@@ -68,9 +68,9 @@ class Walk(Counter):
         """Cumulative counts after each step of [start, stop), and the deficits there."""
         raise NotImplementedError
 
-    def _mark(self, memo: Memo, step: int, row: np.ndarray, carry: tuple[int, ...]) -> None:
+    def _mark(self, memo: Memo, step: int, row: np.ndarray, deficits: tuple[int, ...]) -> None:
         if step % self.MARK == 0:
-            memo.marks[step] = Point(step, row.copy(), carry)
+            memo.marks[step] = Point(step, row.copy(), deficits)
 
 
 class _Before:
@@ -89,7 +89,7 @@ class _Before:
         return self.first if i == 0 else self.after[i - 1]
 
 
-class Carries:
+class DeficitRows:
     """Deficits after each step of a compiled walk, handed out as tuples of ints
     only when read."""
 
@@ -150,11 +150,11 @@ class Carried(Walk):
                              np.array(deficits, dtype=np.int64), rows, carried)  # fmt: skip
             for row in range((-start - 1) % self.MARK, stop - start, self.MARK):
                 self._mark(memo, start + row + 1, rows[row], tuple(carried[row].tolist()))
-            return rows, Carries(carried)
+            return rows, DeficitRows(carried)
         everyone = range(n)
         c, d = [int(x) for x in counts], list(deficits)
         rows = np.empty((stop - start, n), dtype=np.int64)
-        carries = []
+        after = []
         for row, q in enumerate(self.targets.quanta(start, stop).tolist()):
             owed = [d[k] + b * q[k] for k in everyone]
             take = [max(x // Q, 0) for x in owed]
@@ -173,14 +173,14 @@ class Carried(Walk):
                 c[k] += take[k]
                 d[k] = owed[k] - take[k] * Q
             rows[row] = c
-            carries.append(tuple(d))
-            self._mark(memo, start + row + 1, rows[row], carries[-1])
-        return rows, carries
+            after.append(tuple(d))
+            self._mark(memo, start + row + 1, rows[row], after[-1])
+        return rows, after
 
 
-def _carried(quanta, batch, counts, deficits, rows, carries):
+def _carried(quanta, batch, counts, deficits, rows, after):
     """``Carried``'s walk over the rows of ``quanta``: cumulative counts into
-    ``rows`` and the deficits after each step into ``carries`` (they stay within
+    ``rows`` and the deficits after each step into ``after`` (they stay within
     (-Q, (N - 1) Q), so int64 holds them exactly)."""
     steps, n = quanta.shape
     c = counts.copy()
@@ -220,7 +220,7 @@ def _carried(quanta, batch, counts, deficits, rows, carries):
             c[k] += take[k]
             d[k] = owed[k] - take[k] * Q
             rows[row, k] = c[k]
-            carries[row, k] = d[k]
+            after[row, k] = d[k]
 
 
 @compiled.register
