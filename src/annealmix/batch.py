@@ -4,12 +4,13 @@ positions."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
 from ._counting import SOURCE_DTYPE
 
-__all__ = ["Batch", "Layout", "draws_in_order"]
+__all__ = ["Batch", "Layout", "draws_in_order", "layout"]
 
 _GOLDEN = (5**0.5 - 1) / 2
 _COMPARE_MAX = 16
@@ -74,6 +75,13 @@ class Layout:
         draws = offset.ravel().take(sources + np.arange(0, steps * n, n)[:, None])
         draws += element
         return sources, draws
+
+
+@lru_cache(maxsize=16)
+def layout(batch: int) -> Layout:
+    """The ``Layout`` of batches of ``batch``, built once per process and size (it is
+    read-only, so plans of one batch size share it)."""
+    return Layout(batch)
 
 
 def draws_in_order(sources: np.ndarray, prev: np.ndarray, n: int) -> np.ndarray:

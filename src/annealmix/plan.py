@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _validate
 from ._counting import Q_BITS, SOURCE_DTYPE, Memo, Point, Q, counter_for
-from .batch import Batch, Layout, draws_in_order
+from .batch import Batch, draws_in_order, layout
 from .mixture import Mixture
 from .order import ORDERS, range_indices
 from .weightlog import Tilted, WeightLog
@@ -140,7 +140,7 @@ class Plan:
         fingerprints = self._fingerprints(WeightLog(names))
         put(self, "fingerprints", fingerprints)
         put(self, "fingerprint", _digest(dict(fingerprints)))
-        put(self, "_layout", Layout(batch))
+        put(self, "_layout", layout(batch))
         put(self, "_lock", threading.RLock())
         put(self, "_walks", {})  # an online plan's counter and memo per log (its digest)
         put(self, "_prints", {})  # its fingerprints under the last log asked for
