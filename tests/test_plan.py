@@ -223,3 +223,50 @@ def test_an_empty_or_negative_step_range_is_refused(mode):
     for num_steps in (0, -2):
         with pytest.raises(ValueError, match=f"num_steps must be >= 1, got {num_steps}"):
             plan.batches(0, num_steps)
+
+
+def test_a_walk_stands_at_an_explicit_point():
+    mix = Mixture(weights={"a": 1, "b": 2, "c": 3},
+                  phases=[Phase(start_step=5, end_step=60, weights={"a": 6})])  # fmt: skip
+    plan = Plan(mix, global_batch_size=16)
+    at = plan.point(40)
+    assert at.step == 40 and at.deficits is None
+    assert np.array_equal(at.counts, plan.consumed(40))
+    fresh = Plan(mix, global_batch_size=16)
+    for start in (40, 0):  # from a point, from counts alone, or looked up: the same batches
+        given = fresh.point(start)
+        want = fresh.batches(start, 7)
+        for got in (plan.batches(start, 7, given), plan.batches(start, 7, given.counts)):
+            assert np.array_equal(got.sources, want.sources)
+            assert np.array_equal(got.draws, want.draws)
+    with pytest.raises(ValueError, match="the point given stands at step 40, not at 41"):
+        plan.batches(41, 1, at)
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [("exact", {"sizes": {"a": 9, "b": 9}}), ("random", {}), ("tokens", {"lengths": "L"}),
+     ("online", {"sizes": {"a": 9, "b": 9}}), ("online tokens", {"lengths": "L"})],
+)  # fmt: skip
+def test_one_plan_class_and_one_mode_vocabulary(mode, extra):
+    from annealmix import MODES
+    from annealmix.online import OnlinePlan, online
+    from annealmix.tokens import TokenPlan
+
+    lengths = {"a": np.array([3, 1, 4]), "b": np.array([1, 5])}
+    extra = {k: lengths if v == "L" else v for k, v in extra.items()}
+    mix = Mixture(weights={"a": 1, "b": 1})
+    plan = Plan(mix, global_batch_size=4, mode=mode, **extra)
+    assert type(plan) is Plan and mode in MODES
+    assert f"mode={mode!r}" in repr(plan) and plan.spec()["mode"] == mode
+    assert plan.walks == (mode != "exact" and mode != "random")
+    assert plan.online == mode.startswith("online")
+    if mode == "tokens":
+        assert TokenPlan(mix, global_batch_size=4, lengths=lengths) == plan
+    if mode.startswith("online"):
+        base = Plan(mix, global_batch_size=4, **({"mode": "tokens"} if "lengths" in extra else {}),
+                    **extra)  # fmt: skip
+        assert online(base) == plan
+        assert OnlinePlan(mix, global_batch_size=4, **extra) == plan
+    with pytest.raises(ValueError, match="unknown mode 'cosine'"):
+        Plan(mix, global_batch_size=4, mode="cosine")

@@ -204,3 +204,51 @@ def test_an_empty_token_file_is_named(tmp_path):
     for format in ("nanogpt", "llmc", "npy"):
         with pytest.raises(ValueError, match="empty.bin' is empty \\(0 bytes\\)"):
             open_token_source(str(tmp_path / "empty.bin"), format, 8)
+
+
+def test_every_reader_is_a_source_and_anything_indexable_becomes_one(tmp_path):
+    from annealmix.documents import documents_from_arrays
+    from annealmix.packing import Packed, Padded
+    from annealmix.sources import (
+        Indexed,
+        Source,
+        as_source,
+        batch_row,
+        is_stream,
+        read_one,
+        tokens_of,
+    )
+
+    docs = documents_from_arrays([np.arange(1, 30), np.arange(40, 45), np.arange(50, 90)])
+    flat = np.arange(200, dtype=np.uint16)
+    flat.tofile(tmp_path / "a.bin")
+    readers = {
+        "windows": TokenWindows(flat, 8, name="a.bin"),
+        "shards": open_token_source(str(tmp_path / "a.bin"), "nanogpt", 8),
+        "packed": Packed(docs, 8, name="packed"),
+        "padded": Padded(docs, 64, name="padded"),
+    }
+    def tokens(sample):
+        return np.asarray(sample["tokens"] if isinstance(sample, dict) else sample)
+
+    for name, reader in readers.items():
+        assert isinstance(reader, Source) and as_source(reader) is reader, name
+        assert not is_stream(reader) and reader.describe(), name
+        got = reader.read(np.array([0, 1]), np.array([1, 0]))  # a batch: pass 0 and pass 1
+        assert np.array_equal(tokens(batch_row(got, 1)), tokens(read_one(reader, 1, 0))), name
+    assert readers["windows"].where(0, 3) == {"tokens": {"file": "a.bin", "start": 24, "end": 33}}
+    assert readers["shards"].where(0, 3)["tokens"]["start"] == 24
+    pieces = readers["packed"].where(0, 0)["documents"]  # window 0 of pass 0: 9 tokens
+    assert sum(p["end"] - p["start"] for p in pieces) == 9
+    assert {"document", "start", "end"} <= set(pieces[0])
+    assert readers["padded"].where(2, 1) == {"documents": [{"document": 1}]}
+    assert readers["windows"].sample_tokens() == 8 and readers["windows"].num_tokens == 200
+    assert tokens_of(readers["padded"]).tolist() == [28, 4, 39]  # each document's targets
+    assert tokens_of(readers["windows"]).tolist() == [8] * len(readers["windows"])
+    wrapped = as_source([10, 11, 12], "plain")
+    assert isinstance(wrapped, Indexed) and wrapped.read(np.zeros(2), np.array([2, 0])) == [12, 10]
+    assert wrapped.sample_tokens() is None and wrapped.documents is None
+    with pytest.raises(ValueError, match="tokens per sample are unknown"):
+        tokens_of(wrapped)
+    with pytest.raises(TypeError, match="source 'gen' is a stream"):
+        as_source(iter([1, 2]), "gen")

@@ -57,7 +57,7 @@ import numpy as np
 from . import _validate
 from .mixture import Mixture, Phase
 from .packing import check_options
-from .plan import MODES, ORDERS
+from .plan import ORDERS
 
 __all__ = [
     "UNITS",
@@ -170,7 +170,9 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         _validate.integer("num_steps", self.num_steps, minimum=1)
-        _validate.choice("mode", self.mode, MODES)
+        # A config chooses how samples are drawn; tokens follow from unit = "tokens" over
+        # unpacked sources, online plans from the loop (annealmix.online.online(plan)).
+        _validate.choice("mode", self.mode, ("exact", "random"))
         _validate.choice("order", self.order, ORDERS)
         _validate.choice("output", self.output, ("dict", "tokens"))
         if self.unit is not None:

@@ -289,14 +289,22 @@ class MixtureIterableDataset(IterableDataset):
     ) -> Iterator[_Tagged]:
         got = read_step(readers, pending)
         for mb in pending:
-            out = []
             index = mb.draws if mb.indices is None else mb.indices
-            for k, d, i in zip(mb.sources.tolist(), mb.draws.tolist(), index.tolist()):
-                if k in readers:
-                    sample, i = got[k][d], d
-                else:
-                    sample = read_one(self.sources[k], d // len(self.sources[k]), i)
+            ids, draws = mb.sources.tolist(), mb.draws.tolist()
+            rows: dict[int, list[int]] = {}  # each random-access source's positions
+            for row, k in enumerate(ids):
+                if k not in readers:
+                    rows.setdefault(k, []).append(row)
+            samples: list[Any] = [None] * len(ids)
+            for k, at in rows.items():  # each source read once per micro-batch
+                source = self.sources[k]
+                batch = source.read(mb.draws[at] // len(source), index[at])
+                for j, row in enumerate(at):
+                    samples[row] = batch_row(batch, j)
+            out = []
+            for row, (k, d, i) in enumerate(zip(ids, draws, index.tolist())):
+                sample = got[k][d] if k in readers else samples[row]
                 if self.transform is not None:
                     sample = self.transform(sample, k)
-                out.append({"source": k, "index": i, "sample": sample})
+                out.append({"source": k, "index": d if k in readers else i, "sample": sample})
             yield _Tagged(out, mb.after)
