@@ -240,9 +240,10 @@ class TokenWindows:
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             bad = int(indices[(indices < 0) | (indices >= len(self))][0])
             raise IndexError(f"sample {bad} is out of range for {len(self)} samples")
-        out = np.empty((indices.size, self.seq_len + 1), dtype=np.int64)
-        for row, i in enumerate(indices.tolist()):
-            out[row] = self[i]
+        s, tokens = self.seq_len, self.tokens
+        out = np.empty((indices.size, s + 1), dtype=np.int64)
+        for row, start in enumerate((indices * s).tolist()):  # one copy, cast on the way
+            out[row] = tokens[start : start + s + 1]
         return out
 
 
@@ -317,8 +318,10 @@ class TokenShards:
         """Samples ``indices``, stacked: shape (n, seq_len + 1), int64."""
         indices = np.asarray(indices, dtype=np.int64)
         out = np.empty((indices.size, self.seq_len + 1), dtype=np.int64)
+        s = self.seq_len
         for row, i in enumerate(indices.tolist()):
-            out[row] = self[i]
+            shard, j = self.locate(i)
+            out[row] = self.shards[shard].tokens[j * s : j * s + s + 1]
         return out
 
 
