@@ -159,7 +159,7 @@ class Plan:
         takes one; ``None``: empty). Lookups take entries too, checked on every call:
         for many lookups under one log, check it once with this and pass the result."""
         if not self.online:
-            if log:
+            if log is not None and len(log):
                 raise ValueError(
                     f'a weight log needs an online plan (mode "online" or "online tokens"); '
                     f'this plan is in mode "{self.mode}"'
@@ -218,9 +218,9 @@ class Plan:
     def fingerprints_for(self, log: WeightLog | Sequence | None) -> Mapping[str, str]:
         """The fingerprint of each part of the plan (``PARTS``) under ``log``: an
         online plan's log is part of its phases (an edited log is refused)."""
-        log = self.weight_log(log)
-        if not log.entries:
+        if log is None or not len(log):
             return self.fingerprints
+        log = self.weight_log(log)  # refused for a plan that takes none
         with self._lock:
             known = self._prints.get(log.digest)
             if known is None:  # a stream asks again at every state: keep the last log's
