@@ -102,7 +102,7 @@ def test_state_is_small_versioned_json():
         next(s)
     state = s.state_dict()
     assert json.loads(json.dumps(state)) == state
-    assert state["version"] == 2 and (state["step"], state["micro"]) == (2, 1)
+    assert state["version"] == 3 and (state["step"], state["micro"]) == (2, 1)
     assert sum(state["counts"]) == 2 * 48 and state["offset"] is None
     assert set(state["plan"]) == {
         "sources", "weights", "phases", "global_batch_size", "seed", "mode", "sizes", "orders",
@@ -196,7 +196,7 @@ def test_counts_that_are_not_the_plans_are_refused(mode):
             "got a string; if you saved it as JSON, pass json.loads",
         ),
         (lambda st: {"step": 3}, ValueError, "state lacks \\['version', 'micro'"),
-        (lambda st: st | {"version": 99}, ValueError, "state version 99 is not 2"),
+        (lambda st: st | {"version": 99}, ValueError, "state version 99 is not 3"),
         (
             lambda st: st | {"counts": [-1, 1, 0]},
             ValueError,
@@ -287,3 +287,45 @@ def test_a_stream_pickles_small_and_continues_the_same():
     assert len(data) < 8192, len(data)
     back = pickle.loads(data)
     assert np.array_equal(back.take(5).indices, s.take(5).indices)
+
+
+def test_edits_that_keep_the_totals_are_refused_by_the_check():
+    """Random, token and online plans check counts by their totals (a replay would
+    cost a hash or a walk per earlier sample): the state's check catches an edit
+    that keeps them, counts moved between sources or deficits moved, before the
+    stream moves."""
+    from annealmix.online import OnlinePlan
+    from annealmix.tokens import TokenPlan
+
+    lengths = {"web": np.arange(1, 60) % 7 + 1, "code": np.arange(1, 40) % 5 + 1,
+               "math": np.arange(1, 30) % 3 + 1}  # fmt: skip
+    mix = Mixture(weights={"web": 0.5, "code": 0.3, "math": 0.2})
+    plans = {
+        "random": lambda: plan(mode="random"),
+        "tokens": lambda: TokenPlan(mix, global_batch_size=48, lengths=lengths, seed=3),
+        "online": lambda: OnlinePlan(mix, global_batch_size=48, sizes=SIZES, seed=3),
+    }
+    for name, make in plans.items():
+        s = Stream(make())
+        if name == "online":
+            s.commit(2, [0.2, 0.2, 0.6])
+        s.take(5)
+        state = json.loads(json.dumps(s.state_dict()))
+        Stream(make()).load_state_dict(state)  # as saved: loads
+        counts = state["counts"]
+        edits = [dict(state, counts=[counts[0] + 1, counts[1] - 1, counts[2]])]
+        if "deficits" in state:
+            d = state["deficits"]
+            edits.append(dict(state, deficits=[d[0] + 2**39, d[1] - 2**39, d[2]]))
+        if name == "online":
+            edits.append(dict(state, log=[[2, [0.25, 0.15, 0.6]]], plan=state["plan"]))
+        for edited in edits:
+            fresh = Stream(make())
+            with pytest.raises(ValueError, match="edited or corrupted|phases changed"):
+                fresh.load_state_dict(edited)
+            assert fresh.step == 0  # nothing moved
+        unchecked = {k: v for k, v in state.items() if k != "check"} | {"version": 2}
+        with pytest.warns(UserWarning, match="state version 2, without a check"):
+            Stream(make()).load_state_dict(unchecked)
+        with pytest.raises(ValueError, match="state check must be the string"):
+            Stream(make()).load_state_dict({k: v for k, v in state.items() if k != "check"})

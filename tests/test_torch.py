@@ -7,7 +7,8 @@ from helpers import assert_resume_equivalent
 
 torch = pytest.importorskip("torch")
 
-from annealmix import Mixture, Phase, Plan, Shard, indexed  # noqa: E402
+from annealmix import Mixture, Phase, Plan, Position, Shard, indexed  # noqa: E402
+from annealmix import Stream as PlanStream  # noqa: E402
 from annealmix._counting import AHEAD, LOOKAHEAD, Targets  # noqa: E402
 from annealmix.metrics import step_metrics  # noqa: E402
 from annealmix.torch import (  # noqa: E402
@@ -385,9 +386,10 @@ def test_state_dict_and_metrics_after_a_deep_resume_do_not_replay(monkeypatch):
     p = Plan(mix, global_batch_size=64, sizes=dict.fromkeys(names, 10**6))
     sources = {n: np.arange(10**6) for n in names}
     step = 200_000
-    counts = p.consumed(step).tolist()
-    state = {"version": 2, "step": step, "micro": 0, "world_size": 1, "micro_batches": 1,
-             "counts": counts, "offset": None, "plan": dict(p.fingerprints)}  # fmt: skip
+    at = PlanStream(p)
+    at.seek(Position(step, 0, p.consumed(step)))
+    state = at.state_dict()
+    p = p.replace()  # a plan that has not replayed yet
     dl = MixtureDataLoader(sources, p, Shard(global_batch_size=64), num_steps=step + 10)
     dl.load_state_dict(state)  # checks the counts: the one replay
 

@@ -1,8 +1,16 @@
 """The one resume format: a stream's ``State``, a small versioned JSON dict (see
-``annealmix.stream`` for what each key holds), checked key by key when loaded."""
+``annealmix.stream`` for what each key holds), checked key by key when loaded.
+
+Since version 3 a state carries ``check``, a hash of everything else in it: the
+counts of random and walking plans, their deficits and an online run's log cost a
+replay to check against the plan, so an edited or corrupted state is caught by its
+check instead, before the stream moves. A version-2 state (written before states
+carried a check) still loads, with a warning that only its totals are checked."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,9 +20,10 @@ from .plan import PARTS
 
 __all__ = ["STATE_VERSION", "State"]
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+_UNCHECKED = 2  # the version before states carried a check: still loaded
 _KEYS = ("version", "step", "micro", "world_size", "micro_batches", "counts", "offset", "plan")
-_OPTIONAL = ("deficits", "log")
+_OPTIONAL = ("deficits", "log", "check")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -31,6 +40,8 @@ class State:
         plan: the plan's per-part fingerprints (``Plan.fingerprints``).
         deficits: a walking plan's deficits before ``step``; ``None`` otherwise.
         log: an online plan's weight log; ``None`` otherwise.
+        check: the hash the saved state carried (``None`` for a version-2 state);
+            ``edited`` compares it with the state's contents.
     """
 
     step: int
@@ -42,8 +53,18 @@ class State:
     plan: Mapping[str, str]
     deficits: tuple[int, ...] | None = None
     log: list[list[Any]] | None = None
+    check: str | None = None
+
+    @property
+    def edited(self) -> bool:
+        """Whether the saved check differs from the state's contents."""
+        return self.check is not None and self.check != _check(self._body())
 
     def to_dict(self) -> dict[str, Any]:
+        body = self._body()
+        return body | {"check": _check(body)}
+
+    def _body(self) -> dict[str, Any]:
         extra = {} if self.deficits is None else {"deficits": list(self.deficits)}
         if self.log is not None:
             extra["log"] = [[step, list(weights)] for step, weights in self.log]
@@ -77,10 +98,17 @@ class State:
         unknown = sorted(set(state) - set(_KEYS) - set(_OPTIONAL))
         if unknown:
             raise ValueError(f"state has unknown keys {unknown}; pass what state_dict() returned")
-        if state["version"] != STATE_VERSION:
+        version = state["version"]
+        if version not in (STATE_VERSION, _UNCHECKED) or isinstance(version, bool):
             raise ValueError(
-                f"state version {state['version']!r} is not {STATE_VERSION}; "
+                f"state version {version!r} is not {STATE_VERSION}; "
                 "it was written by another annealmix release"
+            )
+        check = state.get("check")
+        if version == STATE_VERSION and not isinstance(check, str):
+            raise ValueError(
+                f"state check must be the string state_dict() wrote, got {check!r}; pass "
+                "what state_dict() returned"
             )
         step = _validate.integer("state step", state["step"], minimum=0)
         micro = _validate.integer("state micro", state["micro"], minimum=0)
@@ -118,7 +146,13 @@ class State:
             plan={k: plan[k] for k in PARTS},
             deficits=deficits,
             log=None if log is None else [list(entry) for entry in log],
+            check=check if version == STATE_VERSION else None,
         )
+
+
+def _check(body: Mapping[str, Any]) -> str:
+    """A state's check: a hash of everything else in it."""
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _vector(name: str, values: Any, minimum: int | None) -> tuple[int, ...]:

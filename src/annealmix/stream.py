@@ -17,18 +17,21 @@ is the only resume format in annealmix: a small versioned JSON dict holding
 - ``deficits`` (only for a walking plan: token and online modes): each source's target
   minus what it drew before ``step``, in tokens (or samples) / 2**40, exact
   integers summing to zero;
-- ``log`` (only for an online plan): its weight log, ``[[step, [weights]], ...]``.
+- ``log`` (only for an online plan): its weight log, ``[[step, [weights]], ...]``;
+- ``check``: a hash of everything else in the state (``annealmix.state``).
 
 A loaded state is checked, not trusted: its counts must be the plan's counts at its
 step (``Plan.check_point``: exact mode recomputes them by a replay, once;
 random mode, whose counts cost a hash per earlier position, and walking plans,
 whose counts cost a walk over every earlier step, check that they add up to the
 step's samples, and a walking plan's deficits that they sum to zero within its
-bound).
+bound); then its check must match its contents, which catches what those tests
+cannot see (counts moved between sources, deficits moved, a log edited).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -312,6 +315,7 @@ class Stream(Iterator[MicroBatch]):
             )
         actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
                                  previous_sources)  # fmt: skip
+        _refuse_edited(s)
         self._cache, self.log = None, log
         if self.plan.walks:  # a walk goes on from the saved counts, its deficits afresh
             self.offset = None
@@ -368,9 +372,27 @@ class Stream(Iterator[MicroBatch]):
         offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
         plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
         at = self.plan.check_point(Point(s.step, plan_consumed, s.deficits), log=log)
+        _refuse_edited(s)
         self._cache, self.log = None, log
         self.offset = offset if offset is not None and offset.any() else None
         self.position = Position(s.step, s.micro, at.counts, at.deficits)
+
+
+def _refuse_edited(s: State) -> None:
+    """Refuse a state whose check does not match it (checked after every other test,
+    which name what is wrong where they can); warn for a state without one."""
+    if s.edited:
+        raise ValueError(
+            f"state at step {s.step} does not match its check: it was edited or corrupted "
+            "after state_dict() wrote it; resume from the state this run saved"
+        )
+    if s.check is None:
+        warnings.warn(
+            f"state at step {s.step} was written by an earlier annealmix (state version 2, "
+            "without a check): its counts and deficits are checked only where the plan can "
+            "recompute them; save a new state to have them checked",
+            stacklevel=3,
+        )
 
 
 def _counts_by_name(
