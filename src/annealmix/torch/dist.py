@@ -39,12 +39,13 @@ def _launcher() -> tuple[int, int, int] | None:
                 shown = ", ".join(f"{v}={os.environ.get(v)!r}" for v in names if v in os.environ)
                 raise ValueError(
                     f"environment {shown} are not integers; fix the launcher or pass "
-                    "rank= and world_size="
+                    f"shard=annealmix.Shard(global_batch_size=..., rank=..., world_size=...)"
                 ) from None
             if not 0 <= rank < world:
                 raise ValueError(
-                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; "
-                    "fix the launcher or pass rank= and world_size="
+                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; fix "
+                    "the launcher or pass shard=annealmix.Shard(global_batch_size=..., rank=..., "
+                    "world_size=...)"
                 )
             return rank, world, local
     return None
