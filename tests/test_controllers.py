@@ -108,7 +108,7 @@ def test_a_bad_proposal_or_input_is_refused_and_the_state_kept():
         c.update({"paper": 1.0}, START)
     with pytest.raises(ValueError, match="weights must be on the simplex"):
         c.update(WINDOWS[0], {"web": 0.5, "code": 0.5, "math": 0.5})
-    with pytest.raises(ValueError, match="weights has no value for"):
+    with pytest.raises(ValueError, match="weights has no weight for"):
         c.update(WINDOWS[0], {"web": 1.0})
     assert c.state_dict() == before
     broken = Broken(NAMES)
@@ -126,7 +126,7 @@ def test_bad_settings():
         LossProportional(NAMES, temperature=0)
     with pytest.raises(ValueError, match="distinct names"):
         EXP3(("a", "a"))
-    with pytest.raises(ValueError, match="reference has no value"):
+    with pytest.raises(ValueError, match="reference has no loss for"):
         DoReMi(NAMES, reference={"web": 1.0})
 
 
@@ -154,3 +154,27 @@ def test_source_losses_are_exact_in_any_order_and_resume_mid_window():
     assert whole.metrics()["mix/loss_ema/x"] == pytest.approx(0.5 * 1.0 + 0.5 * parts.last["x"])
     with pytest.raises(ValueError, match="not finite"):
         whole.add(torch.tensor([float("nan")]), torch.tensor([0]))
+
+
+def test_inputs_that_would_mislead_a_controller_are_refused_by_name():
+    doremi = DoReMi(NAMES, reference=dict.fromkeys(NAMES, 2.0))
+    doremi.update(WINDOWS[0], START)
+    before = json.dumps(doremi.state_dict())
+    with pytest.raises(ValueError, match=r"losses of \['code'\] are NaN: the model diverged"):
+        doremi.update({"web": 2.0, "code": math.nan}, START)
+    with pytest.raises(ValueError, match=r"losses of \['web'\] are NaN"):
+        doremi.update([math.nan, 2.0, 2.0], START)
+    with pytest.raises(ValueError, match="the loss for source 'code' must be a number, got 'x'"):
+        doremi.update({"web": 2.0, "code": "x"}, START)
+    with pytest.raises(ValueError, match="the weight for source 'web' must be a number, got '0.6'"):
+        doremi.update(WINDOWS[1], {**START, "web": "0.6"})
+    assert json.dumps(doremi.state_dict()) == before  # refused: nothing moved
+    doremi.update(WINDOWS[1], START)  # a source left out of a mapping drew no sample: fine
+    with pytest.raises(ValueError, match="step_size must be > 0, got -1"):
+        DoReMi(NAMES, reference=dict.fromkeys(NAMES, 2.0), step_size=-1)
+    with pytest.raises(ValueError, match=r"reference losses must be >= 0 .*'math': -0.5"):
+        DoReMi(NAMES, reference={"web": 1.0, "code": 1.0, "math": -0.5})
+    with pytest.raises(ValueError, match=r"controller state lacks \['last_loss'\]"):
+        LossProportional(NAMES).load_state_dict({"updates": 3})
+    with pytest.raises(TypeError, match="controller state must be the dict"):
+        LossProportional(NAMES).load_state_dict([1, 2])

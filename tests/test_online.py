@@ -135,7 +135,7 @@ def test_a_state_with_an_edited_log_or_the_wrong_plan_is_refused():
         ({"a": 1, "b": 1, "c": 1, "d": 1}, "'d'"),
         ({"a": 1, "b": 1}, r"no weight for \['c'\]"),
         ([1, 2], "must map each of"),
-        ({"a": "x", "b": 1, "c": 1}, "must be numbers"),
+        ({"a": "x", "b": 1, "c": 1}, "the weight for source 'a' must be a number, got 'x'"),
     ],
 )
 def test_bad_weights_are_refused_and_the_previous_ones_kept(weights, message):

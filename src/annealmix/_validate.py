@@ -79,10 +79,17 @@ def per_source(
             )
     else:
         raise ValueError(f"{where} must map each of {list(names)} to a {noun}, got {values!r}")
-    try:
-        return np.array([float(v) for v in raw], dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ValueError(f"{where} must be numbers, got {values!r}") from None
+    out = []
+    for name, v in zip(names, raw):  # "0.5" or True is a mistake, not a number
+        try:
+            if isinstance(v, (str, bytes, bool)):
+                raise TypeError
+            out.append(float(v))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{where}: the {noun} for source {name!r} must be a number, got {v!r}"
+            ) from None
+    return np.array(out, dtype=np.float64)
 
 
 def sample_counts(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int, ...]:

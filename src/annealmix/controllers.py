@@ -82,11 +82,20 @@ class Controller:
         epochs: Mapping[str, float] | None = None,
     ) -> dict[str, float]:
         """New weights from the window's mean loss per source (sources that drew no
-        sample may be left out) and the weights now in force."""
+        sample may be left out of a mapping; a NaN loss is refused: it is a diverged
+        model, not a missing source) and the weights now in force."""
         current = self._vector("weights", weights, allow_missing=False)
         if not np.isclose(current.sum(), 1.0) or (current < 0).any():
             raise ValueError(f"weights must be on the simplex, got {current.tolist()}")
         seen = self._vector("losses", losses, allow_missing=True)
+        given = [n in losses for n in self.sources] if isinstance(losses, Mapping) else True
+        diverged = [n for n, bad in zip(self.sources, np.isnan(seen) & given) if bad]
+        if diverged:
+            raise ValueError(
+                f"losses of {diverged} are NaN: the model diverged, or a mean over no sample "
+                "(leave a source that drew no sample out of the losses); the previous "
+                "weights stay in force"
+            )
         if (seen[~np.isnan(seen)] < 0).any():
             raise ValueError(f"losses must be >= 0, got {dict(losses)}")
         before = self.state_dict()
@@ -130,7 +139,9 @@ class Controller:
         return w / w.sum()
 
     def _vector(self, what: str, values: Any, allow_missing: bool) -> np.ndarray:
-        vec = _validate.per_source(what, values, self.sources, allow_missing=allow_missing)
+        noun = {"losses": "loss", "weights": "weight", "reference": "loss"}.get(what, "value")
+        vec = _validate.per_source(what, values, self.sources, allow_missing=allow_missing,
+                                   noun=noun)  # fmt: skip
         if np.isinf(vec).any() or (not allow_missing and np.isnan(vec).any()):
             raise ValueError(f"{what} must be finite, got {values!r}")
         return vec
@@ -144,6 +155,15 @@ class Controller:
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"controller state must be the dict state_dict() returned, got "
+                            f"{type(state).__name__}")  # fmt: skip
+        missing = [k for k in self.state_dict() if k not in state]
+        if missing:
+            raise ValueError(
+                f"controller state lacks {missing}; pass what this controller's "
+                "state_dict() returned"
+            )
         loss = state["last_loss"]
         if len(loss) != len(self.sources):
             raise ValueError(
@@ -207,7 +227,15 @@ class DoReMi(Controller):
     ) -> None:
         super().__init__(sources, **guards)
         self.reference = self._vector("reference", reference, allow_missing=False)
+        if (self.reference < 0).any():
+            bad = {n: float(r) for n, r in zip(self.sources, self.reference) if r < 0}
+            raise ValueError(f"reference losses must be >= 0 (losses are), got {bad}")
         self.step_size = _validate.real("step_size", step_size)
+        if self.step_size <= 0:
+            raise ValueError(
+                f"step_size must be > 0, got {step_size}: DoReMi moves weight toward the "
+                "sources with the larger excess loss"
+            )
         self.smoothing = _validate.unit_interval("smoothing", smoothing)
         self.log_alpha: np.ndarray | None = None  # from the weights in force at the first update
 
