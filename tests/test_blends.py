@@ -65,6 +65,7 @@ def test_blend_files_and_per_split_json(pairs):
         ("web_text_document 0.5", ValueError, "mixes prefixes and weights"),
         ("-1 web_text_document", ValueError, "must be finite and >= 0, got -1"),
         ("nan web_text_document", ValueError, "must be finite and >= 0, got nan"),
+        ("0 web_text_document 0.0 code", ValueError, "every weight of the blend .* is 0"),
         ("1 nowhere", FileNotFoundError, "nowhere.idx' does not exist"),
     ],
 )
@@ -169,6 +170,7 @@ def test_a_data_file_list_honours_the_weights_of_the_files_inside_a_corpus(tmp_p
         ("# only a comment\n", "names no files"),
         ("x books-0000_text_document books\n", "expected 'weight prefix corpus'"),
         ("-1 books-0000_text_document books\n", "must be finite and >= 0"),
+        ("0 books-0000_text_document books\n", "every weight of the data file list is 0"),
         ("1 missing_text_document books\n", "missing_text_document"),
     ],
 )

@@ -329,3 +329,14 @@ def test_edits_that_keep_the_totals_are_refused_by_the_check():
             Stream(make()).load_state_dict(unchecked)
         with pytest.raises(ValueError, match="state check must be the string"):
             Stream(make()).load_state_dict({k: v for k, v in state.items() if k != "check"})
+
+
+def test_a_state_past_the_streams_last_step_is_refused():
+    s = Stream(plan(), num_steps=12)
+    s.take(12)
+    state = s.state_dict()
+    Stream(plan(), num_steps=12).load_state_dict(state)  # at the end: nothing left, but true
+    short = Stream(plan(), num_steps=8)
+    with pytest.raises(ValueError, match="state step 12 is past this stream's num_steps 8"):
+        short.load_state_dict(state)
+    assert short.step == 0

@@ -119,6 +119,11 @@ def read_blend(
                     f"a weighted blend alternates weight and prefix, got {weight!r} "
                     f"{prefix!r}; give 'w1 prefix1 w2 prefix2 ...'"
                 )
+        if not any(float(weight) for weight, _ in pairs):
+            raise ValueError(
+                f"every weight of the blend {' '.join(words)!r} is 0: nothing would be drawn; "
+                "give at least one prefix a positive weight"
+            )
     else:
         if any(_is_number(w) for w in words):
             raise ValueError(
@@ -243,6 +248,11 @@ def read_file_list(
         corpora.setdefault(corpus, []).append(name)
     if not sources:
         raise ValueError(f"{path}: the data file list names no files")
+    if not any(weights.values()):
+        raise ValueError(
+            f"{path}: every weight of the data file list is 0: nothing would be drawn; give "
+            "at least one file a positive weight"
+        )
     return weights, sources, corpora
 
 

@@ -292,6 +292,11 @@ class Stream(Iterator[MicroBatch]):
         source starts at 0.
         """
         s = State.from_dict(state)
+        if self.num_steps is not None and s.step > self.num_steps:
+            raise ValueError(
+                f"state step {s.step} is past this stream's num_steps {self.num_steps}: it "
+                "would hand out nothing; resume with the run's num_steps (or more)"
+            )
         log = self._saved_log(s)
         if s.micro and (
             s.micro_batches != self.shard.micro_batches
