@@ -363,3 +363,18 @@ def test_the_sample_dict_is_what_megatron_computes_from_the_same_tokens():
         )  # fmt: skip
         assert loss_mask.tolist() == batch["loss_mask"][j].tolist()
         assert position_ids.tolist() == batch["position_ids"][j].tolist()
+
+
+def test_documents_that_would_pass_for_data_are_refused(tmp_path):
+    from annealmix.config import load_config
+
+    with pytest.raises(ValueError, match="document 1 holds the token id -3; token ids are >= 0"):
+        Packed([[1, 2, 3], [4, -3, 5]], 2)
+    with pytest.raises(ValueError, match="document 1 is empty; one document per sample"):
+        Padded([[1, 2, 3], [], [4, 5]], 4)
+    (tmp_path / "mix.toml").write_text(
+        'global_batch_size = 2\nnum_steps = 2\n[sources.a]\nweight = 1\npath = "a.bin"\n'
+        'format = "nanogpt"\neos_id = 0\nseq_len = 8\ntruncate = true\n'
+    )
+    with pytest.raises(ValueError, match="sources.a has truncate = true but is packed"):
+        load_config(tmp_path / "mix.toml")

@@ -285,6 +285,12 @@ def _source(name: str, table: dict[str, Any]) -> SourceSpec:
     for key in ("pack", "truncate"):
         if key in table and not isinstance(table[key], bool):
             raise ValueError(f"sources.{name} {key} must be true or false, got {table[key]!r}")
+    if table.get("truncate") and table.get("pack", True):
+        raise ValueError(
+            f"sources.{name} has truncate = true but is packed (pack = true, the default): "
+            "packing cuts documents into windows and truncates nothing; remove truncate, or "
+            "give pack = false"
+        )
     if table.get("eos_id") is not None:
         _validate.integer(f"sources.{name} eos_id", table["eos_id"], minimum=0)
     size = table.get("size")

@@ -271,6 +271,10 @@ def documents_from_arrays(arrays: Sequence[Any], name: str = "documents") -> Doc
             raise ValueError(
                 f"{name}: document {i} must be a 1-D integer array, got {a.shape} {a.dtype}"
             )
+        if a.size and a.min() < 0:
+            raise ValueError(
+                f"{name}: document {i} holds the token id {int(a.min())}; token ids are >= 0"
+            )
     lengths = np.array([a.size for a in arrays], dtype=np.int64)
     tokens = np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
     if not np.issubdtype(tokens.dtype, np.integer):  # only empty documents: no dtype of their own

@@ -305,6 +305,13 @@ class Padded:
         self.seq_len = _validate.integer("seq_len", seq_len, minimum=1)
         self.pad_id = _validate.integer("pad_id", pad_id, minimum=0)
         self.truncate, self.name = bool(truncate), name
+        shortest = self.documents.lengths().min(initial=1)
+        if shortest < 1:  # a sample of padding alone would be counted as a token of data
+            i = int(np.argmin(self.documents.lengths()))
+            raise ValueError(
+                f"{name}: document {i} is empty; one document per sample needs at least one "
+                "token: drop empty documents"
+            )
         longest = self.documents.max_length()
         if longest > self.seq_len + 1 and not self.truncate:
             lengths = self.documents.lengths()
