@@ -161,9 +161,14 @@ def test_segments_cover_every_step_in_order():
             assert np.allclose(mix.weights_at(seg.start), seg.weights)
 
 
-def test_booleans_are_not_weights():
+def test_booleans_and_strings_are_not_weights():
     with pytest.raises(TypeError, match="weight for source 'a' must be a number, got True"):
         Mixture(weights={"a": True, "b": 1})
+    with pytest.raises(TypeError, match="weight for source 'a' must be a number, got '0.5'"):
+        Mixture(weights={"a": "0.5", "b": 1})
+    with pytest.raises(TypeError, match="weight for source 'b' must be a number, got '1'"):
+        Mixture(weights={"a": 1, "b": 1},
+                phases=[Phase(start_step=0, end_step=5, weights={"b": "1"})])  # fmt: skip
 
 
 def test_smoothness_of_a_phase_that_hands_its_last_step_to_the_next():

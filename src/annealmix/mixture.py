@@ -90,7 +90,7 @@ def _simplex(where: str, weights: Mapping[str, float], sources: Sequence[str]) -
     vec = np.zeros(len(sources))
     for i, name in enumerate(sources):
         value = weights.get(name, 0.0)
-        if isinstance(value, bool):  # TOML `weight = true` is a slip, not a weight of 1
+        if isinstance(value, (bool, str, bytes)):  # `true` or "0.5" is a slip, not a weight
             raise TypeError(f"{where} weight for source {name!r} must be a number, got {value!r}")
         try:
             vec[i] = float(value)
