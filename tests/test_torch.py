@@ -449,3 +449,16 @@ def test_a_collate_function_of_the_users_gets_the_samples_and_resume_still_holds
     resumed = loader(num_workers=workers, collate_fn=collate)
     resumed.load_state_dict(first.state_dict())
     assert list(resumed) == full[5:]
+
+
+def test_an_iterable_dataset_with_a_length_is_still_a_stream():
+    from annealmix.sources import is_stream
+
+    class Sized(torch.utils.data.IterableDataset):  # defined outside torch, with __len__
+        def __len__(self):
+            return 5
+
+        def __iter__(self):
+            return iter(range(5))
+
+    assert is_stream(Sized()) and not is_stream(list(range(5)))

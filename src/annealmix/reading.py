@@ -20,10 +20,14 @@ def read_grouped(
     sources: Sequence[Source], ids: np.ndarray, epochs: np.ndarray, indices: np.ndarray
 ) -> list[tuple[int, np.ndarray, Any]]:
     """Samples at rows ``(ids, epochs, indices)``, one ``Source.read`` per source:
-    ``(source id, the rows it holds, what it read)`` for each source present."""
+    ``(source id, the rows it holds, what it read)`` for each source present. (One
+    pass in Python: micro-batches are small, and numpy's grouping costs more there.)"""
+    rows: dict[int, list[int]] = {}
+    for row, k in enumerate(np.asarray(ids).tolist()):
+        rows.setdefault(k, []).append(row)
     parts = []
-    for k in np.unique(ids).tolist():
-        at = np.flatnonzero(ids == k)
+    for k, listed in rows.items():
+        at = np.array(listed, dtype=np.intp)
         parts.append((k, at, sources[k].read(epochs[at], indices[at])))
     return parts
 

@@ -14,6 +14,7 @@ fixed-length samples here (``open_token_source``).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,12 +108,9 @@ def is_stream(data: Any) -> bool:
     """Whether ``data`` is a stream (read in order) rather than random-access."""
     if isinstance(data, Source):
         return False
-    module = type(data).__module__
-    if module.startswith("torch") and type(data).__name__ != "Tensor":
-        from torch.utils.data import IterableDataset  # torch is imported where it is used
-
-        if isinstance(data, IterableDataset):
-            return True
+    torch_data = sys.modules.get("torch.utils.data")  # loaded wherever a torch object exists
+    if torch_data is not None and isinstance(data, torch_data.IterableDataset):
+        return True  # even with __len__ (and Dataset's __getitem__): it is read in order
     return not (hasattr(data, "__len__") and hasattr(data, "__getitem__"))
 
 

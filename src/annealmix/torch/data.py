@@ -288,18 +288,16 @@ class MixtureIterableDataset(IterableDataset):
         self, pending: list[MicroBatch], readers: dict[int, StreamReader]
     ) -> Iterator[_Tagged]:
         got = read_step(readers, pending)
+        sizes = np.array([1 if k in readers else len(s) for k, s in enumerate(self.sources)])
         for mb in pending:
             index = mb.draws if mb.indices is None else mb.indices
             ids, draws = mb.sources.tolist(), mb.draws.tolist()
-            rows: dict[int, list[int]] = {}  # each random-access source's positions
-            for row, k in enumerate(ids):
-                if k not in readers:
-                    rows.setdefault(k, []).append(row)
+            mapped = np.array([row for row, k in enumerate(ids) if k not in readers], np.intp)
             samples: list[Any] = [None] * len(ids)
-            for k, at in rows.items():  # each source read once per micro-batch
-                source = self.sources[k]
-                batch = source.read(mb.draws[at] // len(source), index[at])
-                for j, row in enumerate(at):
+            src = mb.sources[mapped]
+            for _, at, batch in read_grouped(self.sources, src, mb.draws[mapped] // sizes[src],
+                                             index[mapped]):  # fmt: skip
+                for j, row in enumerate(mapped[at].tolist()):  # each source read once
                     samples[row] = batch_row(batch, j)
             out = []
             for row, (k, d, i) in enumerate(zip(ids, draws, index.tolist())):
