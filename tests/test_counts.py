@@ -1,5 +1,7 @@
 """Exact counts: the bound in the algorithm's real regime, chunk invariance, strategies."""
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -260,3 +262,17 @@ def test_tiny_weights_are_not_starved(n):
 def test_huge_weights_are_normalised_without_overflow():
     plan = Plan(Mixture(weights={"a": 1e308, "b": 1e308, "c": 5e307}), global_batch_size=10)
     assert np.abs(plan.consumed(10) - [40, 40, 20]).max() <= 1  # was [0, 0, 100]
+
+
+@pytest.mark.parametrize(("sources", "batch"), [(3, 6), (5, 10), (6, 12), (3, 3000)])
+@pytest.mark.parametrize("kernels", ["compiled", "numpy"])
+def test_equal_weights_get_equal_counts_every_step(sources, batch, kernels):
+    # 1/n is not a multiple of the quantum: by id alone, {1, 1, 1} at B = 6 drew
+    # [2, 3, 1] every step; equal deadlines now go to the larger fractional target.
+    names = [f"s{k}" for k in range(sources)]
+    plan = Plan(Mixture(weights=dict.fromkeys(names, 1.0)), global_batch_size=batch)
+    with compiled.numpy_only() if kernels == "numpy" else contextlib.nullcontext():
+        plan = plan.replace()
+        per_step = step_counts(plan.batches(0, 300).sources, sources)
+        assert (per_step == batch // sources).all()
+        assert plan.point(10**6).counts.tolist() == [10**6 * batch // sources] * sources

@@ -62,7 +62,10 @@ def test_counts_stay_within_the_bound_of_the_realized_weights(data, n, batch, st
     at = (
         sorted(set(data.draw(st.lists(st.integers(1, steps - 1), max_size=5)))) if steps > 1 else []
     )
-    log = [(s, data.draw(simplex)) for s in at]
+    # an update gives weight only where the schedule does (others are refused)
+    held = np.array(start) == 0
+    entries = (np.where(held, 0, data.draw(simplex)) for _ in at)
+    log = [(s, w.tolist() if w.any() else start) for s, w in zip(at, entries)]
     p = OnlinePlan(Mixture(weights=dict(zip(names, start))), global_batch_size=batch,
                    sizes=dict.fromkeys(names, 50))  # fmt: skip
     counts = np.cumsum(p.counts(0, steps, log=log), axis=0)
@@ -145,6 +148,42 @@ def test_bad_weights_are_refused_and_the_previous_ones_kept(weights, message):
     with pytest.raises(ValueError, match=message):
         s.commit(4, weights)
     assert s.plan is before and len(s.log) == 0
+
+
+def test_a_source_the_schedule_holds_at_0_is_refused_weight_and_enters_as_scheduled():
+    ramp = Phase(start_step=100, end_step=200, weights={"a": 0.5, "b": 0.3, "c": 0.2})
+    p = plan(mixture=Mixture(weights={"a": 0.7, "b": 0.3, "c": 0.0}, phases=[ramp]))
+    s = Stream(p)
+    # Before algorithm 2, c = 0.6 became 0 without a word, and any commit before the
+    # ramp kept c at 0 for the rest of the run.
+    with pytest.raises(ValueError, match=r"\{'c': 0\.6\} at step 10: the schedule holds "
+                       r"\['c'\] at 0 there.*give them weight 0"):  # fmt: skip
+        s.commit(10, {"a": 0.2, "b": 0.2, "c": 0.6})
+    assert len(s.log) == 0
+    with pytest.raises(ValueError, match="holds"):  # a log handed in is checked as well
+        p.counts(150, log=[(10, {"a": 0.2, "b": 0.2, "c": 0.6})])
+    s.commit(10, {"a": 0.5, "b": 0.5, "c": 0.0})
+    w = p.weights_at(np.array([10, 99, 200]), log=s.log)
+    assert w[0].round(12).tolist() == w[1].round(12).tolist() == [0.5, 0.5, 0.0]
+    tilt = np.array([0.5 / 0.7, 0.5 / 0.3, 1.0])  # c untilted: as the schedule raises it
+    expected = np.array([0.5, 0.3, 0.2]) * tilt
+    assert np.allclose(w[2], expected / expected.sum()) and w[2][2] > 0.15
+    counts = p.counts(300, log=s.log)[0]
+    assert counts[2] > 0
+
+
+def test_controllers_keep_a_source_held_at_0_there():
+    from annealmix.controllers import DoReMi, LossProportional
+
+    reference = {"a": 1.0, "b": 1.0, "c": 1.0}
+    for controller in (LossProportional(["a", "b", "c"], floor=0.05),
+                       DoReMi(["a", "b", "c"], reference=reference)):  # fmt: skip
+        w = controller.update({"a": 2.0, "b": 3.0}, {"a": 0.7, "b": 0.3, "c": 0.0})
+        assert w["c"] == 0.0 and abs(sum(w.values()) - 1) < 1e-12, (controller, w)
+        if isinstance(controller, LossProportional):
+            assert min(w["a"], w["b"]) >= 0.05
+        s = Stream(plan(mixture=Mixture(weights={"a": 0.7, "b": 0.3, "c": 0.0})))
+        s.commit(3, w)  # accepted
 
 
 def test_steps_handed_out_or_out_of_order_are_refused():

@@ -52,6 +52,46 @@ def test_any_draw_is_computed_directly():
     )
 
 
+def _z(statistic: float, df: int) -> float:
+    """A chi-square statistic as a standard normal deviate (Wilson-Hilferty)."""
+    return ((statistic / df) ** (1 / 3) - (1 - 2 / (9 * df))) / (2 / (9 * df)) ** 0.5
+
+
+def _uniformity(size: int, epochs: int, seed: int = 3) -> tuple[float, float]:
+    """z of the position x index counts and of the (first, second) pairs over
+    ``epochs`` shuffles of ``size`` samples; each near N(0, 1) when uniform."""
+    draws = np.arange(epochs * size)
+    perms = sample_indices("shuffle", draws, size=size, seed=seed, source_id=1)
+    perms = perms.reshape(epochs, size)
+    cells = np.bincount((np.arange(size) * size + perms).ravel(), minlength=size**2)
+    expected = epochs / size
+    # each epoch is a permutation matrix (fixed margins): Pearson's X^2 times
+    # (n - 1) / n has (n - 1)^2 degrees of freedom's mean
+    x2 = ((cells - expected) ** 2 / expected).sum() * (size - 1) / size
+    by_position = _z(x2, (size - 1) ** 2)
+    pairs = np.bincount(perms[:, 0] * size + perms[:, 1], minlength=size**2)
+    pairs = pairs[~np.eye(size, dtype=bool).ravel()]
+    expected = epochs / (size * (size - 1))
+    by_pair = ((pairs - expected) ** 2 / expected).sum()
+    return by_position, _z(by_pair, size * (size - 1) - 1)
+
+
+@pytest.mark.parametrize(
+    "sizes", [range(2, 34), range(34, 65), (65, 100, 127, 128, 129, 130, 200, 255, 257)]
+)
+def test_shuffles_are_uniform_at_small_sizes(sizes):
+    # Before algorithm version 2 a source of 5 samples put an index at a position
+    # with frequency 0.154 to 0.238 (z = 68 here); deterministic, so no flakes.
+    for size in sizes:
+        by_position, by_pair = _uniformity(size, 20_000)
+        assert abs(by_position) < 4.5 and abs(by_pair) < 4.5, (size, by_position, by_pair)
+
+
+def test_a_shuffle_of_a_thousand_is_uniform():
+    by_position, _ = _uniformity(1000, 12_000, seed=5)  # (too few pairs per cell to test)
+    assert abs(by_position) < 4.5, by_position
+
+
 def test_replacement_is_uniform():
     idx = sample_indices("replacement", np.arange(200_000), size=10, seed=0, source_id=0)
     counts = np.bincount(idx, minlength=10)
@@ -105,4 +145,20 @@ def test_indexed_batches_map_every_source_as_sample_indices_does(specs, seed, st
     for k, (order, size) in enumerate(specs):
         mine = batch.sources == k
         want = sample_indices(order, batch.draws[mine], size=size, seed=seed, source_id=k)
+        assert np.array_equal(batch.indices[mine], want)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.integers(1, 300), min_size=2, max_size=40), st.integers(0, 2**32),
+       st.integers(0, 50))  # fmt: skip
+def test_small_shuffled_sources_map_in_a_batch_as_alone(sizes, seed, start):
+    # Sizes up to 128 sort hashes per epoch, larger ones run the Feistel network;
+    # many epochs of each pass in one batch.
+    names = [f"s{i}" for i in range(len(sizes))]
+    plan = Plan(Mixture(weights=dict.fromkeys(names, 1.0)), global_batch_size=256, seed=seed,
+                sizes=dict(zip(names, sizes)))  # fmt: skip
+    batch = indexed(plan, plan.batches(start, 8))
+    for k, size in enumerate(sizes):
+        mine = batch.sources == k
+        want = sample_indices("shuffle", batch.draws[mine], size=size, seed=seed, source_id=k)
         assert np.array_equal(batch.indices[mine], want)

@@ -110,6 +110,38 @@ def test_state_is_small_versioned_json():
     }  # fmt: skip
 
 
+# As annealmix 0.1 (stream algorithm 1) wrote it: Stream(Plan(Mixture(weights={"web": 3.0,
+# "code": 1.0, "math": 1.0}), global_batch_size=8, sizes={"web": 100, "code": 50,
+# "math": 20})) after three steps.
+ALGORITHM_1_STATE = {
+    "version": 3, "step": 3, "micro": 0, "world_size": 1, "micro_batches": 1,
+    "counts": [15, 5, 4], "offset": None,
+    "plan": {"sources": "40b45bf7c59c0501", "weights": "3b3c9ffca31df99f",
+             "phases": "4f53cda18c2baa0c", "global_batch_size": "2c624232cdd22177",
+             "seed": "5feceb66ffc86f38", "mode": "9316fd5c0370b011",
+             "sizes": "ae445d1e11154349", "orders": "92c9980936b756ac",
+             "algorithm": "6b86b273ff34fce1"},
+    "check": "4bc640c8595696ef",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("replan", [False, True])
+def test_a_state_of_another_stream_algorithm_is_refused_naming_both(replan):
+    p = Plan(Mixture(weights={"web": 3.0, "code": 1.0, "math": 1.0}), global_batch_size=8,
+             sizes={"web": 100, "code": 50, "math": 20})  # fmt: skip
+    s = Stream(p)
+    with pytest.raises(ValueError, match=r"stream algorithm 1 \(annealmix 0\.1\).*algorithm 2 "
+                       r"\(annealmix 0\.2\).*pip install 'annealmix==0\.1\.\*'"):  # fmt: skip
+        s.load_state_dict(ALGORITHM_1_STATE, replan=replan)
+    assert s.step == 0
+    unknown = dict(ALGORITHM_1_STATE, plan=dict(ALGORITHM_1_STATE["plan"], algorithm="0" * 16))
+    with pytest.raises(ValueError, match="algorithm this annealmix does not know"):
+        s.load_state_dict(unknown)
+    s.take(3)  # the same plan, drawn by algorithm 2
+    mine, saved = s.state_dict()["plan"], ALGORITHM_1_STATE["plan"]
+    assert [k for k in mine if mine[k] != saved[k]] == ["algorithm"]
+
+
 def test_state_stays_under_a_kilobyte_for_64_sources_and_8_phases():
     names = [f"source_{i:02d}" for i in range(64)]
     rng = np.random.default_rng(0)

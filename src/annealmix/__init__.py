@@ -28,7 +28,7 @@ from .sources import TokenWindows
 from .stream import MicroBatch, Position, State, Stream
 from .tokens import TokenPlan
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "Batch",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+M1 = np.uint64(0xBF58476D1CE4E5B9)
+M2 = np.uint64(0x94D049BB133111EB)
 _MASK64 = (1 << 64) - 1
 
 
@@ -19,9 +19,9 @@ def mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64 finaliser on a uint64 array (returns a new array)."""
     x = np.asarray(x, dtype=np.uint64)
     x = x ^ (x >> np.uint64(30))
-    x *= _M1
+    x *= M1
     x ^= x >> np.uint64(27)
-    x *= _M2
+    x *= M2
     x ^= x >> np.uint64(31)
     return x
 

@@ -23,9 +23,8 @@ The last three *walk*: a step's counts depend on the deficits carried in, so whe
 a walk stands is a ``Point`` (step, counts, deficits) that a stream's state carries.
 
 A ``Plan`` is an immutable value: hashable, equal to any plan with the same
-fingerprint, safe to share between threads, and small to pickle (it pickles as its
-arguments). It keeps private caches of its replays (a plan looked up again walks on
-from where it stopped), guarded by a lock.
+fingerprint, thread-safe, and small to pickle (it pickles as its arguments). It
+keeps private caches of its replays (a plan looked up again walks on), under a lock.
 """
 
 from __future__ import annotations
@@ -52,15 +51,17 @@ MODES = ("exact", "random", "tokens", "online", "online tokens")
 _WALKS = ("tokens", "online", "online tokens")
 _ONLINE = ("online", "online tokens")
 _LENGTHS = ("tokens", "online tokens")
-# The global stream's algorithm: a new value changes every user's data, on purpose.
-ALGORITHM = 1
+# The global stream's algorithm: a new value changes every user's data, on purpose;
+# each ships in one release (named when a state of another is refused).
+ALGORITHM, RELEASES = 2, {1: "0.1", 2: "0.2"}
 _MAX_BATCH = 1 << 22
 # The parts of a plan a state names, in the order messages list them.
 PARTS = ("sources", "weights", "phases", "global_batch_size", "seed", "mode", "sizes", "orders",
          "algorithm")  # fmt: skip
 
 
-def _digest(value: Any) -> str:
+def digest(value: Any) -> str:
+    """A part's fingerprint: 16 hex digits of the SHA-256 of its JSON."""
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -130,16 +131,14 @@ class Plan:
             _validate.choice(f"order for source {n!r}", orders.get(n, "shuffle"), ORDERS)
             for n in names
         ))  # fmt: skip
-        sizes, lengths, digest = _validate.sizes_or_lengths(mode, mode in _LENGTHS, sizes,
-                                                            lengths, names)  # fmt: skip
-        put(self, "sizes", sizes)
-        put(self, "lengths", lengths)
-        put(self, "_lengths_digest", digest)
+        found = _validate.sizes_or_lengths(mode, mode in _LENGTHS, sizes, lengths, names)
+        for name, value in zip(("sizes", "lengths", "_lengths_digest"), found):
+            put(self, name, value)
         if mode in _ONLINE and self.sizes is None:
             raise ValueError(f'mode = "{mode}" needs sizes={{name: samples}} (or lengths=)')
         fingerprints = self._fingerprints(WeightLog(names))
         put(self, "fingerprints", fingerprints)
-        put(self, "fingerprint", _digest(dict(fingerprints)))
+        put(self, "fingerprint", digest(dict(fingerprints)))
         put(self, "_layout", layout(batch))
         put(self, "_lock", threading.RLock())
         put(self, "_walks", {})  # an online plan's counter and memo per log (its digest)
@@ -165,9 +164,9 @@ class Plan:
                     f'this plan is in mode "{self.mode}"'
                 )
             return WeightLog(self.mixture.sources)
-        if isinstance(log, WeightLog) and log.sources == self.mixture.sources:
+        if isinstance(log, WeightLog) and log.schedule == self.mixture:
             return log
-        return WeightLog(self.mixture.sources, () if log is None else log)
+        return WeightLog(self.mixture.sources, () if log is None else log, schedule=self.mixture)
 
     def _walk(self, log) -> tuple:
         """The counter and memo of a lookup under ``log`` (held with the lock)."""
@@ -240,7 +239,7 @@ class Plan:
             "phases": phases,
             **{k: spec[k] for k in PARTS[3:]},
         }
-        return MappingProxyType({k: _digest(v) for k, v in parts.items()})
+        return MappingProxyType({k: digest(v) for k, v in parts.items()})
 
     def spec(self) -> dict[str, Any]:
         """Everything that decides the stream, as plain JSON-able values."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _validate
-from .plan import PARTS
+from .plan import PARTS, RELEASES, digest
 
 __all__ = ["STATE_VERSION", "State"]
 
@@ -54,6 +54,13 @@ class State:
     deficits: tuple[int, ...] | None = None
     log: list[list[Any]] | None = None
     check: str | None = None
+
+    @property
+    def algorithm(self) -> int | None:
+        """The stream algorithm the saved plan drew with (``plan.ALGORITHM``);
+        ``None`` for one this annealmix does not know."""
+        mark = self.plan.get("algorithm")
+        return next((version for version in RELEASES if digest(version) == mark), None)
 
     @property
     def edited(self) -> bool:

@@ -42,7 +42,7 @@ from . import _validate
 from ._counting import step_counts
 from .batch import Batch
 from .order import indexed
-from .plan import Plan, Point
+from .plan import ALGORITHM, RELEASES, Plan, Point
 from .shard import Shard
 from .state import State
 
@@ -292,6 +292,8 @@ class Stream(Iterator[MicroBatch]):
         source starts at 0.
         """
         s = State.from_dict(state)
+        if s.algorithm != ALGORITHM:
+            raise ValueError(_other_algorithm(s.algorithm))
         if self.num_steps is not None and s.step > self.num_steps:
             raise ValueError(
                 f"state step {s.step} is past this stream's num_steps {self.num_steps}: it "
@@ -381,6 +383,21 @@ class Stream(Iterator[MicroBatch]):
         self._cache, self.log = None, log
         self.offset = offset if offset is not None and offset.any() else None
         self.position = Position(s.step, s.micro, at.counts, at.deficits)
+
+
+def _other_algorithm(version: int | None) -> str:
+    if version is None:
+        return (
+            "state was saved with a stream algorithm this annealmix does not know (by a "
+            f"newer release?); this one draws with algorithm {ALGORITHM} (annealmix "
+            f"{RELEASES[ALGORITHM]}); resume with the release that saved it"
+        )
+    return (
+        f"state was saved with stream algorithm {version} (annealmix {RELEASES[version]}); "
+        f"this annealmix draws with algorithm {ALGORITHM} (annealmix {RELEASES[ALGORITHM]}), "
+        "which hands out other samples from the same state, re-planned or not: finish that "
+        f"run with pip install 'annealmix=={RELEASES[version]}.*', or start it afresh"
+    )
 
 
 def _refuse_edited(s: State) -> None:

@@ -3,8 +3,10 @@
 From an entry's step on, the schedule is tilted so that the mixture at that step is
 the logged weights: ``w(t) = normalise(schedule(t) * m)``, ``m = weights /
 schedule(step)``. Under a constant schedule that is the logged weights themselves;
-under an anneal the learned tilt rides along it. A source the schedule gives weight
-0 stays at 0 (its tilt has nothing to scale).
+under an anneal the learned tilt rides along it. A source the schedule holds at 0
+at an entry's step keeps its scheduled weight (tilt 1): when the schedule raises it
+later, it enters as scheduled. An entry cannot give it weight there (nothing to
+scale): the log refuses that, naming the source.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class Tilted:
         self.tilts = []
         for step, weights in log:
             scheduled = base.weights_at(step)
-            tilt = np.divide(weights, scheduled, out=np.zeros_like(weights), where=scheduled > 0)
+            tilt = np.divide(weights, scheduled, out=np.ones_like(weights), where=scheduled > 0)
             self.tilts.append((step, tilt))
 
     def _tilt(self, weights: np.ndarray, tilt: np.ndarray) -> np.ndarray:
@@ -76,6 +78,8 @@ class WeightLog:
         sources: the plan's source names, in id order (weights are given by name
             or in this order).
         entries: entries to start from (a saved state's ``"log"``), checked.
+        schedule: the plan's ``Mixture``: an entry that gives weight to a source it
+            holds at 0 at the entry's step is refused (``Plan.weight_log`` gives it).
 
     Attributes:
         entries: the entries, ``(step, weights array)``.
@@ -83,14 +87,17 @@ class WeightLog:
             equal logs.
     """
 
-    __slots__ = ("sources", "entries", "digest")
+    __slots__ = ("sources", "entries", "digest", "schedule")
 
-    def __init__(self, sources: Sequence[str], entries: Sequence[tuple[int, Any]] = ()) -> None:
+    def __init__(
+        self, sources: Sequence[str], entries: Sequence[tuple[int, Any]] = (), *,
+        schedule: Mixture | None = None,
+    ) -> None:  # fmt: skip
         if isinstance(entries, WeightLog):
             entries = entries.to_list()
         if isinstance(entries, (str, bytes, Mapping)) or not isinstance(entries, Sequence):
             raise TypeError(f"log must be a list of (step, weights) entries, got {entries!r}")
-        self.sources = tuple(sources)
+        self.sources, self.schedule = tuple(sources), schedule
         self.entries: tuple[tuple[int, np.ndarray], ...] = ()
         self.digest = ""
         for i, entry in enumerate(entries):
@@ -112,6 +119,8 @@ class WeightLog:
                 "is append-only, one entry per step"
             )
         vec = _weights(f"log[{i}] (step {step})", weights, self.sources)
+        if self.schedule is not None:
+            _refuse_unscheduled(step, vec, self.schedule)
         digest = hashlib.blake2b(self.digest.encode(), digest_size=8)
         digest.update(np.int64(step).tobytes())
         digest.update(vec.tobytes())
@@ -129,7 +138,7 @@ class WeightLog:
 
     def copy(self) -> WeightLog:
         """A log with the same entries that appends on its own."""
-        out = WeightLog(self.sources)
+        out = WeightLog(self.sources, schedule=self.schedule)
         out.entries, out.digest = self.entries, self.digest
         return out
 
@@ -154,3 +163,17 @@ def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
         vec = vec / vec.sum()
     vec.flags.writeable = False
     return vec
+
+
+def _refuse_unscheduled(step: int, weights: np.ndarray, schedule: Mixture) -> None:
+    """Refuse weight for a source ``schedule`` holds at 0 at ``step``: a tilt scales
+    the schedule, so it would be 0 (and the others renormalised) without a word."""
+    scheduled = schedule.weights_at(step)
+    bad = {n: float(w) for n, w, z in zip(schedule.sources, weights, scheduled) if w > 0 and z == 0}
+    if bad:
+        raise ValueError(
+            f"weights {bad} at step {step}: the schedule holds {sorted(bad)} at 0 there, and "
+            "an update scales the schedule, which cannot give them weight; give them weight "
+            "0 (they follow the schedule when it raises them), or a schedule (Mixture "
+            "phases) that gives them weight from that step; the previous weights stay in force"
+        )
