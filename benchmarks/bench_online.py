@@ -148,8 +148,8 @@ def bound(trials: int, rng) -> list[str]:
     return [
         f"| {trials} random online mixtures | largest ahead | largest behind |",
         "|---|---|---|",
-        f"| 2 to 8 sources | {ahead:.6f} | {behind:.6f} |",
-        f"| of them, 2 sources | {two:.6f} | {two:.6f} |",
+        f"| 2 to 8 sources | {ahead:.9f} | {behind:.9f} |",
+        f"| of them, 2 sources | {two:.9f} | {two:.9f} |",
         "",
         "(samples; proven: ahead < 1, behind < 1 for two sources and < N - 1 for N)",
     ]

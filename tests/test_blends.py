@@ -43,7 +43,8 @@ def test_two_blends_become_one_anneal(pairs):
     assert plan.mixture.weights_at(199).round(2).tolist() == [0.5, 0.5]
 
 
-def test_blend_files_and_per_split_json(pairs):
+def test_blend_files_and_per_split_json(pairs, monkeypatch):
+    monkeypatch.chdir(pairs)  # relative prefixes: from the working directory, as Megatron
     (pairs / "args.txt").write_text("0.6 web_text_document\n0.4 code_text_document\n")
     weights, _ = read_blend_file(pairs / "args.txt", 10)
     assert weights == {"web_text_document": 0.6, "code_text_document": 0.4}
@@ -90,7 +91,43 @@ def test_prefixes_with_one_file_name_get_distinct_source_names(tmp_path):
         (tmp_path / folder).mkdir()
         write_megatron(tmp_path / folder / "web", [list(range(100))])
     weights, _ = read_blend("1 a/web 3 b/web", 10, base=tmp_path)
-    assert weights == {"web": 1.0, "web-2": 3.0}
+    assert weights == {"a/web": 1.0, "b/web": 3.0}
+    # the weights follow the paths: the same mix listed in another order is the same
+    # (by the order of the list, 'web' and 'web-2' swapped weights without a word)
+    swapped, _ = read_blend("3 b/web 1 a/web", 10, base=tmp_path)
+    assert swapped == weights
+    plans = [Plan(Mixture(weights=w), global_batch_size=8) for w in (weights, swapped)]
+    assert dict(zip(weights, plans[0].consumed(10))) == dict(zip(swapped, plans[1].consumed(10)))
+    write_megatron(tmp_path / "web", [list(range(100))])  # a file name alone stays short
+    three, _ = read_blend("1 a/web 1 b/web 1 web", 10, base=tmp_path)
+    assert list(three) == ["a/web", "b/web", "web"]
+    with pytest.raises(ValueError, match=r"lists 'a/web' twice \('a/web' and './a/web'\)"):
+        read_blend("1 a/web 3 ./a/web", 10, base=tmp_path)
+
+
+def test_relative_prefixes_are_read_from_the_working_directory(tmp_path, monkeypatch):
+    from annealmix.blends import read_file_list
+
+    (tmp_path / "data").mkdir()
+    write_megatron(tmp_path / "data" / "web#1", [list(range(100))])
+    listed = tmp_path / "lists" / "list.txt"
+    listed.parent.mkdir()
+    listed.write_text("# weight prefix corpus\n1 data/web#1 web  # a '#' inside a path stays\n")
+    monkeypatch.chdir(tmp_path)
+    weights, _, corpora = read_file_list(listed, 10)
+    assert weights == {"web/web#1": 1.0} and corpora == {"web": ["web/web#1"]}
+    # found next to the list but not from the working directory: the error says so
+    (tmp_path / "lists" / "data").mkdir()
+    write_megatron(tmp_path / "lists" / "data" / "code", [list(range(100))])
+    listed.write_text("1 data/web#1 web\n1 data/code code\n")
+    expected = r"list.txt:2: .*data/code.idx does not exist: relative prefixes are read from "
+    with pytest.raises(FileNotFoundError, match=expected + "the working directory.*next to"):
+        read_file_list(listed, 10)
+    monkeypatch.chdir(tmp_path / "lists")
+    with pytest.raises(FileNotFoundError, match=r"list.txt:1: .*web#1"):
+        read_file_list(listed, 10)
+    listed.write_text("1 data/code code\n")
+    assert read_file_list(listed, 10, base=tmp_path / "lists")[0] == {"code/code": 1.0}
 
 
 @pytest.mark.parametrize("split", ["969,30,1", "99,1,0", "1", "80,20", "98,2,0", "3,3,3"])
@@ -137,7 +174,8 @@ ALCF = """# weight prefix corpus, as ALCF's gen_file_list.py writes them
 """
 
 
-def test_a_data_file_list_honours_the_weights_of_the_files_inside_a_corpus(tmp_path):
+def test_a_data_file_list_honours_the_weights_of_the_files_inside_a_corpus(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     from annealmix import Stream
     from annealmix.blends import read_file_list, scale_corpora
 
@@ -174,8 +212,9 @@ def test_a_data_file_list_honours_the_weights_of_the_files_inside_a_corpus(tmp_p
         ("1 missing_text_document books\n", "missing_text_document"),
     ],
 )
-def test_bad_file_lists_say_where(tmp_path, text, message):
+def test_bad_file_lists_say_where(tmp_path, text, message, monkeypatch):
     from annealmix.blends import read_file_list
 
+    monkeypatch.chdir(tmp_path)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         read_file_list(file_list(tmp_path, text), 10)

@@ -6,17 +6,25 @@ Megatron names its training data with ``--data-path`` (or a file of the same wor
 ...``, weights and ``PREFIX`` of ``PREFIX.bin``/``PREFIX.idx`` pairs alternating, or
 prefixes alone, which Megatron weights by each dataset's size. ``read_blend`` gives
 the same blend as annealmix sources (each pair's documents packed into windows and
-reshuffled every epoch, as Megatron's GPT dataset does: ``annealmix.packing.Packed``,
-named by its file name) and starting weights, ready for a ``Mixture``; two blends of the same
-prefixes (an old and a new mix) become the start and a phase's target of one anneal.
+reshuffled every epoch, as Megatron's GPT dataset does: ``annealmix.packing.Packed``)
+and starting weights, ready for a ``Mixture``; two blends of the same prefixes (an
+old and a new mix) become the start and a phase's target of one anneal.
+
+A source is named by its file name, or, where two prefixes share it, by the
+shortest ending of their paths that tells them apart (``en/web``, ``de/web``):
+a name follows the path, never the order of the blend, so a weight follows its
+file from one blend to the other. A prefix listed twice is refused. Relative
+prefixes are read from the working directory, as Megatron and ALCF's
+Megatron-DeepSpeed read them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from . import _validate
@@ -87,17 +95,21 @@ def read_blend(
     data_path: str | Sequence[str],
     seq_len: int,
     *,
-    base: str | Path = ".",
+    base: str | Path | None = None,
     seed: int = 0,
     output: str = "tokens",
     split: str | None = None,
     subset: str = "train",
+    listed_in: str | Path | None = None,
 ) -> tuple[dict[str, float], dict[str, Packed]]:
-    """(weights, sources) of a Megatron ``--data-path``, sources named by file name.
+    """(weights, sources) of a Megatron ``--data-path``, sources named by their paths
+    (see the module doc).
 
     Weights are as given (relative), or, for prefixes alone, each dataset's windows
     of ``seq_len`` tokens, as Megatron weights an unweighted blend by size.
-    Relative prefixes are read from ``base``; ``seed`` keys the per-epoch document
+    Relative prefixes are read from ``base`` (default: the working directory; a
+    missing one that exists next to ``listed_in``, the file the blend came from, is
+    named so in the error); ``seed`` keys the per-epoch document
     orders and ``output`` is each window's form (``Packed``). With ``split``
     (Megatron's ``--split``, ``"969,30,1"``), each source holds only the documents
     of ``subset`` (``"train"``, ``"valid"`` or ``"test"``; ``split_bounds``).
@@ -133,19 +145,65 @@ def read_blend(
         pairs = [(None, prefix) for prefix in words]
     weights: dict[str, float] = {}
     sources: dict[str, Packed] = {}
-    for weight, prefix in pairs:
-        name = _unique(Path(prefix).name, sources)
-        sources[name] = _packed(prefix, name, base, seq_len, seed, output, split, subset)
+    names = _names([prefix for _, prefix in pairs], "the blend")
+    for (weight, prefix), name in zip(pairs, names):
+        path = _located(prefix, base, listed_in)
+        sources[name] = _packed(path, prefix, name, seq_len, seed, output, split, subset)
         weights[name] = _weight(prefix, len(sources[name]) if weight is None else weight)
     return weights, sources
 
 
+def _names(prefixes: Sequence[str], where: str) -> list[str]:
+    """Each prefix's name: its file name, or the shortest ending of its path that no
+    other prefix shares (so names follow paths, whatever the order)."""
+    paths = [PurePath(os.path.normpath(p.removesuffix(".bin").removesuffix(".idx")))
+             for p in prefixes]  # fmt: skip
+    seen: dict[PurePath, str] = {}
+    for prefix, path in zip(prefixes, paths):
+        if path in seen:
+            raise ValueError(
+                f"{where} lists {str(path)!r} twice ({seen[path]!r} and {prefix!r}); list it "
+                "once, with the weights added"
+            )
+        seen[path] = prefix
+    names = []
+    for path in paths:
+        depth = 1
+        while depth < len(path.parts) and any(
+            other != path and other.parts[-depth:] == path.parts[-depth:] for other in paths
+        ):
+            depth += 1
+        names.append("/".join(path.parts[-depth:]))
+    return names
+
+
+def _located(prefix: str, base: str | Path | None, listed_in: str | Path | None) -> Path:
+    """Where a prefix's pair is: as given when absolute, else under ``base`` (default:
+    the working directory); a missing pair that exists next to ``listed_in`` is
+    named in the error."""
+    path = Path(prefix)
+    if path.is_absolute():
+        return path
+    path = Path(base if base is not None else os.getcwd()) / prefix
+    stem = str(path).removesuffix(".bin").removesuffix(".idx")
+    if listed_in is not None and not Path(stem + ".idx").exists():
+        beside = Path(listed_in).parent / prefix
+        found = str(beside).removesuffix(".bin").removesuffix(".idx")
+        if Path(found + ".idx").exists():
+            raise FileNotFoundError(
+                f"{stem}.idx does not exist: relative prefixes are read from the working "
+                f"directory, as Megatron reads them, and {prefix!r} is next to "
+                f"{str(listed_in)!r} instead ({found}); run from {str(Path(listed_in).parent)!r} "
+                "or give absolute prefixes"
+            )
+    return path
+
+
 def _packed(
-    prefix: str, name: str, base: str | Path, seq_len: int, seed: int, output: str,
+    path: Path, prefix: str, name: str, seq_len: int, seed: int, output: str,
     split: str | None, subset: str,
 ) -> Packed:  # fmt: skip
     """One Megatron pair's documents (``subset`` of ``split``), packed."""
-    path = Path(prefix) if Path(prefix).is_absolute() else Path(base) / prefix
     docs = open_documents(str(path), "megatron", name=name)
     if split is not None:
         bounds = split_bounds(split, len(docs))
@@ -165,29 +223,23 @@ def _weight(prefix: str, weight: Any) -> float:
     return value
 
 
-def _unique(name: str, taken: dict[str, Any]) -> str:
-    if name not in taken:
-        return name
-    k = 2
-    while f"{name}-{k}" in taken:
-        k += 1
-    return f"{name}-{k}"
-
-
-def read_blend_file(path: str | Path, seq_len: int) -> tuple[dict[str, float], dict[str, Packed]]:
+def read_blend_file(
+    path: str | Path, seq_len: int, *, base: str | Path | None = None
+) -> tuple[dict[str, float], dict[str, Packed]]:
     """``read_blend`` of a ``--data-args-path`` file (the same words, whitespace-split);
-    relative prefixes are read from the file's folder."""
+    relative prefixes are read from ``base`` (default: the working directory)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"blend file {str(path)!r} does not exist")
-    return read_blend(path.read_text(), seq_len, base=path.parent)
+    return read_blend(path.read_text(), seq_len, base=base, listed_in=path)
 
 
 def read_split_blends(
-    path: str | Path, seq_len: int
+    path: str | Path, seq_len: int, *, base: str | Path | None = None
 ) -> dict[str, tuple[dict[str, float], dict[str, Packed]]]:
     """``read_blend`` per split of a ``--per-split-data-args-path`` JSON file
-    (``{"train": [...], "valid": [...], "test": [...]}``, each a blend's words)."""
+    (``{"train": [...], "valid": [...], "test": [...]}``, each a blend's words);
+    relative prefixes are read from ``base`` (default: the working directory)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"per-split blend file {str(path)!r} does not exist")
@@ -201,7 +253,7 @@ def read_split_blends(
     for split, words in splits.items():
         _validate.choice("split", split, ("test", "train", "valid"))
         if words:
-            out[split] = read_blend(words, seq_len, base=path.parent)
+            out[split] = read_blend(words, seq_len, base=base, listed_in=path)
     return out
 
 
@@ -213,12 +265,16 @@ def read_file_list(
     output: str = "tokens",
     split: str | None = None,
     subset: str = "train",
+    base: str | Path | None = None,
 ) -> tuple[dict[str, float], dict[str, Packed], dict[str, list[str]]]:
     """(weights, sources, corpora) of an ALCF / BlendCorpus data-file-list.
 
-    Each line is ``weight prefix corpus`` (``#`` starts a comment); relative
-    prefixes are read from the list's folder. Every file is a source of its own,
-    named ``corpus/file name``, with its listed weight, so the weights inside a
+    Each line is ``weight prefix corpus`` (a word that starts with ``#`` starts a
+    comment; a ``#`` inside a path is part of it); relative prefixes are read from
+    ``base`` (default: the working directory, as ALCF's Megatron-DeepSpeed reads
+    them). Every file is a source of its own, named ``corpus/file name`` (or
+    ``corpus/`` the shortest ending of its path that tells it from the corpus's
+    other files), with its listed weight, so the weights inside a
     corpus hold as listed (not in proportion to the files' sizes); ``corpora`` maps
     each corpus to its sources, in the list's order. ``scale_corpora`` gives the
     weights of another mix of the corpora, each corpus's files in their listed
@@ -230,21 +286,36 @@ def read_file_list(
         raise FileNotFoundError(f"data file list {str(path)!r} does not exist")
     if split is not None:
         _validate.choice("subset", subset, SPLITS)
-    weights: dict[str, float] = {}
-    sources: dict[str, Packed] = {}
-    corpora: dict[str, list[str]] = {}
+    lines = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
-        words = line.split("#", 1)[0].split()
-        if not words:
+        words = line.split()
+        cut = next((i for i, w in enumerate(words) if w.startswith("#")), len(words))
+        if not words[:cut]:
             continue
-        if len(words) != 3 or not _is_number(words[0]):
+        if cut != 3 or not _is_number(words[0]):
             raise ValueError(
                 f"{path}:{number}: expected 'weight prefix corpus', got {line.strip()!r}"
             )
-        weight, prefix, corpus = words
-        name = _unique(f"{corpus}/{Path(prefix).name}", sources)
-        sources[name] = _packed(prefix, name, path.parent, seq_len, seed, output, split, subset)
-        weights[name] = _weight(prefix, weight)
+        lines.append((number, *words[:3]))
+    by_corpus: dict[str, list[tuple[int, str]]] = {}
+    for number, _, prefix, corpus in lines:
+        by_corpus.setdefault(corpus, []).append((number, prefix))
+    named = {}
+    for corpus, listed in by_corpus.items():
+        where = f"{path}: corpus {corpus!r}"
+        for (number, _), name in zip(listed, _names([p for _, p in listed], where)):
+            named[number] = f"{corpus}/{name}"
+    weights: dict[str, float] = {}
+    sources: dict[str, Packed] = {}
+    corpora: dict[str, list[str]] = {}
+    for number, weight, prefix, corpus in lines:
+        name = named[number]
+        try:
+            located = _located(prefix, base, path)
+            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split, subset)
+            weights[name] = _weight(prefix, weight)
+        except (OSError, ValueError) as err:
+            raise type(err)(f"{path}:{number}: {err}") from None
         corpora.setdefault(corpus, []).append(name)
     if not sources:
         raise ValueError(f"{path}: the data file list names no files")
