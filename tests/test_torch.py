@@ -188,39 +188,60 @@ def test_mismatched_sources_are_refused():
 
 LAUNCHER_VARS = (
     "RANK", "WORLD_SIZE", "LOCAL_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID",
-    "PALS_RANKID", "PALS_LOCAL_RANKID", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
-    "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID",
+    "PALS_RANKID", "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK", "OMPI_COMM_WORLD_RANK",
+    "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_PROCID", "SLURM_NTASKS",
+    "SLURM_LOCALID",
 )  # fmt: skip
 
 
-def test_resolve_rank_prefers_arguments_then_environment(monkeypatch):
+@pytest.mark.parametrize(
+    ("env", "rank", "local"),
+    [
+        ({}, (0, 1), 0),
+        ({"SLURM_PROCID": 3, "SLURM_NTASKS": 8, "SLURM_LOCALID": 1}, (3, 8), 1),
+        ({"OMPI_COMM_WORLD_RANK": 5, "OMPI_COMM_WORLD_SIZE": 6,
+          "OMPI_COMM_WORLD_LOCAL_RANK": 2}, (5, 6), 2),
+        ({"PALS_RANKID": 4, "PMI_SIZE": 12, "PALS_LOCAL_RANKID": 0}, (4, 12), 0),
+        ({"PMI_RANK": 7, "PMI_SIZE": 12, "MPI_LOCALRANKID": 3}, (7, 12), 3),
+        # Cray PALS (Aurora, Polaris): PMI_RANK without MPI_LOCALRANKID; the local rank
+        # was 0 on every rank, so every rank took device 0
+        ({"PMI_RANK": 7, "PMI_SIZE": 12, "PALS_RANKID": 7, "PALS_LOCAL_RANKID": 3}, (7, 12), 3),
+        ({"PMI_RANK": 5, "PMI_SIZE": 12, "PMI_LOCAL_RANK": 1}, (5, 12), 1),
+        ({"RANK": 1, "WORLD_SIZE": 2, "LOCAL_RANK": 1, "PMI_RANK": 1, "PMI_SIZE": 2,
+          "MPI_LOCALRANKID": 1}, (1, 2), 1),  # agreeing launchers: torchrun's first
+        ({"RANK": 0, "WORLD_SIZE": 1}, (0, 1), 0),  # a single process needs no local rank
+    ],
+)  # fmt: skip
+def test_resolve_rank_reads_each_launcher(monkeypatch, env, rank, local):
     for var in LAUNCHER_VARS:
         monkeypatch.delenv(var, raising=False)
-    assert resolve_rank() == (0, 1) and resolve_local_rank() == 0
-    monkeypatch.setenv("SLURM_PROCID", "3")
-    monkeypatch.setenv("SLURM_NTASKS", "8")
-    monkeypatch.setenv("SLURM_LOCALID", "1")
-    assert resolve_rank() == (3, 8) and resolve_local_rank() == 1
-    monkeypatch.setenv("OMPI_COMM_WORLD_RANK", "5")
-    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "6")
-    monkeypatch.setenv("OMPI_COMM_WORLD_LOCAL_RANK", "2")
-    assert resolve_rank() == (5, 6) and resolve_local_rank() == 2  # Open MPI before SLURM
-    monkeypatch.setenv("PALS_RANKID", "4")
-    monkeypatch.setenv("PALS_LOCAL_RANKID", "0")
-    monkeypatch.setenv("PMI_SIZE", "12")
-    assert resolve_rank() == (4, 12) and resolve_local_rank() == 0  # MPICH under PALS
-    monkeypatch.setenv("PMI_RANK", "7")
-    monkeypatch.setenv("MPI_LOCALRANKID", "3")
-    assert resolve_rank() == (7, 12) and resolve_local_rank() == 3  # PMI
-    monkeypatch.setenv("RANK", "1")
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    monkeypatch.setenv("LOCAL_RANK", "1")
-    assert resolve_rank() == (1, 2) and resolve_local_rank() == 1  # torchrun's come first
+    for var, value in env.items():
+        monkeypatch.setenv(var, str(value))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # agreeing variables: no warning
+        assert resolve_rank() == rank and resolve_local_rank() == local
+
+
+def test_resolve_rank_prefers_arguments_and_refuses_what_the_environment_gets_wrong(monkeypatch):
+    for var in LAUNCHER_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in {"PMI_RANK": 1, "PMI_SIZE": 2, "MPI_LOCALRANKID": 1}.items():
+        monkeypatch.setenv(var, str(value))
+    monkeypatch.setenv("RANK", "0")  # a leftover of a one-process job script
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.warns(UserWarning, match="disagree: RANK=0 WORLD_SIZE=1 but PMI_RANK=1 PMI_SIZE=2"):
+        assert resolve_rank() == (0, 1)
     assert resolve_rank(0, 4) == (0, 4)
     with pytest.raises(ValueError, match="give both rank and world_size"):
         resolve_rank(rank=1)
+    monkeypatch.delenv("WORLD_SIZE")
+    monkeypatch.delenv("MPI_LOCALRANKID")
+    with pytest.raises(ValueError, match="PMI_RANK=1 PMI_SIZE=2 but no local rank.*device 0.*"
+                       "export LOCAL_RANK"):  # fmt: skip
+        resolve_local_rank()
+    monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "one")
-    with pytest.raises(ValueError, match="RANK='one'.* are not integers.*shard=annealmix.Shard"):
+    with pytest.raises(ValueError, match="RANK='one' is not an integer.*shard=annealmix.Shard"):
         resolve_rank()
     monkeypatch.setenv("RANK", "2")
     with pytest.raises(ValueError, match="RANK=2 is not a rank of WORLD_SIZE=2.*pass shard="):

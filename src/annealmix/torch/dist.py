@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,40 +16,53 @@ from ..shard import Shard
 __all__ = ["all_reduce_metrics", "resolve_local_rank", "resolve_rank", "resolve_shard"]
 
 # (rank, world size, local rank) variables, in the order launchers are tried, as ezpz
-# does: torchrun (and ezpz itself), MPICH/Intel MPI (PMI; MPICH's local rank), MPICH
-# under PALS (Aurora, Polaris: PALS numbers the ranks, PMI_SIZE counts them), Open
-# MPI, SLURM.
+# does: torchrun (and ezpz itself), MPICH/Intel MPI (PMI; the local rank from MPICH,
+# or from Cray PALS on Aurora and Polaris, which sets PMI_RANK but not
+# MPI_LOCALRANKID), PALS's own numbering, Open MPI, SLURM.
 _ENV = (
-    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
-    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
-    ("PALS_RANKID", "PMI_SIZE", "PALS_LOCAL_RANKID"),
-    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
-    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+    ("RANK", "WORLD_SIZE", ("LOCAL_RANK",)),
+    ("PMI_RANK", "PMI_SIZE", ("MPI_LOCALRANKID", "PALS_LOCAL_RANKID", "PMI_LOCAL_RANK")),
+    ("PALS_RANKID", "PMI_SIZE", ("PALS_LOCAL_RANKID", "PMI_LOCAL_RANK")),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", ("OMPI_COMM_WORLD_LOCAL_RANK",)),
+    ("SLURM_PROCID", "SLURM_NTASKS", ("SLURM_LOCALID",)),
 )
+_SHARD = "pass shard=annealmix.Shard(global_batch_size=..., rank=..., world_size=...)"
+_FIX = f"fix the launcher or {_SHARD}"
 
 
-def _launcher() -> tuple[int, int, int] | None:
-    """(rank, world size, local rank) from the first launcher whose variables are set."""
-    for rank_var, size_var, local_var in _ENV:
+def _integer(var: str) -> int:
+    try:
+        return int(os.environ[var])
+    except ValueError:
+        value = os.environ[var]
+        raise ValueError(f"environment {var}={value!r} is not an integer; {_FIX}") from None
+
+
+def _launcher() -> tuple[int, int, int | None, str] | None:
+    """(rank, world size, local rank or None, the variables read) from the first
+    launcher whose variables are set; warns when another launcher's disagree."""
+    found = []
+    for rank_var, size_var, local_vars in _ENV:
         if rank_var in os.environ and size_var in os.environ:
-            names = (rank_var, size_var, local_var)
-            values = [os.environ.get(v, "0" if v == local_var else "") for v in names]
-            try:
-                rank, world, local = (int(v) for v in values)
-            except ValueError:
-                shown = ", ".join(f"{v}={os.environ.get(v)!r}" for v in names if v in os.environ)
-                raise ValueError(
-                    f"environment {shown} are not integers; fix the launcher or pass "
-                    f"shard=annealmix.Shard(global_batch_size=..., rank=..., world_size=...)"
-                ) from None
+            rank, world = _integer(rank_var), _integer(size_var)
             if not 0 <= rank < world:
                 raise ValueError(
-                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; fix "
-                    "the launcher or pass shard=annealmix.Shard(global_batch_size=..., rank=..., "
-                    "world_size=...)"
+                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; {_FIX}"
                 )
-            return rank, world, local
-    return None
+            local_var = next((v for v in local_vars if v in os.environ), None)
+            local = None if local_var is None else _integer(local_var)
+            found.append((rank, world, local, f"{rank_var}={rank} {size_var}={world}"))
+    if not found:
+        return None
+    other = next((f for f in found[1:] if f[:2] != found[0][:2]), None)
+    if other is not None:
+        warnings.warn(
+            f"launcher variables disagree: {found[0][3]} but {other[3]}; using the first (a "
+            "leftover RANK/WORLD_SIZE in a job script overrides the MPI launcher's world). "
+            f"Unset the stale ones, or {_SHARD}",
+            stacklevel=3,
+        )
+    return found[0]
 
 
 def resolve_rank(
@@ -78,9 +92,23 @@ def resolve_rank(
 def resolve_local_rank() -> int:
     """This process's rank on its node (for the device it should use), from the same
     launcher variables as ``resolve_rank`` (``LOCAL_RANK``, ``MPI_LOCALRANKID``,
-    ``PALS_LOCAL_RANKID``, ``OMPI_COMM_WORLD_LOCAL_RANK``, ``SLURM_LOCALID``); 0 alone."""
+    ``PALS_LOCAL_RANKID``, ``PMI_LOCAL_RANK``, ``OMPI_COMM_WORLD_LOCAL_RANK``,
+    ``SLURM_LOCALID``); 0 alone. A launcher that gives a world of several ranks but
+    no local rank is refused: every rank would take device 0."""
     found = _launcher()
-    return 0 if found is None else found[2]
+    if found is None:
+        return 0
+    rank, world, local, read = found
+    if local is None:
+        if world == 1:
+            return 0
+        tried = [v for _, _, local_vars in _ENV for v in local_vars]
+        raise ValueError(
+            f"the launcher sets {read} but no local rank ({', '.join(dict.fromkeys(tried))}): "
+            "every rank would take device 0; export LOCAL_RANK (the rank on its node) in the "
+            "job script"
+        )
+    return local
 
 
 def resolve_shard(global_batch_size: int, *, micro_batches: int = 1, group: Any = None) -> Shard:
