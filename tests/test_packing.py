@@ -1,5 +1,7 @@
 """Packing: per-epoch document shuffles, windows by random access, the sample dict."""
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -80,7 +82,7 @@ def test_random_access_reads_what_a_walk_reads(lengths, seq_len, picks):
 def test_the_sample_dict_restarts_positions_and_masks_document_ends():
     eos = 0
     docs = numbered([3, 7, 2, 20, 5], eos=eos)
-    p = Packed(docs, 12, output="dict", eod_mask_loss=True, seed=2)
+    p = Packed(docs, 12, output="dict", eod_mask_loss=True, reset_position_ids=True, seed=2)
     for w in range(8):
         s = p.window(w)
         tokens, labels = s["tokens"], s["labels"]
@@ -92,9 +94,14 @@ def test_the_sample_dict_restarts_positions_and_masks_document_ends():
         assert np.array_equal(s["position_ids"] == 0, starts)
         assert np.array_equal(np.diff(s["document_ids"]) == 1, starts[1:])
         assert s["position_ids"].dtype == np.int64 and s["loss_mask"].dtype == np.float32
-    plain = Packed(docs, 12, output="dict", reset_position_ids=False)
+    plain = Packed(docs, 12, output="dict")  # Megatron's defaults: every switch off
     assert plain.window(3)["position_ids"].tolist() == list(range(12))
-    assert plain.window(3)["loss_mask"].all()
+    assert plain.window(3)["loss_mask"].all() and "attention_mask" not in plain.window(3)
+    with pytest.raises(ValueError, match=r'eod_mask_loss shape Megatron\'s sample dict, and '
+                       r'output = "tokens" gives token windows; give output = "dict"'):  # fmt: skip
+        Packed(docs, 12, eod_mask_loss=True)
+    with pytest.raises(TypeError, match="reset_position_ids must be true or false, got 'yes'"):
+        Packed(docs, 12, output="dict", reset_position_ids="yes")
 
 
 def test_cu_seqlens_for_varlen_attention():
@@ -347,22 +354,64 @@ def test_a_hugging_face_stream_packs_the_same_in_every_worker():
         assert seen == 24
 
 
-def test_the_sample_dict_is_what_megatron_computes_from_the_same_tokens():
+SWITCHES = [dict(zip(("reset_position_ids", "reset_attention_mask", "eod_mask_loss"), bits))
+            for bits in itertools.product([False, True], repeat=3)]  # fmt: skip
+
+
+@pytest.mark.parametrize("switches", SWITCHES)
+def test_the_sample_dict_is_what_megatron_computes_from_the_same_tokens(switches):
     """Megatron-core's own mask and position builder, on each packed window's tokens
-    (documents ending in EOD, as its preprocessing writes them), agrees with the dict."""
+    (documents ending in EOD, as its preprocessing writes them), agrees with the
+    dict, window by window, for every setting of its three switches; and so does
+    MegatronDataset over windows of tokens, from the EOD id as Megatron finds them."""
     torch = pytest.importorskip("torch")
     gpt = pytest.importorskip("megatron.core.datasets.gpt_dataset")
-    eod = 0
-    p = Packed(numbered([5, 31, 2, 64, 9, 17] * 6, eos=eod), 24, output="dict", eod_mask_loss=True)
+    from annealmix import TokenWindows
+    from annealmix.torch.megatron import MegatronDataset
+
+    eod, seq_len = 0, 24
+    docs = numbered([5, 31, 2, 64, 9, 17] * 6, eos=eod)
+    p = Packed(docs, seq_len, output="dict", **switches)
     batch = p.windows(np.arange(3 * len(p)))  # three epochs
-    for j in range(len(batch["tokens"])):
-        tokens = torch.from_numpy(batch["tokens"][j])
-        _, loss_mask, position_ids = gpt._get_ltor_masks_and_position_ids(
-            tokens, eod, reset_position_ids=True, reset_attention_mask=False,
-            eod_mask_loss=True, create_attention_mask=False,
-        )  # fmt: skip
-        assert loss_mask.tolist() == batch["loss_mask"][j].tolist()
-        assert position_ids.tolist() == batch["position_ids"][j].tolist()
+    flat = np.concatenate(docs)
+    windows = TokenWindows(flat, seq_len)
+    plan = Plan(Mixture(weights={"w": 1.0}), global_batch_size=4, sizes={"w": len(windows)})
+    ds = MegatronDataset({"w": windows}, plan, num_steps=8, eod_token=eod, **switches)
+    samples = [(batch["tokens"][j], {k: v[j] for k, v in batch.items()})
+               for j in range(len(batch["tokens"]))]  # fmt: skip
+    samples += [(ds[i]["tokens"].numpy(), {k: v.numpy() for k, v in ds[i].items()})
+                for i in range(len(ds))]  # fmt: skip
+    for tokens, sample in samples:
+        mask, loss_mask, position_ids = gpt._get_ltor_masks_and_position_ids(
+            torch.from_numpy(tokens), eod, create_attention_mask=True, **switches
+        )
+        assert loss_mask.tolist() == sample["loss_mask"].tolist()
+        assert position_ids.tolist() == sample["position_ids"].tolist()
+        if switches["reset_attention_mask"]:
+            assert mask.tolist() == sample["attention_mask"].tolist()
+        else:  # Megatron's plain causal mask: the attention kernel's own
+            assert "attention_mask" not in sample
+
+
+def test_megatron_switches_given_twice_must_agree():
+    from annealmix.torch.megatron import MegatronDataset
+
+    p = Packed(numbered([40, 30]), 8, output="dict", eod_mask_loss=True, name="web")
+    plan = Plan(Mixture(weights={"web": 1.0}), global_batch_size=2, sizes={"web": len(p)})
+    agreeing = MegatronDataset({"web": p}, plan, num_steps=2, eod_mask_loss=True)
+    source, index, epoch = agreeing.locate(0)
+    assert agreeing[0]["loss_mask"].tolist() == p.read([epoch], [index])["loss_mask"][0].tolist()
+    expected = r"web is a Packed source built with .*'eod_mask_loss': True.*not "
+    with pytest.raises(ValueError, match=expected + r".*Packed\(\.\.\., eod_mask_loss=False\)"):
+        MegatronDataset({"web": p}, plan, num_steps=2, eod_mask_loss=False)
+    from annealmix import TokenWindows
+
+    windows = {"web": TokenWindows(np.arange(100), 8)}
+    plan = Plan(Mixture(weights={"web": 1.0}), global_batch_size=2, sizes={"web": 12})
+    with pytest.raises(ValueError, match=r"\['eod_mask_loss'\] find documents by their end: give "
+                       "eod_token"):  # fmt: skip
+        MegatronDataset(windows, plan, num_steps=2, eod_mask_loss=True)
+
 
 
 def test_documents_that_would_pass_for_data_are_refused(tmp_path):

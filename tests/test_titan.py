@@ -22,7 +22,7 @@ SEQ = 16
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
 
 
-def write_mix(tmp_path, output="dict", batch=8):
+def write_mix(tmp_path, output="dict", batch=8, extra=""):
     rng = np.random.default_rng(0)
     for name, (low, high) in {"web": (5, 60), "code": (30, 200)}.items():
         docs = [np.append(rng.integers(1, 999, n - 1), 0) for n in rng.integers(low, high, 80)]
@@ -30,7 +30,7 @@ def write_mix(tmp_path, output="dict", batch=8):
     source = 'path = "{0}.bin"\nformat = "nanogpt"\neos_id = 0\nseq_len = ' + f"{SEQ}\n"
     path = tmp_path / "mix.toml"
     path.write_text(
-        f'global_batch_size = {batch}\nnum_steps = 12\nseed = 3\noutput = "{output}"\n'
+        f'global_batch_size = {batch}\nnum_steps = 12\nseed = 3\noutput = "{output}"\n{extra}'
         f"[sources.web]\nweight = 0.8\n{source.format('web')}"
         f"[sources.code]\nweight = 0.2\n{source.format('code')}"
         "[[phases]]\nstart_step = 2\nend_step = 9\nweights = { code = 1 }\n"
@@ -71,16 +71,20 @@ def test_it_is_torchtitans_dataloader_and_covers_the_global_stream(tmp_path):
             assert sorted(got) == sorted(expect)  # the ranks' micro-batches tile the batch
 
 
-def test_positions_restart_per_document_and_masked_targets_are_ignored(tmp_path):
+def test_megatrons_switches_reach_the_positions_and_the_ignored_targets(tmp_path):
     inputs, labels = next(iter(build(write_mix(tmp_path), 1, 0, local=8)))
-    positions = inputs["positions"]
+    assert (inputs["positions"] == torch.arange(SEQ)).all()  # Megatron's defaults: off
+    assert (labels == IGNORE_INDEX).sum() == 0  # packing leaves no padding to ignore
+    extra = "reset_position_ids = true\neod_mask_loss = true\n"
+    inputs, labels = next(iter(build(write_mix(tmp_path, extra=extra), 1, 0, local=8)))
+    positions, eod = inputs["positions"], inputs["input"] == 0
     assert (positions[:, 1:] - positions[:, :-1] != 1).any()  # a document starts mid-window
-    assert (positions[:, 0] >= 0).all()
+    assert torch.equal(positions[:, 1:] == 0, eod[:, :-1])  # ... after each EOD
+    assert torch.equal(labels == IGNORE_INDEX, eod)  # no loss on the EOD's target
     tokens_view = build(write_mix(tmp_path, output="tokens"), 1, 0, local=8)
     plain, targets = next(iter(tokens_view))
     assert set(plain) == {"input"}
     assert torch.equal(plain["input"][:, 1:], targets[:, :-1])
-    assert (labels == IGNORE_INDEX).sum() == 0  # packing leaves no padding to ignore
 
 
 def test_the_state_is_one_key_saved_once_and_resumes_on_another_dp_degree(tmp_path):

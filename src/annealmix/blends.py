@@ -29,7 +29,7 @@ from typing import Any
 
 from . import _validate
 from .documents import open_documents
-from .packing import Packed
+from .packing import MEGATRON_FLAGS, Packed, check_flags
 
 __all__ = [
     "SPLITS",
@@ -101,6 +101,7 @@ def read_blend(
     split: str | None = None,
     subset: str = "train",
     listed_in: str | Path | None = None,
+    **megatron: bool,
 ) -> tuple[dict[str, float], dict[str, Packed]]:
     """(weights, sources) of a Megatron ``--data-path``, sources named by their paths
     (see the module doc).
@@ -113,7 +114,11 @@ def read_blend(
     orders and ``output`` is each window's form (``Packed``). With ``split``
     (Megatron's ``--split``, ``"969,30,1"``), each source holds only the documents
     of ``subset`` (``"train"``, ``"valid"`` or ``"test"``; ``split_bounds``).
+    ``megatron`` takes Megatron's switches by their names, off by default as there:
+    ``reset_position_ids``, ``reset_attention_mask``, ``eod_mask_loss`` (``Packed``;
+    they need ``output="dict"``).
     """
+    _check_megatron(megatron, output)
     if split is not None:
         _validate.choice("subset", subset, SPLITS)
     words = _words(data_path)
@@ -148,7 +153,8 @@ def read_blend(
     names = _names([prefix for _, prefix in pairs], "the blend")
     for (weight, prefix), name in zip(pairs, names):
         path = _located(prefix, base, listed_in)
-        sources[name] = _packed(path, prefix, name, seq_len, seed, output, split, subset)
+        sources[name] = _packed(path, prefix, name, seq_len, seed, output, split, subset,
+                                megatron)  # fmt: skip
         weights[name] = _weight(prefix, len(sources[name]) if weight is None else weight)
     return weights, sources
 
@@ -199,9 +205,16 @@ def _located(prefix: str, base: str | Path | None, listed_in: str | Path | None)
     return path
 
 
+def _check_megatron(megatron: dict[str, bool], output: str) -> None:
+    unknown = sorted(set(megatron) - set(MEGATRON_FLAGS))
+    if unknown:
+        raise TypeError(f"unknown options {unknown}; Megatron's switches are {MEGATRON_FLAGS}")
+    check_flags(megatron, output, "the blend")
+
+
 def _packed(
     path: Path, prefix: str, name: str, seq_len: int, seed: int, output: str,
-    split: str | None, subset: str,
+    split: str | None, subset: str, megatron: dict[str, bool],
 ) -> Packed:  # fmt: skip
     """One Megatron pair's documents (``subset`` of ``split``), packed."""
     docs = open_documents(str(path), "megatron", name=name)
@@ -213,7 +226,7 @@ def _packed(
                 "part; give that part a size, or more documents"
             )
         docs = docs.subset(*bounds[subset])
-    return Packed(docs, seq_len, seed=seed, name=name, output=output)
+    return Packed(docs, seq_len, seed=seed, name=name, output=output, **megatron)
 
 
 def _weight(prefix: str, weight: Any) -> float:
@@ -224,22 +237,24 @@ def _weight(prefix: str, weight: Any) -> float:
 
 
 def read_blend_file(
-    path: str | Path, seq_len: int, *, base: str | Path | None = None
+    path: str | Path, seq_len: int, *, base: str | Path | None = None, **options: Any
 ) -> tuple[dict[str, float], dict[str, Packed]]:
     """``read_blend`` of a ``--data-args-path`` file (the same words, whitespace-split);
-    relative prefixes are read from ``base`` (default: the working directory)."""
+    relative prefixes are read from ``base`` (default: the working directory);
+    ``options`` are ``read_blend``'s."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"blend file {str(path)!r} does not exist")
-    return read_blend(path.read_text(), seq_len, base=base, listed_in=path)
+    return read_blend(path.read_text(), seq_len, base=base, listed_in=path, **options)
 
 
 def read_split_blends(
-    path: str | Path, seq_len: int, *, base: str | Path | None = None
+    path: str | Path, seq_len: int, *, base: str | Path | None = None, **options: Any
 ) -> dict[str, tuple[dict[str, float], dict[str, Packed]]]:
     """``read_blend`` per split of a ``--per-split-data-args-path`` JSON file
     (``{"train": [...], "valid": [...], "test": [...]}``, each a blend's words);
-    relative prefixes are read from ``base`` (default: the working directory)."""
+    relative prefixes are read from ``base`` (default: the working directory);
+    ``options`` are ``read_blend``'s."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"per-split blend file {str(path)!r} does not exist")
@@ -253,7 +268,7 @@ def read_split_blends(
     for split, words in splits.items():
         _validate.choice("split", split, ("test", "train", "valid"))
         if words:
-            out[split] = read_blend(words, seq_len, base=base, listed_in=path)
+            out[split] = read_blend(words, seq_len, base=base, listed_in=path, **options)
     return out
 
 
@@ -266,6 +281,7 @@ def read_file_list(
     split: str | None = None,
     subset: str = "train",
     base: str | Path | None = None,
+    **megatron: bool,
 ) -> tuple[dict[str, float], dict[str, Packed], dict[str, list[str]]]:
     """(weights, sources, corpora) of an ALCF / BlendCorpus data-file-list.
 
@@ -278,9 +294,10 @@ def read_file_list(
     corpus hold as listed (not in proportion to the files' sizes); ``corpora`` maps
     each corpus to its sources, in the list's order. ``scale_corpora`` gives the
     weights of another mix of the corpora, each corpus's files in their listed
-    ratios: the target of an anneal. ``seed``, ``output``, ``split`` and
-    ``subset`` are as for ``read_blend``.
+    ratios: the target of an anneal. ``seed``, ``output``, ``split``, ``subset``
+    and Megatron's switches (``megatron``) are as for ``read_blend``.
     """
+    _check_megatron(megatron, output)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"data file list {str(path)!r} does not exist")
@@ -312,7 +329,8 @@ def read_file_list(
         name = named[number]
         try:
             located = _located(prefix, base, path)
-            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split, subset)
+            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split,
+                                    subset, megatron)  # fmt: skip
             weights[name] = _weight(prefix, weight)
         except (OSError, ValueError) as err:
             raise type(err)(f"{path}:{number}: {err}") from None

@@ -12,6 +12,9 @@
                                 # window of one seq_len, else "samples"
     output = "tokens"           # a sample: its seq_len + 1 tokens, or "dict" (Megatron's
                                 # tokens, labels, loss_mask, position_ids; document_ids)
+    reset_position_ids = false  # Megatron's switches of the dict of packed sources, by
+    reset_attention_mask = false  # its names and with its defaults (annealmix.packing)
+    eod_mask_loss = false
 
     [sources.web]               # one table per source, in id order
     weight = 0.8                # starting weight (relative)
@@ -56,7 +59,7 @@ import numpy as np
 
 from . import _validate
 from .mixture import Mixture, Phase
-from .packing import check_options
+from .packing import MEGATRON_FLAGS, check_flags, check_options
 from .plan import ORDERS
 
 __all__ = [
@@ -69,7 +72,7 @@ __all__ = [
 ]
 
 _TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "unit",
-        "output", "sources", "phases")  # fmt: skip
+        "output", *MEGATRON_FLAGS, "sources", "phases")  # fmt: skip
 _SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len",
            "vocab_size", "eos_id", "pack", "truncate")  # fmt: skip
 UNITS = ("samples", "tokens")
@@ -153,6 +156,8 @@ class MixConfig:
             sample's share is its token share, exactly), else samples.
         output: a sample as ``"tokens"`` (its ``seq_len + 1`` token ids) or ``"dict"``
             (Megatron's sample dict, with ``document_ids``; unpacked sources need it).
+        reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's switches
+            of the packed sources' dict (``annealmix.packing.Packed``), off as there.
         base: the folder relative source paths are read from (the config's).
     """
 
@@ -166,7 +171,15 @@ class MixConfig:
     warn_epochs: float = 4.0
     unit: str | None = None
     output: str = "tokens"
+    reset_position_ids: bool = False
+    reset_attention_mask: bool = False
+    eod_mask_loss: bool = False
     base: Path = field(default=Path("."), compare=False)
+
+    @property
+    def megatron(self) -> dict[str, bool]:
+        """Megatron's switches as ``annealmix.packing.open_source`` takes them."""
+        return {flag: getattr(self, flag) for flag in MEGATRON_FLAGS}
 
     def __post_init__(self) -> None:
         _validate.integer("num_steps", self.num_steps, minimum=1)
@@ -175,6 +188,7 @@ class MixConfig:
         _validate.choice("mode", self.mode, ("exact", "random"))
         _validate.choice("order", self.order, ORDERS)
         _validate.choice("output", self.output, ("dict", "tokens"))
+        check_flags(self.megatron, self.output, "the config")
         if self.unit is not None:
             _validate.choice("unit", self.unit, UNITS)
         if self.unit == "tokens":
@@ -370,6 +384,7 @@ def config_from_dict(
         warn_epochs=raw.get("warn_epochs", 4.0),
         unit=raw.get("unit"),
         output=output,
+        **{flag: raw[flag] for flag in MEGATRON_FLAGS if flag in raw},
         base=base,
     )
 
@@ -407,6 +422,7 @@ def dump_config(config: MixConfig) -> str:
         f"order = {_value(config.order)}",
         f"warn_epochs = {_value(config.warn_epochs)}",
         f"output = {_value(config.output)}",
+        *(f"{flag} = {_value(on)}" for flag, on in config.megatron.items() if on),
     ]
     if config.unit is not None:
         lines.append(f"unit = {_value(config.unit)}")

@@ -73,6 +73,7 @@ def open_config(config, *, check_budget: bool = True) -> Opened:
                 seed=config.seed, eos_id=spec.eos_id, pack=spec.pack is not False,
                 output=config.output, dtype=spec.dtype or "uint16",
                 vocab_size=spec.vocab_size, truncate=bool(spec.truncate),
+                **(config.megatron if spec.pack is not False else {}),
             )  # fmt: skip
         except (ValueError, FileNotFoundError) as err:
             message = str(err).removeprefix(f"{spec.name}: ")

@@ -21,9 +21,8 @@ Random access without materialising an epoch: window ``w`` starts at token
 table of cumulative token counts per block of 64 permuted documents (8 bytes per
 64 documents, 0.125 bytes per document), built once per epoch in one vectorised pass
 and kept for the last few epochs used, so memory does not grow with the number of
-epochs; the documents of one block are then re-permuted (a Feistel network, O(1)
-each) to find the exact one. Megatron's GPT dataset spends 4 bytes per document and
-epoch (its document index) and 12 to 16 per sample (sample and shuffle indices).
+epochs; the documents of one block are then re-permuted (``annealmix.order``'s
+shuffle) to find the exact one.
 
 ``Padded`` is the "no packing" mode for fine-tuning data: one document per sample,
 padded (or truncated) to ``seq_len + 1``, the padding masked out of the loss.
@@ -46,18 +45,13 @@ from .files import FORMATS
 from .order import range_indices, sample_indices
 from .sources import batch_row, every_item, open_token_source
 
-__all__ = [
-    "OUTPUTS",
-    "Packed",
-    "PackedStream",
-    "Padded",
-    "check_options",
-    "cu_seqlens",
-    "name_key",
-    "open_source",
-]
+__all__ = ["MEGATRON_FLAGS", "OUTPUTS", "Packed", "PackedStream", "Padded", "check_flags",
+           "check_options", "cu_seqlens", "name_key", "open_source"]  # fmt: skip
 
 OUTPUTS = ("dict", "tokens")
+# Megatron's switches for the sample dict, by its names (--reset-position-ids, ...),
+# with its defaults: all off.
+MEGATRON_FLAGS = ("reset_position_ids", "reset_attention_mask", "eod_mask_loss")
 _BLOCK = 64  # permuted documents per entry of an epoch's table
 _TABLE_CHUNK = 1 << 20  # documents an epoch's table is built from at once
 _EPOCHS_KEPT = 4  # epoch tables a source keeps (a window spans at most two epochs)
@@ -86,10 +80,20 @@ class Packed:
             of the window each input token belongs to, from 0) for attention that
             stays within documents (see ``cu_seqlens``).
         reset_position_ids: ``position_ids`` restart at 0 at each document's first
-            token (and at the window's start), as Megatron's ``--reset-position-ids``.
+            token (and at the window's start), as Megatron's ``--reset-position-ids``
+            (off by default, as there).
+        reset_attention_mask: add Megatron's ``attention_mask`` (``--reset-attention-mask``):
+            ``(1, seq_len, seq_len)`` booleans, True where a token may not attend
+            (later tokens, earlier documents). ``seq_len**2`` bytes per window; the
+            ``document_ids`` (``cu_seqlens``) say the same in ``seq_len`` ints.
         eod_mask_loss: mask the loss of each document's last token, whose target is
             another document's first token (Megatron's ``--eod-mask-loss``, found
             from the document boundaries, so no EOS id is needed).
+
+        Megatron finds documents by their EOD token; these by the boundaries, which
+        agree where each document ends in one EOD (Megatron's preprocessing with
+        ``--append-eod``; tested against megatron-core's own builder). The
+        switches shape the sample dict: they need ``output="dict"``.
     """
 
     def __init__(
@@ -101,7 +105,8 @@ class Packed:
         key: int | None = None,
         name: str = "packed",
         output: str = "tokens",
-        reset_position_ids: bool = True,
+        reset_position_ids: bool = False,
+        reset_attention_mask: bool = False,
         eod_mask_loss: bool = False,
     ) -> None:
         self.documents: Documents = documents_of(documents, name=name)
@@ -110,8 +115,9 @@ class Packed:
         self.key = name_key(name) if key is None else _validate.integer("key", key, minimum=0)
         self.name = name
         self.output = _validate.choice("output", output, OUTPUTS)
-        self.reset_position_ids = bool(reset_position_ids)
-        self.eod_mask_loss = bool(eod_mask_loss)
+        flags = (reset_position_ids, reset_attention_mask, eod_mask_loss)
+        check_flags(dict(zip(MEGATRON_FLAGS, flags)), self.output, name)
+        self.reset_position_ids, self.reset_attention_mask, self.eod_mask_loss = flags
         self.num_tokens = self.documents.num_tokens
         if self.num_tokens < self.seq_len + 1:
             raise ValueError(
@@ -266,13 +272,18 @@ class Packed:
             end = slot + counts - 1
             inside = end < s
             loss_mask[owner[inside], end[inside]] = 0.0
-        return {
+        out = {
             "tokens": tokens[:, :-1],
             "labels": tokens[:, 1:],
             "loss_mask": loss_mask,
             "position_ids": np.ascontiguousarray(position_ids[:, :-1], dtype=np.int64),
             "document_ids": np.ascontiguousarray(document_ids[:, :-1]),
         }
+        if self.reset_attention_mask:
+            ids = out["document_ids"]
+            later = np.triu(np.ones((s, s), dtype=bool), 1)
+            out["attention_mask"] = (later | (ids[:, :, None] != ids[:, None, :]))[:, None]
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tables": OrderedDict()}  # workers build their own
@@ -399,6 +410,19 @@ class PackedStream:
             buffer, held = [flat[n * s :]], flat.size - n * s
 
 
+def check_flags(flags: dict[str, Any], output: str, name: str) -> None:
+    """Megatron's switches (``MEGATRON_FLAGS``): booleans, and only for the sample dict."""
+    for flag, value in flags.items():
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"{name}: {flag} must be true or false, got {value!r}")
+    on = [flag for flag, value in flags.items() if value]
+    if on and output != "dict":
+        raise ValueError(
+            f'{name}: {", ".join(on)} shape Megatron\'s sample dict, and output = "{output}" '
+            'gives token windows; give output = "dict"'
+        )
+
+
 def check_options(format: str, *, eos_id: int | None, pack: bool, output: str, name: str) -> None:
     """Refuse options that files of ``format`` cannot honour, before any is read."""
     format = _validate.choice(f"{name} format", format, FORMATS)
@@ -435,6 +459,7 @@ def open_source(
     dtype: str = "uint16",
     vocab_size: int | None = None,
     truncate: bool = False,
+    **flags: bool,
 ) -> Any:
     """Token files as a source of ``seq_len + 1``-token samples, the way a config names it.
 
@@ -443,15 +468,20 @@ def open_source(
     (one document per sample, ``pad_id`` = ``eos_id``, always ``output = "dict"``).
     Flat files without ``eos_id`` hold no document boundaries: they are cut into
     fixed windows (``TokenShards``), the same in every epoch, and cannot be unpacked.
+    ``flags`` are Megatron's switches of a packed source (``MEGATRON_FLAGS``).
     """
     check_options(format, eos_id=eos_id, pack=pack, output=output, name=name)
+    check_flags(flags, output, name)
+    on = sorted(k for k, v in flags.items() if v)
+    if on and not pack:
+        raise ValueError(f"{name}: {on} apply to packed windows; give pack = true")
     if not (format == "megatron" or eos_id is not None):  # no document boundaries
         return open_token_source(paths, format, seq_len, dtype, vocab_size=vocab_size)
     docs = open_documents(
         paths, format, eos_id=eos_id, dtype=dtype, vocab_size=vocab_size, name=name
     )
     if pack:
-        return Packed(docs, seq_len, seed=seed, name=name, output=output)
+        return Packed(docs, seq_len, seed=seed, name=name, output=output, **flags)
     pad = 0 if eos_id is None else eos_id
     return Padded(docs, seq_len, pad_id=pad, truncate=truncate, name=name)
 

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import _validate
+from ..packing import MEGATRON_FLAGS, Packed
 from ..plan import Batch, Plan
 from ..shard import turn
 from ..sources import is_stream, read_one
@@ -44,9 +45,21 @@ class MegatronDataset(Dataset):
         plan: the plan, its sizes those of the sources.
         num_steps: optimizer steps of the run (the dataset has ``num_steps * B``
             samples, Megatron's ``train_samples``).
+        eod_token: the end-of-document id, which Megatron's switches find documents
+            by in windows of tokens.
+        reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's switches
+            (``--reset-position-ids``, ...), computed from ``eod_token`` as Megatron
+            computes them for windows of tokens; a ``Packed`` source's dict carries
+            its own (from its document boundaries), and a switch given here that
+            differs from one of those is refused. ``None``: as the sources say (off
+            for windows, as Megatron's defaults).
     """
 
-    def __init__(self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int) -> None:
+    def __init__(
+        self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int,
+        eod_token: int | None = None, reset_position_ids: bool | None = None,
+        reset_attention_mask: bool | None = None, eod_mask_loss: bool | None = None,
+    ) -> None:  # fmt: skip
         self.sources = _ordered(sources, plan)
         streams = [n for n, s in zip(plan.mixture.sources, self.sources) if is_stream(s)]
         if streams:
@@ -65,6 +78,27 @@ class MegatronDataset(Dataset):
         self.seq_len = lengths.pop() - 1
         if self.seq_len < 1:
             raise ValueError("samples must hold at least 2 tokens (seq_len + 1)")
+        given = dict(zip(MEGATRON_FLAGS, (reset_position_ids, reset_attention_mask,
+                                          eod_mask_loss)))  # fmt: skip
+        for name, source in zip(plan.mixture.sources, self.sources):
+            if not isinstance(source, Packed):
+                continue
+            own = {f: getattr(source, f) for f in MEGATRON_FLAGS}
+            clash = {f: v for f, v in given.items() if v is not None and v != own[f]}
+            if clash:
+                wanted = ", ".join(f"{f}={v}" for f, v in clash.items())
+                raise ValueError(
+                    f"{name} is a Packed source built with {own}, not {clash}: its dict "
+                    f"carries its own switches; build it with Packed(..., {wanted}) (or "
+                    "read_blend(..., the same))"
+                )
+        self.flags = {f: bool(v) for f, v in given.items()}
+        windows = not all(isinstance(source, Packed) for source in self.sources)
+        if windows and any(self.flags.values()) and eod_token is None:
+            on = [f for f, v in self.flags.items() if v]
+            raise ValueError(f"{on} find documents by their end: give eod_token (the EOD id)")
+        self.eod_token = None if eod_token is None else _validate.integer(
+            "eod_token", eod_token, minimum=0)  # fmt: skip
         self._stream = Stream(plan)
         self._chunk: Batch | None = None
         self._next: Position | None = None  # where the planned chunk ends
@@ -90,13 +124,10 @@ class MegatronDataset(Dataset):
         got = read_one(self.sources[source], epoch, sample)
         if isinstance(got, dict):
             return {k: torch.from_numpy(np.asarray(v)) for k, v in got.items()}
-        tokens = torch.from_numpy(np.asarray(got, dtype=np.int64))
-        return {
-            "tokens": tokens[:-1],
-            "labels": tokens[1:],
-            "loss_mask": torch.ones(self.seq_len, dtype=torch.float32),
-            "position_ids": torch.arange(self.seq_len, dtype=torch.int64),
-        }
+        tokens = np.asarray(got, dtype=np.int64)
+        fields = megatron_fields(tokens[:-1], self.eod_token, **self.flags)
+        return {"tokens": torch.from_numpy(tokens[:-1]), "labels": torch.from_numpy(tokens[1:]),
+                **{k: torch.from_numpy(v) for k, v in fields.items()}}  # fmt: skip
 
     def _planned(self, step: int) -> Batch:
         chunk = self._chunk
@@ -121,3 +152,27 @@ def _length(sample: Any) -> int:
     if isinstance(sample, dict):
         return len(sample["tokens"]) + 1
     return len(np.asarray(sample))
+
+
+def megatron_fields(
+    tokens: np.ndarray, eod_token: int | None, *, reset_position_ids: bool = False,
+    reset_attention_mask: bool = False, eod_mask_loss: bool = False,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """``loss_mask``, ``position_ids`` (and, with ``reset_attention_mask``,
+    ``attention_mask``: ``(1, S, S)``, True where masked) of a window's input tokens,
+    as Megatron's GPT dataset computes them from the EOD token."""
+    s = tokens.size
+    eod = np.flatnonzero(tokens == eod_token) if eod_token is not None else np.zeros(0, int)
+    loss_mask = np.ones(s, dtype=np.float32)
+    if eod_mask_loss:
+        loss_mask[eod] = 0.0
+    starts = np.zeros(s, dtype=np.int64)  # each token's document start within the window
+    starts[eod[eod + 1 < s] + 1] = eod[eod + 1 < s] + 1
+    starts = np.maximum.accumulate(starts)
+    positions = np.arange(s, dtype=np.int64)
+    out = {"loss_mask": loss_mask,
+           "position_ids": positions - starts if reset_position_ids else positions}  # fmt: skip
+    if reset_attention_mask:
+        later = positions[None, :] > positions[:, None]
+        out["attention_mask"] = (later | (starts[:, None] != starts[None, :]))[None]
+    return out
