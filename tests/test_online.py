@@ -172,18 +172,21 @@ def test_a_source_the_schedule_holds_at_0_is_refused_weight_and_enters_as_schedu
     assert counts[2] > 0
 
 
-def test_controllers_keep_a_source_held_at_0_there():
-    from annealmix.controllers import DoReMi, LossProportional
+def test_the_loader_drops_with_a_warning_what_the_schedule_holds_at_0():
+    from annealmix.controllers import LossProportional
 
-    reference = {"a": 1.0, "b": 1.0, "c": 1.0}
-    for controller in (LossProportional(["a", "b", "c"], floor=0.05),
-                       DoReMi(["a", "b", "c"], reference=reference)):  # fmt: skip
-        w = controller.update({"a": 2.0, "b": 3.0}, {"a": 0.7, "b": 0.3, "c": 0.0})
-        assert w["c"] == 0.0 and abs(sum(w.values()) - 1) < 1e-12, (controller, w)
-        if isinstance(controller, LossProportional):
-            assert min(w["a"], w["b"]) >= 0.05
-        s = Stream(plan(mixture=Mixture(weights={"a": 0.7, "b": 0.3, "c": 0.0})))
-        s.commit(3, w)  # accepted
+    controller = LossProportional(["a", "b", "c"], floor=0.05)  # proposes for every source
+    w = controller.update({"a": 2.0, "b": 3.0}, {"a": 0.7, "b": 0.3, "c": 0.0})
+    assert w["c"] >= 0.05
+    s = Stream(plan(mixture=Mixture(weights={"a": 0.7, "b": 0.3, "c": 0.0})))
+    with pytest.warns(UserWarning, match=r"dropped the committed weight of \['c'\]: the "
+                      "schedule holds them at 0"):  # fmt: skip
+        s.commit(3, w, drop_unscheduled=True)  # what MixtureDataLoader.commit does
+    logged = s.log.entries[0][1]
+    assert logged[2] == 0 and np.isclose(logged.sum(), 1)
+    assert np.allclose(logged[:2], np.array([w["a"], w["b"]]) / (w["a"] + w["b"]))
+    with pytest.raises(ValueError, match="holds"):  # nothing left once dropped
+        s.commit(5, {"a": 0, "b": 0, "c": 1}, drop_unscheduled=True)
 
 
 def test_steps_handed_out_or_out_of_order_are_refused():

@@ -21,9 +21,9 @@ current weights; a larger move is shortened, which keeps the floor where the
 current weights hold it), ``max_epochs`` (a source read that many times gets
 weight 0, a hard cap that may move further; needs ``epochs`` at update time). Sources without a loss
 in the window keep their last loss (or, before any, are left to the proposal's
-prior). A source at weight 0 in the weights in force stays at 0, floor or not: the
-schedule holds it there (a commit cannot raise it; it comes back when the schedule
-raises it) or ``max_epochs`` capped it.
+prior). A controller proposes for every source; ``MixtureDataLoader.commit`` drops,
+with a warning, the weight of a source the schedule holds at 0 where the update
+takes effect (a tilt cannot raise it; it enters when the schedule raises it).
 """
 
 from __future__ import annotations
@@ -120,15 +120,8 @@ class Controller:
                 f"{type(self).__name__} proposed {proposal.tolist()}; the previous weights "
                 "stay in force"
             )
-        held = current == 0  # by the schedule (a commit cannot raise it) or a cap
-        proposal = np.where(held, 0.0, proposal)
-        if proposal.sum() <= 0:
-            raise ValueError(
-                f"{type(self).__name__} proposed weight only for sources held at 0 "
-                f"({proposal.tolist()}); the previous weights stay in force"
-            )
         w = proposal / proposal.sum()
-        w = np.where(held, 0.0, (1 - (~held).sum() * self.floor) * w + self.floor)
+        w = (1 - len(w) * self.floor) * w + self.floor
         if self.max_change is not None:
             moved = 0.5 * np.abs(w - current).sum()
             if moved > self.max_change:

@@ -352,11 +352,12 @@ class Stream(Iterator[MicroBatch]):
             )
         return self.plan.weight_log(s.log)
 
-    def commit(self, step: int, weights: Any) -> None:
+    def commit(self, step: int, weights: Any, *, drop_unscheduled: bool = False) -> None:
         """Online plans: ``weights`` take effect at ``step``, which no micro-batch of
         this stream has reached yet: appended to the stream's log. Refused (the log
         unchanged) for a step already planned into what was handed out, or for bad
-        weights."""
+        weights; weight for a source the schedule holds at 0 at ``step`` is refused
+        too, or dropped with a warning (``drop_unscheduled``, ``WeightLog.append``)."""
         if not self.plan.online:
             raise TypeError(
                 "commit needs an online plan (annealmix.online.OnlinePlan); this stream's "
@@ -369,7 +370,7 @@ class Stream(Iterator[MicroBatch]):
                 f"step {step} is already (partly) handed out: this stream stands at step "
                 f"{self.step}, micro-batch {self.micro}; commit at step {first_open} or later"
             )
-        self.log.append(step, weights)
+        self.log.append(step, weights, drop_unscheduled=drop_unscheduled)
         self._cache = None
 
     def _resume(self, s: State, log) -> None:

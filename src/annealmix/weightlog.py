@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -106,10 +107,12 @@ class WeightLog:
                 raise ValueError(f"log[{i}] must be (step, weights), got {entry!r}")
             self.append(*entry)
 
-    def append(self, step: int, weights: Any) -> None:
+    def append(self, step: int, weights: Any, *, drop_unscheduled: bool = False) -> None:
         """``weights`` in force from ``step``, after every earlier entry's step. Bad
         weights (NaN, negative, all zero, unknown or missing sources) or a step not
-        after the last are refused with a message, the log unchanged."""
+        after the last are refused with a message, the log unchanged; so is weight
+        for a source the schedule holds at 0 at ``step``, unless ``drop_unscheduled``:
+        then it is dropped (the others renormalised) with a warning naming it."""
         i = len(self.entries)
         step = _validate.integer(f"log[{i}] step", step, minimum=0)
         last = self.entries[-1][0] if self.entries else -1
@@ -120,7 +123,7 @@ class WeightLog:
             )
         vec = _weights(f"log[{i}] (step {step})", weights, self.sources)
         if self.schedule is not None:
-            _refuse_unscheduled(step, vec, self.schedule)
+            vec = _scheduled(step, vec, self.schedule, drop_unscheduled)
         digest = hashlib.blake2b(self.digest.encode(), digest_size=8)
         digest.update(np.int64(step).tobytes())
         digest.update(vec.tobytes())
@@ -165,15 +168,28 @@ def _weights(where: str, weights: Any, names: tuple[str, ...]) -> np.ndarray:
     return vec
 
 
-def _refuse_unscheduled(step: int, weights: np.ndarray, schedule: Mixture) -> None:
-    """Refuse weight for a source ``schedule`` holds at 0 at ``step``: a tilt scales
-    the schedule, so it would be 0 (and the others renormalised) without a word."""
-    scheduled = schedule.weights_at(step)
-    bad = {n: float(w) for n, w, z in zip(schedule.sources, weights, scheduled) if w > 0 and z == 0}
-    if bad:
+def _scheduled(step: int, weights: np.ndarray, schedule: Mixture, drop: bool) -> np.ndarray:
+    """``weights``, refusing (or, with ``drop``, dropping with a warning) weight for a
+    source ``schedule`` holds at 0 at ``step``: a tilt scales the schedule, so it
+    would be 0 there (and the others renormalised) without a word."""
+    held = (schedule.weights_at(step) == 0) & (weights > 0)
+    if not held.any():
+        return weights
+    bad = {n: float(w) for n, w, h in zip(schedule.sources, weights, held) if h}
+    if not drop or held.sum() == (weights > 0).sum():
         raise ValueError(
             f"weights {bad} at step {step}: the schedule holds {sorted(bad)} at 0 there, and "
             "an update scales the schedule, which cannot give them weight; give them weight "
             "0 (they follow the schedule when it raises them), or a schedule (Mixture "
             "phases) that gives them weight from that step; the previous weights stay in force"
         )
+    warnings.warn(
+        f"dropped the committed weight of {sorted(bad)}: the schedule holds them at 0 where "
+        "the update takes effect (they enter when the schedule raises them); the other "
+        "weights are renormalised",
+        stacklevel=4,
+    )
+    kept = np.where(held, 0.0, weights)
+    kept = kept / kept.sum()
+    kept.flags.writeable = False
+    return kept

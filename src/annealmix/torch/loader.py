@@ -172,7 +172,9 @@ class MixtureDataLoader(DataLoader):
         handed out, so every rank that commits at the same point of its loop commits
         the same step, and no prefetched batch changes. Returns the step. Bad weights
         or a step already planned into prefetched batches are refused, the log
-        unchanged."""
+        unchanged. Weight for a source the schedule holds at 0 at ``step`` (a
+        controller proposes for every source) is dropped with a warning naming it:
+        the source enters when the schedule raises it."""
         if isinstance(self.dataset, MixtureIterableDataset):
             raise ValueError(
                 "online updates need map-style sources: with a stream source the plan is "
@@ -181,7 +183,7 @@ class MixtureDataLoader(DataLoader):
         if step is None:
             wait = self.commit_delay if delay is None else delay
             step = self._after.step + _validate.integer("delay", wait, minimum=1)
-        self._stream.commit(step, weights)
+        self._stream.commit(step, weights, drop_unscheduled=True)
         return step
 
     def metrics(self, step: int, tokens_per_sample: Mapping[str, int] | None = None):
