@@ -63,7 +63,7 @@ def exact_bound(trials: int, rng) -> list[str]:
     return [
         f"| {trials} random mixtures | largest gap (samples) | bound | of the bound |",
         "|---|---|---|---|",
-        f"| 2 sources | {two:.12f} | 1/2 (at most) | {two / 0.5:.12f} |",
+        f"| 2 sources | {two:.12f} | 0.5 (at most) | {two / 0.5:.12f} |",
         f"| 3 to 8 sources | {more:.12f} | 1 (under) | {more:.12f} |",
         "",
         "(against the exact targets, integer sums of the weights quantised to 2^-40)",

@@ -77,3 +77,22 @@ def test_the_short_token_benchmark_measures_within_the_proven_bound():
     row = next(line for line in out.splitlines() if line.startswith("| 2 to 6 sources |"))
     ahead, behind = (float(x) for x in row.strip("|").split("|")[1:])
     assert 0 < ahead < 1 and 0 < behind < 5
+
+
+def test_the_short_bounds_benchmark_measures_every_bound_inside_it():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_bounds.py"), "--trials", "40"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+
+    def row(label, after):  # the measured values: the numbers after the label
+        line = next(x for x in out.split(after, 1)[1].splitlines() if x.startswith(label))
+        cells = [v.strip() for v in line.strip("|").split("|")[1:]]
+        return [float(v) for v in cells if v.replace(".", "", 1).isdigit()]
+
+    two, more = row("| 2 sources |", "Exact plans"), row("| 3 to 8 sources |", "Exact plans")
+    assert 0 < two[0] <= 0.5 and 0 < more[0] < 1
+    ahead, behind = row("| 2 to 6 sources |", "Token plans")
+    assert 0 < ahead < 1 and 0 < behind < 5  # behind: under the others' longest together
+    ahead, behind = row("| 2 to 8 sources |", "Online plans")
+    assert 0 < ahead < 1 and 0 < behind < 7

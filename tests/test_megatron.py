@@ -107,3 +107,19 @@ def test_the_megatron_loop_example_resumes_from_consumed_samples(tmp_path):
     assert "consumed_samples = 1,280: identical" in out
     shares = [float(x.split("prose")[1].split("%")[0]) for x in out.splitlines() if "prose" in x]
     assert shares[0] == 10.0 and shares[-1] == 80.0 and shares == sorted(shares)
+
+
+def test_the_text_item_is_what_megatron_deepspeeds_get_batch_reads():
+    # argonne-lcf's Megatron-DeepSpeed: tokens_ = data["text"]; tokens, labels =
+    # tokens_[:, :-1], tokens_[:, 1:]; the masks from its own flags
+    ds = MegatronDataset(sources(), plan(), num_steps=5)
+    text = MegatronDataset(sources(), plan(), num_steps=5, item="text")
+    for i in (0, 37, 159):
+        item = text[i]
+        assert list(item) == ["text"] and item["text"].shape == (SEQ + 1,)
+        assert torch.equal(item["text"][:-1], ds[i]["tokens"])
+        assert torch.equal(item["text"][1:], ds[i]["labels"])
+    with pytest.raises(ValueError, match='item = "text" hands Megatron-DeepSpeed the tokens'):
+        MegatronDataset(sources(), plan(), num_steps=5, item="text", eod_mask_loss=True)
+    with pytest.raises(ValueError, match="unknown item .json.; valid: dict, text"):
+        MegatronDataset(sources(), plan(), num_steps=5, item="json")

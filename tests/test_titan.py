@@ -109,6 +109,22 @@ def test_the_state_is_one_key_saved_once_and_resumes_on_another_dp_degree(tmp_pa
     assert rest[1] == rest[4] == sorted(t.tolist() for batch in tail for t in batch)
 
 
+def test_blendcorpus_resume_hook_goes_on_from_the_global_step(tmp_path):
+    path = write_mix(tmp_path)
+    ran = build(path, 1, 0)
+    it = iter(ran)
+    for _ in range(4 * 5):  # 5 steps of 4 micro-batches
+        next(it)
+    tail = [inputs["input"] for inputs, _ in it]
+    resumed = build(path, 1, 0)
+    resumed.set_consumed_by_global_step(5, 8)  # as BlendCorpus's trainer calls it
+    again = [inputs["input"] for inputs, _ in resumed]
+    assert len(again) == len(tail) and all(torch.equal(a, b) for a, b in zip(again, tail))
+    assert resumed.state_dict() == ran.state_dict()
+    with pytest.raises(ValueError, match="global_batch_size 16 is not the mixture's 8"):
+        resumed.set_consumed_by_global_step(5, 16)
+
+
 def test_an_empty_state_starts_afresh_and_a_foreign_one_is_refused(tmp_path):
     loader = build(write_mix(tmp_path), 1, 0)
     loader.load_state_dict({})

@@ -483,3 +483,15 @@ def test_an_iterable_dataset_with_a_length_is_still_a_stream():
             return iter(range(5))
 
     assert is_stream(Sized()) and not is_stream(list(range(5)))
+
+
+def test_seek_step_goes_on_as_a_run_that_handed_out_every_step_before():
+    srcs = {n: list(range(k * 1000, k * 1000 + 300)) for k, n in enumerate(MIX.sources)}
+    p = Plan(MIX, global_batch_size=8, sizes={n: 300 for n in MIX.sources})
+    ran = MixtureDataLoader(srcs, p, num_steps=20)
+    batches = [b["sample"].tolist() for b in ran]
+    resumed = MixtureDataLoader(srcs, p, num_steps=20)
+    resumed.seek_step(12)
+    assert resumed.step == 12 and [b["sample"].tolist() for b in resumed] == batches[12:]
+    with pytest.raises(ValueError, match="step 21 is past the loader's num_steps 20"):
+        resumed.seek_step(21)

@@ -151,6 +151,19 @@ class AnnealmixDataLoader(BaseDataLoader):
             )
         self.loader.load_state_dict(state_dict["annealmix"])
 
+    def set_consumed_by_global_step(self, global_step: int, global_batch_size: int) -> None:
+        """BlendCorpus's resume hook, called once the trainer has restored its step:
+        go on from ``global_step`` (``global_batch_size`` samples a step, the plan's).
+        The state (``load_state_dict``) says the same and more; this serves trainers
+        that restore a step count only."""
+        b = self.loader.plan.global_batch_size
+        if global_batch_size != b:
+            raise ValueError(
+                f"global_batch_size {global_batch_size} is not the mixture's {b}: the steps "
+                "would not line up; give the trainer the config's global_batch_size"
+            )
+        self.loader.seek_step(global_step)
+
     def metrics(self, step: int) -> dict[str, float]:
         """The mix at ``step`` for logging (``MixtureDataLoader.metrics``)."""
         return self.loader.metrics(step)

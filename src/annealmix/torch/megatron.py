@@ -47,6 +47,10 @@ class MegatronDataset(Dataset):
             samples, Megatron's ``train_samples``).
         eod_token: the end-of-document id, which Megatron's switches find documents
             by in windows of tokens.
+        item: ``"dict"``: Megatron-LM's sample dict; ``"text"``: ``{"text": the
+            seq_len + 1 tokens}``, what argonne-lcf's Megatron-DeepSpeed reads
+            (its ``get_batch`` cuts tokens and labels and builds the masks itself,
+            from its own flags: none may be given here).
         reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's switches
             (``--reset-position-ids``, ...), computed from ``eod_token`` as Megatron
             computes them for windows of tokens; a ``Packed`` source's dict carries
@@ -59,6 +63,7 @@ class MegatronDataset(Dataset):
         self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int,
         eod_token: int | None = None, reset_position_ids: bool | None = None,
         reset_attention_mask: bool | None = None, eod_mask_loss: bool | None = None,
+        item: str = "dict",
     ) -> None:  # fmt: skip
         self.sources = _ordered(sources, plan)
         streams = [n for n, s in zip(plan.mixture.sources, self.sources) if is_stream(s)]
@@ -92,6 +97,12 @@ class MegatronDataset(Dataset):
                     f"carries its own switches; build it with Packed(..., {wanted}) (or "
                     "read_blend(..., the same))"
                 )
+        self.item = _validate.choice("item", item, ("dict", "text"))
+        if item == "text" and any(v is not None for v in given.values()):
+            raise ValueError(
+                'item = "text" hands Megatron-DeepSpeed the tokens, and its get_batch builds '
+                "the masks from its own flags (--eod-mask-loss, ...): give them there"
+            )
         self.flags = {f: bool(v) for f, v in given.items()}
         windows = not all(isinstance(source, Packed) for source in self.sources)
         if windows and any(self.flags.values()) and eod_token is None:
@@ -122,6 +133,10 @@ class MegatronDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         source, sample, epoch = self.locate(index)
         got = read_one(self.sources[source], epoch, sample)
+        if self.item == "text":
+            if isinstance(got, dict):  # a window's tokens: the inputs and the last target
+                got = np.append(np.asarray(got["tokens"]), np.asarray(got["labels"])[-1:])
+            return {"text": torch.from_numpy(np.asarray(got, dtype=np.int64))}
         if isinstance(got, dict):
             return {k: torch.from_numpy(np.asarray(v)) for k, v in got.items()}
         tokens = np.asarray(got, dtype=np.int64)
