@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -252,3 +254,16 @@ def test_every_reader_is_a_source_and_anything_indexable_becomes_one(tmp_path):
         tokens_of(wrapped)
     with pytest.raises(TypeError, match="source 'gen' is a stream"):
         as_source(iter([1, 2]), "gen")
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+def test_a_megatron_pair_holds_two_file_descriptors(tmp_path):
+    from annealmix.files import MegatronIndexed
+
+    for i in range(40):
+        write_megatron(tmp_path / f"f{i}", [list(range(20)), list(range(7))])
+    before = len(list(Path("/proc/self/fd").iterdir()))
+    pairs = [MegatronIndexed(tmp_path / f"f{i}") for i in range(40)]
+    held = len(list(Path("/proc/self/fd").iterdir())) - before
+    assert held <= 2 * 40, held  # one map of the .idx (was three), one of the .bin
+    assert pairs[7].lengths.tolist() == [20, 7] and pairs[7].documents.tolist() == [0, 1, 2]

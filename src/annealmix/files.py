@@ -150,11 +150,11 @@ class MegatronIndexed:
                 f"{idx}: counts {count} sequences and {docs} document boundaries, which need "
                 f"{expected} bytes, but the file has {idx.stat().st_size}; it is truncated"
             )
-        self.lengths = np.memmap(idx, dtype="<i4", mode="r", offset=34, shape=(count,))
-        self.pointers = np.memmap(idx, dtype="<i8", mode="r", offset=34 + 4 * count, shape=(count,))
-        self.documents = np.memmap(
-            idx, dtype="<i8", mode="r", offset=34 + 12 * count, shape=(docs,)
-        )
+        # One map of the index for its three arrays: each map holds a file descriptor.
+        index = np.memmap(idx, dtype=np.uint8, mode="r", shape=(expected,))
+        self.lengths = index[34 : 34 + 4 * count].view("<i4")
+        self.pointers = index[34 + 4 * count : 34 + 12 * count].view("<i8")
+        self.documents = index[34 + 12 * count : expected].view("<i8")
         _check_index(idx, self.lengths, self.pointers, self.documents, self.dtype.itemsize,
                      bin_.stat().st_size)  # fmt: skip
         total = int(self.lengths.sum(dtype=np.int64)) * self.dtype.itemsize
