@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path, PurePath
 from typing import Any
@@ -172,15 +173,13 @@ def _names(prefixes: Sequence[str], where: str) -> list[str]:
                 "once, with the weights added"
             )
         seen[path] = prefix
-    names = []
-    for path in paths:
-        depth = 1
-        while depth < len(path.parts) and any(
-            other != path and other.parts[-depth:] == path.parts[-depth:] for other in paths
-        ):
-            depth += 1
-        names.append("/".join(path.parts[-depth:]))
-    return names
+    names: list[str | None] = [None] * len(paths)
+    for depth in range(1, max(len(p.parts) for p in paths) + 1):  # O(paths x depth)
+        endings = Counter(p.parts[-depth:] for p in paths)
+        for i, p in enumerate(paths):
+            if names[i] is None and (endings[p.parts[-depth:]] == 1 or depth == len(p.parts)):
+                names[i] = "/".join(p.parts[-depth:])
+    return names  # type: ignore[return-value]
 
 
 def _located(prefix: str, base: str | Path | None, listed_in: str | Path | None) -> Path:
