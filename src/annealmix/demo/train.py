@@ -137,8 +137,13 @@ def train_one(arm: Arm, seed: int, cfg: RunConfig, progress: Any = None) -> dict
         if tracker is not None:
             tracker.add(per_sample, batch["source"])
             if (step + 1) % arm.update_every == 0 and step + 1 < cfg.steps:
-                weights = loader.weights_at(step + 1)
-                loader.commit(controller.update(tracker.reduce(), weights))
+                proposal = controller.update(tracker.reduce(), loader.weights_at(step + 1))
+                # The update takes effect commit_delay steps on; a tilt cannot give
+                # weight to a domain the schedule holds at 0 there, so propose none.
+                at = loader.step + loader.commit_delay
+                off = loader.plan.mixture.weights_at(at) == 0
+                weights = {k: 0.0 if o else w for (k, w), o in zip(proposal.items(), off)}
+                loader.commit(weights, step=at)
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=1.0)
         grad = _flat_grad(model)
         curves["grad_cos"].append(float("nan") if previous is None else _cosine(grad, previous))
