@@ -264,11 +264,11 @@ def test_huge_weights_are_normalised_without_overflow():
     assert np.abs(plan.consumed(10) - [40, 40, 20]).max() <= 1  # was [0, 0, 100]
 
 
-@pytest.mark.parametrize(("sources", "batch"), [(3, 6), (5, 10), (6, 12), (3, 3000)])
+@pytest.mark.parametrize(("sources", "batch"), [(3, 6), (5, 10), (6, 12), (3, 3000), (7, 7)])
 @pytest.mark.parametrize("kernels", ["compiled", "numpy"])
 def test_equal_weights_get_equal_counts_every_step(sources, batch, kernels):
     # 1/n is not a multiple of the quantum: by id alone, {1, 1, 1} at B = 6 drew
-    # [2, 3, 1] every step; equal deadlines now go to the larger fractional target.
+    # [2, 3, 1] every step; where rounding to the nearest is an EDF choice, it is taken.
     names = [f"s{k}" for k in range(sources)]
     plan = Plan(Mixture(weights=dict.fromkeys(names, 1.0)), global_batch_size=batch)
     with compiled.numpy_only() if kernels == "numpy" else contextlib.nullcontext():
@@ -276,3 +276,17 @@ def test_equal_weights_get_equal_counts_every_step(sources, batch, kernels):
         per_step = step_counts(plan.batches(0, 300).sources, sources)
         assert (per_step == batch // sources).all()
         assert plan.point(10**6).counts.tolist() == [10**6 * batch // sources] * sources
+
+
+@pytest.mark.parametrize("kernels", ["compiled", "numpy"])
+def test_equal_weights_that_do_not_divide_the_batch_take_turns(kernels):
+    # {1, 1, 1} at B = 4: each step one source gets the extra sample, in turn (the
+    # nearest rounding of 4/3, 8/3, 4, ...), never the same one twice running
+    plan = Plan(Mixture(weights=dict.fromkeys("abc", 1.0)), global_batch_size=4)
+    with compiled.numpy_only() if kernels == "numpy" else contextlib.nullcontext():
+        per_step = step_counts(plan.replace().batches(0, 300).sources, 3)
+    extra = per_step.argmax(axis=1)
+    assert (per_step.max(axis=1) == 2).all() and (extra[1:] != extra[:-1]).all()
+    cumulative = np.cumsum(per_step, axis=0)
+    target = 4 * np.arange(1, 301)[:, None] / 3
+    assert np.abs(cumulative - target).max() <= 2 / 3 + 1e-9  # within the nearest's 2/3

@@ -9,8 +9,9 @@ The n-th draw from a source of ``size`` samples maps to an index by one of:
   eight-round Feistel network with cycle walking: O(1) time and memory per draw, so
   a source of 10^10 samples costs no more memory than one of 10. (Four rounds of a
   one-multiply round function, as before algorithm version 2, left small sources
-  visibly biased; ``tests/test_order.py`` checks every size from 2 to 200, and
-  1,000, with chi-square tests of position and pair frequencies.)
+  visibly biased; ``tests/test_order.py`` runs chi-square tests of position and
+  pair frequencies at every size from 2 to 64 and at nine from 65 to 257, and of
+  positions at 1,000.)
 - ``"replacement"``: uniform with replacement, a keyed hash of the draw number.
 - ``"sequential"``: ``n % size``, in file order, epoch after epoch.
 """

@@ -8,13 +8,15 @@ bits go by deadline: the step at which a source's target reaches the next intege
 Nearest rounding can strand more forced bits than a step has room for when weights
 jump; EDF on the known schedule cannot (Tijdeman's chairman assignment: an
 assignment within one sample always exists, and EDF finds one when deadlines are
-exact, whatever breaks its ties). Equal deadlines go to the larger fractional
-target first, then by id, so that among them the choice rounds to the nearest:
-equal weights get equal counts (by id alone, {1, 1, 1} at B = 6 drew [2, 3, 1]
-every step, 1/3 not being a multiple of the quantum). Each step reads deadlines
-off the schedule ``LOOKAHEAD`` steps ahead of itself and projects them at that
-step's rate beyond, which is exact once the weights stop moving; a step's
-deadlines depend on the step alone, so chunking never changes a count.
+exact, whatever breaks its ties). Where rounding to the nearest is one of EDF's
+choices, the step takes it: when the sources due at the next step whose fractional
+target is at least one half are exactly ``r(t)`` and hold every forced bit, they
+get the bits (any ``r(t)`` of the sources due next is an EDF choice), so equal
+weights get equal counts (by id alone, {1, 1, 1} at B = 6 drew [2, 3, 1] every
+step, 1/3 not being a multiple of the quantum). Each step reads deadlines off the
+schedule ``LOOKAHEAD`` steps ahead of itself and projects them at that step's rate
+beyond, which is exact once the weights stop moving; a step's deadlines depend on
+the step alone, so chunking never changes a count.
 
 Where F lies inside the memoryless choice (the first ``r(t)`` by key) the two
 agree; elsewhere the step is *repaired*. Repairs carry memory, held weights or
@@ -48,9 +50,11 @@ _NEVER = np.int64(1) << np.int64(61)
 class EarliestDeadline(Counter):
     """Three or more sources: earliest deadline first (see the module doc).
 
-    Step t's bonus bits are the forced set ``F`` (bits held at t - 1 by sources whose
-    floor did not rise at t) plus the first ``r(t) - |F|`` other sources with a
-    fractional target, by key (deadline, then the larger fractional target, then id).
+    Step t's bonus bits are the nearest set ``N`` (the sources due at t + 1 with a
+    fractional target of at least one half) where ``|N| = r(t)`` and ``N`` holds the
+    forced set ``F`` (bits held at t - 1 by sources whose floor did not rise at t);
+    else ``F`` plus the first ``r(t) - |F|`` other sources with a fractional target,
+    by key (deadline, then id).
     """
 
     def __init__(self, targets, batch: int) -> None:
@@ -149,11 +153,14 @@ class EarliestDeadline(Counter):
         memo.targets_at = (stop, [h * Q + u for h, u in zip(hi.tolist(), v[steps - 1].tolist())])
         deadline = self._deadlines(steps, level, v, hi, quanta)
         level, frac = level[:steps], frac[:steps]
-        by_key = _by_key(deadline, frac)
-        rank = np.empty_like(by_key)
-        np.put_along_axis(rank, by_key, np.arange(self.n), axis=1)
+        key = np.where(frac > 0, deadline * self.n + np.arange(self.n), _NEVER)
+        rank = np.empty_like(key)
+        np.put_along_axis(rank, key.argsort(axis=1, kind="stable"), np.arange(self.n), axis=1)
         r = self.batch * np.arange(start + 1, stop + 1, dtype=np.int64) - level.sum(axis=1)
-        free = rank < r[:, None]  # the memoryless choice: top r(t) by deadline
+        # The memoryless choice: the nearest set where it has r(t) sources, else the
+        # top r(t) by deadline.
+        nearest = (deadline == np.arange(1, steps + 1)[:, None]) & (frac >= Q // 2)
+        free = np.where((nearest.sum(axis=1) == r)[:, None], nearest, rank < r[:, None])
         prev_level = np.array([(self.batch * u) >> Q_BITS for u in base], dtype=np.int64)
         advanced = np.diff(level, axis=0, prepend=prev_level[None, :]) > 0
         # A row may take its free choice when the bits forced on it (held by the row
@@ -165,7 +172,7 @@ class EarliestDeadline(Counter):
         while i < steps:
             forced = held & ~advanced[i]
             if (forced & ~free[i]).any():
-                bonus[i] = held = self._repair(i, forced, by_key[i], frac[i] > 0, r, start)
+                bonus[i] = held = self._repair(i, forced, key, r, start)
                 i += 1
                 continue
             j = np.searchsorted(fails, i, side="right")
@@ -201,15 +208,15 @@ class EarliestDeadline(Counter):
         return out
 
     def _repair(
-        self, i: int, forced: np.ndarray, by_key: np.ndarray, fractional: np.ndarray,
-        r: np.ndarray, start: int,
-    ) -> np.ndarray:  # fmt: skip
+        self, i: int, forced: np.ndarray, key: np.ndarray, r: np.ndarray, start: int
+    ) -> np.ndarray:
         room = int(r[i]) - int(forced.sum())
         if room < 0:
             raise _overflow(start + i, int(forced.sum()), int(r[i]))
-        open_ = fractional[by_key] & ~forced[by_key]
+        by_deadline = np.argsort(key[i], kind="stable")
+        open_ = (key[i][by_deadline] != _NEVER) & ~forced[by_deadline]
         bits = forced.copy()
-        bits[by_key[open_][:room]] = True
+        bits[by_deadline[open_][:room]] = True
         return bits
 
     def _deadlines(
@@ -242,16 +249,6 @@ class EarliestDeadline(Counter):
         steps = np.where(rate > 0, -(-gap // np.maximum(rate, 1)), _NEVER // self.n - width)
         nxt[r, k] = p + steps
         return nxt
-
-
-def _by_key(deadline: np.ndarray, frac: np.ndarray) -> np.ndarray:
-    """Each row's sources in key order: sources with a fractional target by
-    deadline, then the larger fractional target, then id; the others last, by id."""
-    rows, n = frac.shape
-    deadline = np.where(frac > 0, deadline, _NEVER)
-    row = np.repeat(np.arange(rows), n)
-    order = np.lexsort((-frac.ravel(), deadline.ravel(), row))  # stable: ties by id
-    return order.reshape(rows, n) - (np.arange(rows) * n)[:, None]
 
 
 def _overflow(step: int, forced: int, allowed: int) -> OutOfBound:
@@ -287,7 +284,7 @@ def _earliest_deadline(
     rises = np.zeros((ring, n), dtype=np.bool_)  # level of row r above row r - 1's
     lead = low.copy()  # U's remainder through the last row marked
     last_level = prev_level.copy()
-    state = np.empty((6, n), dtype=np.int64)  # U through row t; search; keys; buffer; ties
+    state = np.empty((5, n), dtype=np.int64)  # U through row t; search state; keys
     state[0] = low
     state[1] = -1  # a row where the source's level rose (-1: none found yet)
     state[2] = 0  # rows searched for a rise, up to here
@@ -321,10 +318,12 @@ def _decide(
     (``lead`` is U's remainder through row p)."""
     ring, n = rises.shape
     mask = ring - 1
-    u, found, seen, keys, ties = state[0], state[1], state[2], state[3], state[5]
+    u, found, seen, keys = state[0], state[1], state[2], state[3]
     total = 0
     forced = 0
     first = 0  # candidates due at the next step (key order = id order among them)
+    near = 0  # sources due at the next step with a fractional target of a half or more
+    outside = False  # a forced bit outside them: no nearest choice
     for k in range(n):
         x = u[k] + quanta[t, k]
         u[k] = x
@@ -338,8 +337,8 @@ def _decide(
         frac = (batch * (x & (Q - 1))) & (Q - 1)
         if frac == 0:
             keys[k] = never
+            outside = outside or held[k]
             continue
-        ties[k] = (Q - 1 - frac) * n + k  # among equal deadlines: larger fraction, id
         if found[k] <= t:  # search on for the first rise after t, up to row p
             found[k] = -1
             r = max(t, seen[k]) + 1
@@ -362,15 +361,28 @@ def _decide(
         keys[k] = deadline * n + k
         if deadline == t + 1 and not held[k]:
             first += 1
+        if deadline == t + 1 and frac >= Q // 2:
+            near += 1
+        elif held[k]:
+            outside = True
     room = batch * (start + t + 1) - total - forced
     if room < 0:
         failed[0], failed[1], failed[2] = t, forced, room
         return False
     due = (t + 2) * n  # keys below this: due at the next step
-    buf = state[4]
-    if room <= first:  # the first ``room`` of them by tie key
-        _take_ties(held, keys, ties, buf, -1, due, room, never)
+    if near == room + forced and not outside:  # rounding to the nearest: an EDF choice
+        for k in range(n):
+            if keys[k] < due and (batch * (u[k] & (Q - 1))) & (Q - 1) >= Q // 2:
+                held[k] = True
+    elif room <= first:  # the first ``room`` of them by id
+        for k in range(n):
+            if room == 0:
+                break
+            if not held[k] and keys[k] < due:
+                held[k] = True
+                room -= 1
     else:  # all of them, then the earliest later deadlines
+        buf = state[4]
         count = 0
         for k in range(n):
             if not held[k] and keys[k] != never:
@@ -380,44 +392,19 @@ def _decide(
                 else:
                     buf[count] = keys[k]
                     count += 1
-        if room >= count:
-            for k in range(n):
-                if not held[k] and keys[k] != never:
-                    held[k] = True
-        elif room > 0:  # the deadlines before the cut's, then its ties by tie key
-            last = _select(buf, count, room - 1) // n
-            for k in range(n):
-                if not held[k] and keys[k] < last * n:
-                    held[k] = True
-                    room -= 1
-            _take_ties(held, keys, ties, buf, last * n - 1, (last + 1) * n, room, never)
+        cut = never - 1 if room >= count else _select(buf, count, room - 1)
+        for k in range(n):
+            if not held[k] and keys[k] != never and due <= keys[k] <= cut:
+                held[k] = True
     for k in range(n):
         if held[k]:
             out[t, k] += 1
     return True
 
 
-def _take_ties(held, keys, ties, buf, above, below, room, never):
-    """Hold the first ``room`` sources not held whose key lies in (above, below),
-    one deadline's keys, by tie key."""
-    n = keys.shape[0]
-    count = 0
-    for k in range(n):
-        if not held[k] and above < keys[k] < below:
-            buf[count] = ties[k]
-            count += 1
-    if room <= 0 or count == 0:
-        return
-    cut = never if room >= count else _select(buf, count, room - 1)
-    for k in range(n):
-        if not held[k] and above < keys[k] < below and ties[k] <= cut:
-            held[k] = True
-
-
 @compiled.register
 def build(jit) -> dict:
     """The compiled twin of this module's replay (``compiled.kernels``)."""
-    global _select, _decide, _take_ties
-    _select, _take_ties = jit(_select), jit(_take_ties)
-    _decide = jit(_decide)
+    global _select, _decide
+    _select, _decide = jit(_select), jit(_decide)
     return {"earliest_deadline": jit(_earliest_deadline)}

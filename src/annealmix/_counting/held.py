@@ -1,4 +1,4 @@
-"""Held segments of an exact plan in closed form: any step in O(N log N) from the
+"""Held segments of an exact plan in closed form: any step in O(N) from the
 segment's entry, where the sparse sources leave under one sample of slack.
 
 In a held segment (constant weights), call a source *dense* if its floor rises
@@ -8,8 +8,8 @@ look at a step t with t + 1 in the segment:
 - a dense source's deadline is t + 1; a sparse one's is t + 1 exactly when its
   floor rises then, and its fractional target is below ``1 - B q_k / Q``
   samples otherwise; a zero-weight source never rises;
-- call ``D`` the sources not forced whose deadline is t + 1 (in key order: the
-  larger fractional target first, then id), and ``S`` the other candidates not forced: sparse
+- call ``D`` the sources not forced whose deadline is t + 1 (key order = id
+  order among them), and ``S`` the other candidates not forced: sparse
   sources not rising, zero-weight sources with a fractional target that hold
   no bit. Their fractional targets sum to under ``s = sum over sparse
   (1 - B q_k / Q) + sum over zero-weight sources holding no bit at entry
@@ -20,8 +20,11 @@ look at a step t with t + 1 in the segment:
   to the bits held at entry whose floor has not risen since;
 - so, from the counts at entry up to the segment's second-to-last step (the
   last step's deadlines look into the next segment): ``C(t) = floor(T(t))``
-  plus those forced bits plus the first ``r(t) - |F|`` sources of ``D`` in
-  key order. O(N log N) from the counts at entry, whatever t.
+  plus those forced bits plus the first ``r(t) - |F|`` sources of ``D`` by
+  id; or, where the sources due at t + 1 with a fractional target of at least
+  one half number ``r(t)`` and hold ``F``, ``floor(T(t))`` plus a bit for each
+  of them (rounding to the nearest, the replay's choice there too; it picks
+  inside ``D`` as well). O(N) from the counts at entry, whatever t.
 
 ``s < 1`` holds whenever every weight gives a sample per step (and no zero-weight
 source is owed one), with one sparse source, or with sparse ones close to a sample
@@ -53,7 +56,7 @@ def held_counts(
     base: list[int],
     last: int,
 ) -> np.ndarray | None:
-    """C(last) in O(N log N) from ``counts`` = C(start - 1) and ``base`` = U(start - 1),
+    """C(last) in O(N) from ``counts`` = C(start - 1) and ``base`` = U(start - 1),
     both steps inside one held segment (``last`` before its last step) whose
     ``held_constants`` are given; ``None`` where the closed form is not proven."""
     b, m = batch, last - start + 1
@@ -66,17 +69,26 @@ def held_counts(
     if slack >= Q:
         return None
     out, due, room = [], [], b * (last + 1)
+    near, levels, outside = [], [], False
     for c, x, y in zip(counts, base, q):
         floor, u = (b * x) >> Q_BITS, b * (x + y * m)
         level = u >> Q_BITS
         forced = c > floor and level == floor  # held at entry, floor not risen since
         out.append(level + forced)
+        levels.append(level)
         room -= level + forced
-        if not forced and u & (Q - 1) and (u + b * y) >> Q_BITS > level:
-            due.append((Q - (u & (Q - 1)), len(out) - 1))
-    for _, k in sorted(due)[: max(room, 0)]:  # the first ``room`` due next, by key
-        out[k] += 1
-        room -= 1
+        rising = bool(u & (Q - 1)) and (u + b * y) >> Q_BITS > level  # due at last + 1
+        due.append(not forced and rising)
+        near.append(rising and u & (Q - 1) >= Q // 2)
+        outside = outside or (forced and not near[-1])
+    if not outside and sum(near) == b * (last + 1) - sum(levels):  # rounding to the nearest
+        return np.array([v + n for v, n in zip(levels, near)], dtype=np.int64)
+    for k, d in enumerate(due):  # the first ``room`` due at the next step, by id
+        if room <= 0:
+            break
+        if d:
+            out[k] += 1
+            room -= 1
     if room:
         raise OutOfBound(
             f"held segment counts at step {last} left {room} bonus samples unplaced; "
