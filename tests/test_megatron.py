@@ -109,6 +109,28 @@ def test_the_megatron_loop_example_resumes_from_consumed_samples(tmp_path):
     assert shares[0] == 10.0 and shares[-1] == 80.0 and shares == sorted(shares)
 
 
+def test_the_alcf_cooldown_example_anneals_one_list_into_the_other(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("megatron.core")
+    pytest.importorskip("matplotlib")
+    script = Path(__file__).resolve().parent.parent / "examples" / "alcf_cooldown.py"
+    command = [sys.executable, str(script), "--data", str(tmp_path / "data"), "--steps", "200",
+               "--out", str(tmp_path / "out")]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=300,
+                         cwd=tmp_path).stdout  # fmt: skip
+    assert "27 files in 6 corpora from two lists" in out and "not writable" not in out
+    table = [r.split() for r in out.splitlines() if r[:1].isdigit() and "/" in r]
+    rows = {int(r[0]): r[2:] for r in table}  # step, lr, a scheduled/realized pair a corpus
+    math = [float(rows[s][-1].split("/")[0]) for s in sorted(rows)]
+    web = [float(rows[s][0].split("/")[0]) for s in sorted(rows)]
+    assert math[0] == math[2] == 0.0 and math[-1] == 0.2  # the cooldown list's corpus enters
+    assert web[0] == web[2] == 0.55 and web[-1] == 0.15  # ... during the decay only
+    assert (tmp_path / "out" / "corpus_shares.png").stat().st_size > 10_000
+
+
 def test_the_text_item_is_what_megatron_deepspeeds_get_batch_reads():
     # argonne-lcf's Megatron-DeepSpeed: tokens_ = data["text"]; tokens, labels =
     # tokens_[:, :-1], tokens_[:, 1:]; the masks from its own flags

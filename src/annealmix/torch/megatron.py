@@ -138,7 +138,7 @@ class MegatronDataset(Dataset):
                 got = np.append(np.asarray(got["tokens"]), np.asarray(got["labels"])[-1:])
             return {"text": torch.from_numpy(np.asarray(got, dtype=np.int64))}
         if isinstance(got, dict):
-            return {k: torch.from_numpy(np.asarray(v)) for k, v in got.items()}
+            return {k: torch.from_numpy(np.require(v, requirements="W")) for k, v in got.items()}
         tokens = np.asarray(got, dtype=np.int64)
         fields = megatron_fields(tokens[:-1], self.eod_token, **self.flags)
         return {"tokens": torch.from_numpy(tokens[:-1]), "labels": torch.from_numpy(tokens[1:]),
