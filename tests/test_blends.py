@@ -218,3 +218,35 @@ def test_bad_file_lists_say_where(tmp_path, text, message, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises((ValueError, FileNotFoundError), match=message):
         read_file_list(file_list(tmp_path, text), 10)
+
+
+def test_a_long_list_with_a_bad_file_names_it_and_its_line_and_leaves_nothing_open(
+    tmp_path, monkeypatch
+):
+    import gc
+    from pathlib import Path
+
+    from annealmix.blends import read_file_list
+
+    monkeypatch.chdir(tmp_path)
+    lines = []
+    for i in range(300):
+        write_megatron(tmp_path / f"f{i:03d}_text_document", [list(range(30)), list(range(11))])
+        lines.append(f"1 f{i:03d}_text_document c{i % 7}")
+    (tmp_path / "f249_text_document.bin").unlink()  # line 250
+    (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
+
+    def open_files():
+        gc.collect()
+        return len(list(Path("/proc/self/fd").iterdir())) if Path("/proc/self/fd").is_dir() else 0
+
+    before = open_files()
+    expected = r"1 of the data file list's 300 files do not exist \(nothing was opened\): "
+    with pytest.raises(FileNotFoundError, match=expected + r".*list.txt:250: .*f249_text_doc"):
+        read_file_list(tmp_path / "list.txt", 10)
+    write_megatron(tmp_path / "f249_text_document", [list(range(30)), list(range(11))])
+    idx = tmp_path / "f279_text_document.idx"
+    idx.write_bytes(idx.read_bytes()[:40])  # truncated: line 280
+    with pytest.raises(ValueError, match=r"list.txt:280: .*f279_text_document.idx.* truncated"):
+        read_file_list(tmp_path / "list.txt", 10)
+    assert open_files() == before  # the 279 pairs opened before it are closed again

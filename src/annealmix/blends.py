@@ -321,19 +321,41 @@ def read_file_list(
         where = f"{path}: corpus {corpus!r}"
         for (number, _), name in zip(listed, _names([p for _, p in listed], where)):
             named[number] = f"{corpus}/{name}"
+    located, missing = {}, []  # every line checked before any file is opened
+    for number, weight, prefix, _ in lines:
+        try:
+            _weight(prefix, weight)
+            located[number] = _located(prefix, base, path)
+        except (OSError, ValueError) as err:
+            raise type(err)(f"{path}:{number}: {err}") from None
+        stem = str(located[number]).removesuffix(".bin").removesuffix(".idx")
+        absent = [stem + ext for ext in (".bin", ".idx") if not Path(stem + ext).is_file()]
+        if absent:
+            missing.append(f"{path}:{number}: {' and '.join(absent)}")
+    if missing:
+        more = len(missing) - 10
+        shown = "; ".join(missing[:10]) + (f"; and {more} more" if more > 0 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of the data file list's {len(lines)} files do not exist (nothing "
+            f"was opened): {shown}"
+        )
     weights: dict[str, float] = {}
     sources: dict[str, Packed] = {}
     corpora: dict[str, list[str]] = {}
+    failure = None
     for number, weight, prefix, corpus in lines:
         name = named[number]
         try:
-            located = _located(prefix, base, path)
-            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split,
-                                    subset, megatron)  # fmt: skip
-            weights[name] = _weight(prefix, weight)
-        except (OSError, ValueError) as err:
-            raise type(err)(f"{path}:{number}: {err}") from None
+            sources[name] = _packed(located[number], prefix, name, seq_len, seed, output,
+                                    split, subset, megatron)  # fmt: skip
+        except (OSError, ValueError) as err:  # a truncated or corrupt pair
+            failure = type(err), f"{path}:{number}: {err}"
+            break
+        weights[name] = _weight(prefix, weight)
         corpora.setdefault(corpus, []).append(name)
+    if failure is not None:  # raised here, so no traceback keeps the opened files
+        sources.clear()
+        raise failure[0](failure[1])
     if not sources:
         raise ValueError(f"{path}: the data file list names no files")
     if not any(weights.values()):
