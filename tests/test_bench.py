@@ -96,3 +96,14 @@ def test_the_short_bounds_benchmark_measures_every_bound_inside_it():
     assert 0 < ahead < 1 and 0 < behind < 5  # behind: under the others' longest together
     ahead, behind = row("| 2 to 8 sources |", "Online plans")
     assert 0 < ahead < 1 and 0 < behind < 7
+
+
+def test_the_short_scale_benchmark_opens_a_file_list_and_resumes():
+    out = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_scale.py"), "--files", "40", "--step", "500"],
+        capture_output=True, text=True, check=True, timeout=300,
+    ).stdout  # fmt: skip
+    row = next(line for line in out.splitlines() if line.startswith("| 40 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == "80"  # two file descriptors a pair
+    assert all(c.endswith(" s") for c in (cells[1], cells[4], cells[5], cells[6]))
