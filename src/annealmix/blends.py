@@ -30,7 +30,8 @@ from typing import Any
 
 from . import _validate
 from .documents import open_documents
-from .packing import MEGATRON_FLAGS, Packed, check_flags
+from .packing import Packed
+from .sample_dict import MEGATRON_FLAGS, check_flags
 
 __all__ = [
     "SPLITS",

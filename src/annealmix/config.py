@@ -59,8 +59,9 @@ import numpy as np
 
 from . import _validate
 from .mixture import Mixture, Phase
-from .packing import MEGATRON_FLAGS, check_flags, check_options
+from .packing import check_options
 from .plan import ORDERS
+from .sample_dict import MEGATRON_FLAGS, check_flags
 
 __all__ = [
     "UNITS",

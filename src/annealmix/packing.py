@@ -43,15 +43,13 @@ from . import _validate
 from .documents import Documents, documents_of, open_documents
 from .files import FORMATS
 from .order import range_indices, sample_indices
+from .sample_dict import MEGATRON_FLAGS, attention_mask, check_flags
 from .sources import batch_row, every_item, open_token_source
 
-__all__ = ["MEGATRON_FLAGS", "OUTPUTS", "Packed", "PackedStream", "Padded", "check_flags",
-           "check_options", "cu_seqlens", "name_key", "open_source"]  # fmt: skip
+__all__ = ["OUTPUTS", "Packed", "PackedStream", "Padded", "check_options", "cu_seqlens",
+           "name_key", "open_source"]  # fmt: skip
 
 OUTPUTS = ("dict", "tokens")
-# Megatron's switches for the sample dict, by its names (--reset-position-ids, ...),
-# with its defaults: all off.
-MEGATRON_FLAGS = ("reset_position_ids", "reset_attention_mask", "eod_mask_loss")
 _BLOCK = 64  # permuted documents per entry of an epoch's table
 _TABLE_CHUNK = 1 << 20  # documents an epoch's table is built from at once
 _EPOCHS_KEPT = 4  # epoch tables a source keeps (a window spans at most two epochs)
@@ -90,10 +88,9 @@ class Packed:
             another document's first token (Megatron's ``--eod-mask-loss``, found
             from the document boundaries, so no EOS id is needed).
 
-        Megatron finds documents by their EOD token; these by the boundaries, which
-        agree where each document ends in one EOD (Megatron's preprocessing with
-        ``--append-eod``; tested against megatron-core's own builder). The
-        switches shape the sample dict: they need ``output="dict"``.
+        Megatron finds documents by their EOD token, these switches by the boundaries:
+        the same where each document ends in one EOD (its ``--append-eod``; tested).
+        They shape the sample dict: they need ``output="dict"``.
     """
 
     def __init__(
@@ -280,9 +277,7 @@ class Packed:
             "document_ids": np.ascontiguousarray(document_ids[:, :-1]),
         }
         if self.reset_attention_mask:
-            ids = out["document_ids"]
-            later = np.triu(np.ones((s, s), dtype=bool), 1)
-            out["attention_mask"] = (later | (ids[:, :, None] != ids[:, None, :]))[:, None]
+            out["attention_mask"] = attention_mask(out["document_ids"])
         return out
 
     def __getstate__(self) -> dict[str, Any]:
@@ -408,19 +403,6 @@ class PackedStream:
             for w in range(n):
                 yield flat[w * s : w * s + s + 1]
             buffer, held = [flat[n * s :]], flat.size - n * s
-
-
-def check_flags(flags: dict[str, Any], output: str, name: str) -> None:
-    """Megatron's switches (``MEGATRON_FLAGS``): booleans, and only for the sample dict."""
-    for flag, value in flags.items():
-        if not isinstance(value, (bool, np.bool_)):
-            raise TypeError(f"{name}: {flag} must be true or false, got {value!r}")
-    on = [flag for flag, value in flags.items() if value]
-    if on and output != "dict":
-        raise ValueError(
-            f'{name}: {", ".join(on)} shape Megatron\'s sample dict, and output = "{output}" '
-            'gives token windows; give output = "dict"'
-        )
 
 
 def check_options(format: str, *, eos_id: int | None, pack: bool, output: str, name: str) -> None:

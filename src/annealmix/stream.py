@@ -157,6 +157,13 @@ class Stream(Iterator[MicroBatch]):
         """Continue from a position this stream (or a copy of it) produced."""
         self.position = position
 
+    def seek_step(self, step: int) -> None:
+        """Continue from the start of ``step`` as the plan (under this stream's log)
+        reaches it, every step before it handed out and nothing re-planned."""
+        at = self.plan.point(_validate.integer("step", step, minimum=0), log=self.log)
+        self.offset, self._cache = None, None
+        self.position = Position(at.step, 0, at.counts, at.deficits)
+
     def __getstate__(self) -> dict[str, Any]:
         # Sent to DataLoader workers: the planned chunk stays behind (it can be
         # megabytes); the position, small, is all a copy needs.

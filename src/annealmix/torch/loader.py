@@ -156,17 +156,15 @@ class MixtureDataLoader(DataLoader):
         """Go on from the start of ``step``, as a run that handed out every step
         before it (a resume from a step count alone: Megatron's and BlendCorpus's
         ``consumed_samples``). Online plans resume from their state (the log)."""
-        step = _validate.integer("step", step, minimum=0)
         if self.plan.online:
             raise ValueError(
                 "an online plan's batches depend on its weight log: resume it with "
                 "load_state_dict(state), which carries the log"
             )
-        if self._stream.num_steps is not None and step > self._stream.num_steps:
-            raise ValueError(f"step {step} is past the loader's num_steps {self._stream.num_steps}")
-        at = self.plan.point(step)
-        self._stream.offset = None
-        self._stream.seek(Position(step, 0, at.counts, at.deficits))
+        limit = self._stream.num_steps
+        if limit is not None and _validate.integer("step", step, minimum=0) > limit:
+            raise ValueError(f"step {step} is past the loader's num_steps {limit}")
+        self._stream.seek_step(step)
         self._after = self._stream.position
         self._boundaries = {step: self._after.consumed}
 

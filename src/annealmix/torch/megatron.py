@@ -22,8 +22,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .. import _validate
-from ..packing import MEGATRON_FLAGS, Packed
+from ..packing import Packed
 from ..plan import Batch, Plan
+from ..sample_dict import MEGATRON_FLAGS, megatron_fields
 from ..shard import turn
 from ..sources import is_stream, read_one
 from ..stream import Position, Stream
@@ -152,8 +153,7 @@ class MegatronDataset(Dataset):
         if self._next is not None and step == self._next.step:  # reading on: counts known
             stream.seek(self._next)
         else:
-            at = self.plan.point(step)
-            stream.seek(Position(step, 0, at.counts, at.deficits))
+            stream.seek_step(step)
         self._chunk = stream.take(min(_CHUNK_STEPS, self.num_steps - step))
         self._next = stream.position
         return self._chunk
@@ -167,27 +167,3 @@ def _length(sample: Any) -> int:
     if isinstance(sample, dict):
         return len(sample["tokens"]) + 1
     return len(np.asarray(sample))
-
-
-def megatron_fields(
-    tokens: np.ndarray, eod_token: int | None, *, reset_position_ids: bool = False,
-    reset_attention_mask: bool = False, eod_mask_loss: bool = False,
-) -> dict[str, np.ndarray]:  # fmt: skip
-    """``loss_mask``, ``position_ids`` (and, with ``reset_attention_mask``,
-    ``attention_mask``: ``(1, S, S)``, True where masked) of a window's input tokens,
-    as Megatron's GPT dataset computes them from the EOD token."""
-    s = tokens.size
-    eod = np.flatnonzero(tokens == eod_token) if eod_token is not None else np.zeros(0, int)
-    loss_mask = np.ones(s, dtype=np.float32)
-    if eod_mask_loss:
-        loss_mask[eod] = 0.0
-    starts = np.zeros(s, dtype=np.int64)  # each token's document start within the window
-    starts[eod[eod + 1 < s] + 1] = eod[eod + 1 < s] + 1
-    starts = np.maximum.accumulate(starts)
-    positions = np.arange(s, dtype=np.int64)
-    out = {"loss_mask": loss_mask,
-           "position_ids": positions - starts if reset_position_ids else positions}  # fmt: skip
-    if reset_attention_mask:
-        later = positions[None, :] > positions[:, None]
-        out["attention_mask"] = (later | (starts[:, None] != starts[None, :]))[None]
-    return out
