@@ -209,6 +209,8 @@ LAUNCHER_VARS = (
         ({"PMI_RANK": 5, "PMI_SIZE": 12, "PMI_LOCAL_RANK": 1}, (5, 12), 1),
         ({"RANK": 1, "WORLD_SIZE": 2, "LOCAL_RANK": 1, "PMI_RANK": 1, "PMI_SIZE": 2,
           "MPI_LOCALRANKID": 1}, (1, 2), 1),  # agreeing launchers: torchrun's first
+        ({"RANK": 5, "WORLD_SIZE": 8, "LOCAL_RANK": 1, "SLURM_PROCID": 1, "SLURM_NTASKS": 2,
+          "SLURM_LOCALID": 0}, (5, 8), 1),  # torchrun started by srun: a wider world, no warning
         ({"RANK": 0, "WORLD_SIZE": 1}, (0, 1), 0),  # a single process needs no local rank
     ],
 )  # fmt: skip

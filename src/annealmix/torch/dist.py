@@ -40,29 +40,31 @@ def _integer(var: str) -> int:
 
 def _launcher() -> tuple[int, int, int | None, str] | None:
     """(rank, world size, local rank or None, the variables read) from the first
-    launcher whose variables are set; warns when another launcher's disagree."""
-    found = []
-    for rank_var, size_var, local_vars in _ENV:
-        if rank_var in os.environ and size_var in os.environ:
-            rank, world = _integer(rank_var), _integer(size_var)
-            if not 0 <= rank < world:
-                raise ValueError(
-                    f"environment {rank_var}={rank} is not a rank of {size_var}={world}; {_FIX}"
-                )
-            local_var = next((v for v in local_vars if v in os.environ), None)
-            local = None if local_var is None else _integer(local_var)
-            found.append((rank, world, local, f"{rank_var}={rank} {size_var}={world}"))
+    launcher whose variables are set. Warns when another launcher's world is larger:
+    the one read then misses processes (a leftover ``RANK=0 WORLD_SIZE=1`` beside an
+    MPI world). A larger one read is normal (torchrun started by srun or mpirun)."""
+    found = [v for v in _ENV if v[0] in os.environ and v[1] in os.environ]
     if not found:
         return None
-    other = next((f for f in found[1:] if f[:2] != found[0][:2]), None)
-    if other is not None:
-        warnings.warn(
-            f"launcher variables disagree: {found[0][3]} but {other[3]}; using the first (a "
-            "leftover RANK/WORLD_SIZE in a job script overrides the MPI launcher's world). "
-            f"Unset the stale ones, or {_SHARD}",
-            stacklevel=3,
+    (rank_var, size_var, local_vars), others = found[0], found[1:]
+    rank, world = _integer(rank_var), _integer(size_var)
+    if not 0 <= rank < world:
+        raise ValueError(
+            f"environment {rank_var}={rank} is not a rank of {size_var}={world}; {_FIX}"
         )
-    return found[0]
+    for other_rank, other_size, _ in others:
+        wider = os.environ[other_size]
+        if wider.isdigit() and int(wider) > world:
+            warnings.warn(
+                f"launcher variables disagree: {rank_var}={rank} {size_var}={world} but "
+                f"{other_rank}={os.environ[other_rank]} {other_size}={wider}; using the first, "
+                f"which misses processes. Unset the stale ones, or {_SHARD}",
+                stacklevel=3,
+            )
+            break
+    local_var = next((v for v in local_vars if v in os.environ), None)
+    local = None if local_var is None else _integer(local_var)
+    return rank, world, local, f"{rank_var}={rank} {size_var}={world}"
 
 
 def resolve_rank(
