@@ -107,20 +107,14 @@ def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
         sizes = {n: len(s) for n, s in sources.items()}
         mix = Mixture(weights=weights)
 
-        def first_batch():
+        def batch_at(at: int) -> list:  # a fresh plan and dataset, as a (re)start builds them
             data = MegatronDataset(sources, Plan(mix, global_batch_size=B, sizes=sizes),
                                    num_steps=step + 1)  # fmt: skip
-            return [data[i] for i in range(B)]
+            return [data[at * B + i] for i in range(B)]
 
-        _, t_first = timed(first_batch)
+        _, t_first = timed(lambda: batch_at(0))
         _, t_lookup = timed(lambda: Plan(mix, global_batch_size=B, sizes=sizes).point(step))
-
-        def resumed_batch():
-            data = MegatronDataset(sources, Plan(mix, global_batch_size=B, sizes=sizes),
-                                   num_steps=step + 1)  # fmt: skip
-            return [data[step * B + i] for i in range(B)]
-
-        _, t_resume = timed(resumed_batch)
+        _, t_resume = timed(lambda: batch_at(step))
         mega = megatron_projection(np.array(list(weights.values())), step * B)
     return [
         f"| {files:,} | {t_open:.2f} s | {fds:,} | {rss:.0f} MB | {t_first:.2f} s | "

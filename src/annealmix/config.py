@@ -13,7 +13,7 @@
     output = "tokens"           # a sample: its seq_len + 1 tokens, or "dict" (Megatron's
                                 # tokens, labels, loss_mask, position_ids; document_ids)
     reset_position_ids = false  # Megatron's switches of the dict of packed sources, by
-    reset_attention_mask = false  # its names and with its defaults (annealmix.packing)
+    reset_attention_mask = false  # its names and with its defaults (annealmix.sample_dict)
     eod_mask_loss = false
 
     [sources.web]               # one table per source, in id order

@@ -450,7 +450,7 @@ def open_source(
     (one document per sample, ``pad_id`` = ``eos_id``, always ``output = "dict"``).
     Flat files without ``eos_id`` hold no document boundaries: they are cut into
     fixed windows (``TokenShards``), the same in every epoch, and cannot be unpacked.
-    ``flags`` are Megatron's switches of a packed source (``MEGATRON_FLAGS``).
+    ``flags`` are Megatron's switches of a packed source (``annealmix.sample_dict.MEGATRON_FLAGS``).
     """
     check_options(format, eos_id=eos_id, pack=pack, output=output, name=name)
     check_flags(flags, output, name)
