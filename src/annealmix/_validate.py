@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -164,3 +165,29 @@ def sizes_or_lengths(mode: str, takes_lengths: bool, sizes, lengths, names: tupl
         digest.update(np.int64(a.size).tobytes())
         digest.update(a.tobytes())
     return tuple(a.size for a in arrays), arrays, digest.hexdigest()
+
+
+def corpora(corpora: Mapping[str, Sequence[str]] | None, names: tuple[str, ...],
+             mode: str) -> Mapping[str, tuple[str, ...]] | None:  # fmt: skip
+    """``corpora`` checked: each a list of sources, none in two, in source order."""
+    if corpora is None or not len(corpora):
+        return None
+    if mode != "exact":
+        raise ValueError(f'corpora= groups the counting of mode "exact"; mode "{mode}" counts '
+                         "each source on its own: leave corpora out")  # fmt: skip
+    if not isinstance(corpora, Mapping):
+        raise TypeError(f"corpora must map corpus names to lists of source names, got "
+                        f"{type(corpora).__name__}")  # fmt: skip
+    ids, home, out = {n: k for k, n in enumerate(names)}, {}, {}
+    for corpus, members in corpora.items():
+        if isinstance(members, str) or not isinstance(members, Sequence):
+            raise TypeError(f"corpora[{corpus!r}] must be a list of source names, got {members!r}")
+        for name in members:
+            if name not in ids:
+                choice(f"source in corpora[{corpus!r}]:", name, names)
+            if name in home:
+                raise ValueError(f"source {name!r} is in corpora {home[name]!r} and {corpus!r}; "
+                                 "give each source one corpus")  # fmt: skip
+            home[name] = corpus
+        out[str(corpus)] = tuple(sorted(members, key=ids.__getitem__))
+    return MappingProxyType(out)

@@ -42,6 +42,18 @@ class Batch:
     indices: np.ndarray | None = None
     deficits: object = None
 
+    def tokens(self, n: int, lengths=None) -> np.ndarray:
+        """Tokens of each of ``n`` sources in each step held, shape (steps, n): each
+        sample's from its source's ``lengths`` (by sample index), else one."""
+        tokens = np.ones(self.sources.shape, dtype=np.int64)
+        for k in np.unique(self.sources).tolist() if lengths else ():
+            at = self.sources == k
+            tokens[at] = lengths[k][self.indices[at]]
+        rows = np.arange(tokens.shape[0])[:, None] * n
+        flat = np.bincount((rows + self.sources).ravel(), weights=tokens.ravel(),
+                           minlength=tokens.shape[0] * n)  # fmt: skip
+        return flat.astype(np.int64).reshape(-1, n)
+
 
 class Layout:
     """Counts per step and source -> (source, draw) per position, for batches of B.

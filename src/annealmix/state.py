@@ -139,7 +139,10 @@ class State:
         if log is not None and (isinstance(log, (str, bytes)) or not isinstance(log, Sequence)):
             raise ValueError(f"state log must be a list of [step, weights] entries, got {log!r}")
         plan = state["plan"]
-        if not isinstance(plan, Mapping) or any(not isinstance(plan.get(k), str) for k in PARTS):
+        # "corpora" joined the parts after annealmix 0.1: its states name the rest
+        optional = "corpora" if isinstance(plan, Mapping) and "corpora" not in plan else None
+        needed = [k for k in PARTS if k != optional]
+        if not isinstance(plan, Mapping) or any(not isinstance(plan.get(k), str) for k in needed):
             raise ValueError(
                 f"state plan must map each of {list(PARTS)} to a fingerprint, got {plan!r}"
             )
@@ -150,7 +153,7 @@ class State:
             micro_batches=micro_batches,
             counts=counts,
             offset=offset,
-            plan={k: plan[k] for k in PARTS},
+            plan={k: plan[k] for k in needed},
             deficits=deficits,
             log=None if log is None else [list(entry) for entry in log],
             check=check if version == STATE_VERSION else None,
