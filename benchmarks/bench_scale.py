@@ -25,6 +25,7 @@ pages) are not met yet at 4,000 files; this is the baseline.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import resource
 import tempfile
@@ -36,6 +37,7 @@ from _machine import describe, report
 
 from annealmix import Mixture, Plan
 from annealmix.blends import read_file_list
+from annealmix.files import max_open_files
 
 B, SEQ, CORPORA = 1024, 128, 20
 
@@ -69,11 +71,14 @@ def open_files() -> int:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1
 
 
-def rss_mb() -> float:
+def anon_mb() -> float:
+    """The process's anonymous resident memory (RssAnon): what it holds beyond the
+    mapped pages of its files, which the page cache shares and can drop."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    except OSError:
+        with open("/proc/self/status") as f:
+            line = next(x for x in f if x.startswith("RssAnon:"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -99,26 +104,37 @@ def megatron_projection(weights: np.ndarray, samples: int) -> str:
 def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
     from annealmix.torch.megatron import MegatronDataset
 
+    warm = Mixture(weights=dict.fromkeys("abcd", 1.0))  # the kernels loaded before measuring
+    Plan(warm, global_batch_size=8, corpora={"x": ["a", "b"]}).point(10)
     with tempfile.TemporaryDirectory() as tmp:
         listed = write_list(Path(tmp), files, rng)
-        fds, rss = open_files(), rss_mb()
-        (weights, sources, _), t_open = timed(lambda: read_file_list(listed, SEQ, output="dict"))
-        fds, rss = open_files() - fds, rss_mb() - rss
+        gc.collect()
+        fds, rss = open_files(), anon_mb()
+        (weights, sources, corpora), t_open = timed(
+            lambda: read_file_list(listed, SEQ, output="dict"))  # fmt: skip
+        fds_open, rss_open = open_files() - fds, anon_mb() - rss
         sizes = {n: len(s) for n, s in sources.items()}
         mix = Mixture(weights=weights)
 
+        def plan(grouped: bool = True) -> Plan:
+            return Plan(mix, global_batch_size=B, sizes=sizes,
+                        corpora=corpora if grouped else None)  # fmt: skip
+
         def batch_at(at: int) -> list:  # a fresh plan and dataset, as a (re)start builds them
-            data = MegatronDataset(sources, Plan(mix, global_batch_size=B, sizes=sizes),
-                                   num_steps=step + 1)  # fmt: skip
+            data = MegatronDataset(sources, plan(), num_steps=step + 1)
             return [data[at * B + i] for i in range(B)]
 
         _, t_first = timed(lambda: batch_at(0))
-        _, t_lookup = timed(lambda: Plan(mix, global_batch_size=B, sizes=sizes).point(step))
+        _, t_lookup = timed(lambda: plan().point(step))
         _, t_resume = timed(lambda: batch_at(step))
+        gc.collect()
+        fds_end, rss_end = open_files() - fds, anon_mb() - rss
+        _, t_per_file = timed(lambda: plan(grouped=False).point(step))
         mega = megatron_projection(np.array(list(weights.values())), step * B)
     return [
-        f"| {files:,} | {t_open:.2f} s | {fds:,} | {rss:.0f} MB | {t_first:.2f} s | "
-        f"{t_lookup:.2f} s | {t_resume:.2f} s | {mega} |"
+        f"| {files:,} | {t_open:.2f} s | {fds_open:,} / {fds_end:,} | {rss_open:.0f} / "
+        f"{rss_end:.0f} MB | {t_first:.2f} s | {t_lookup:.2f} s | {t_resume:.2f} s | "
+        f"{t_per_file:.2f} s | {mega} |"
     ]
 
 
@@ -126,17 +142,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", default="1000,4000", help="file counts, comma-separated")
     parser.add_argument("--step", type=int, default=500_000, help="the resume step")
+    parser.add_argument("--max-open", type=int, default=None,
+                        help="ANNEALMIX_MAX_OPEN_FILES (default: a quarter of ulimit -n)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.max_open is not None:
+        os.environ["ANNEALMIX_MAX_OPEN_FILES"] = str(args.max_open)
     rng = np.random.default_rng(0)
     lines = [
         f"# Thousands of files\n\n{describe()}\n",
         f"global batch {B}, windows of {SEQ} tokens, {CORPORA} corpora, held weights; a "
-        f"resume at step {args.step:,}\n",
-        "| files | open the list | file descriptors held | memory after opening | plan + "
-        "first batch | fresh lookup of the resume step | plan + batch at the resume step | "
-        "Megatron's C++ builder to that step |",
-        "|---|---|---|---|---|---|---|---|",
+        f"resume at step {args.step:,}; at most {max_open_files()} files mapped at once; "
+        "memory is anonymous memory (RssAnon: beyond the files' mapped pages)\n",
+        "| files | open the list | file descriptors held (opened / after both batches) | "
+        "memory (opened / after both batches) | plan + first batch | fresh lookup of the resume "
+        "step | plan + batch at the resume step | baseline: the same lookup counting every file "
+        "on its own (no corpora) | Megatron's C++ builder to that step |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for files in (int(x) for x in args.files.split(",")):
         lines += measure(files, args.step, rng)

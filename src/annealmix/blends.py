@@ -30,6 +30,7 @@ from typing import Any
 
 from . import _validate
 from .documents import open_documents
+from .files import release
 from .packing import Packed
 from .sample_dict import MEGATRON_FLAGS, check_flags
 
@@ -356,6 +357,8 @@ def read_file_list(
         corpora.setdefault(corpus, []).append(name)
     if failure is not None:  # raised here, so no traceback keeps the opened files
         sources.clear()
+        stems = (str(p).removesuffix(".bin").removesuffix(".idx") for p in located.values())
+        release(s + ext for s in stems for ext in (".bin", ".idx"))
         raise failure[0](failure[1])
     if not sources:
         raise ValueError(f"{path}: the data file list names no files")

@@ -26,7 +26,17 @@ from typing import Any
 import numpy as np
 
 from . import _validate
-from .files import FORMATS, MegatronIndexed, check_vocab, expand, read_llmc, read_nanogpt, read_npy
+from .files import (
+    FORMATS,
+    Mapped,
+    MegatronIndexed,
+    check_vocab,
+    expand,
+    plain,
+    read_llmc,
+    read_nanogpt,
+    read_npy,
+)
 
 __all__ = ["Documents", "open_documents"]
 
@@ -55,7 +65,8 @@ class Documents:
         self.names = list(names or [f"part {i}" for i in range(len(parts))])
         self.parts = []
         for label, (tokens, starts, lengths) in zip(self.names, parts):
-            if not isinstance(tokens, np.ndarray) or tokens.ndim != 1 or not np.issubdtype(
+            arrays = (np.ndarray, Mapped)
+            if not isinstance(tokens, arrays) or tokens.ndim != 1 or not np.issubdtype(
                 tokens.dtype, np.integer
             ):
                 raise ValueError(f"{label}: tokens must be a 1-D integer array")
@@ -126,7 +137,7 @@ class Documents:
         part, local = self._locate(np.array([i]))
         tokens, starts, lengths = self.parts[int(part[0])]
         start = int(starts[int(local[0])])
-        return tokens[start : start + int(lengths[int(local[0])])]
+        return np.asarray(tokens[start : start + int(lengths[int(local[0])])])
 
     def gather(self, ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
         """Tokens ``[offset, offset + count)`` of each document ``ids``, back to back (int64).
@@ -141,7 +152,7 @@ class Documents:
         out = np.empty(total, dtype=np.int64)
         part = np.zeros_like(ids) if self._single else self._locate(ids)[0]
         starts = self._take(1, ids) + offsets
-        views = self._views()
+        views = self._views(np.unique(part).tolist())
         if ids.size <= 4 or total >= 64 * ids.size:  # few or long pieces: slice each
             at = 0
             for p, a, c in zip(part.tolist(), starts.tolist(), counts.tolist()):
@@ -160,13 +171,16 @@ class Documents:
             out[mine] = views[p][where[mine]]
         return out
 
-    def _views(self) -> list[np.ndarray]:
-        """The token arrays as plain ndarrays over the same memory: slicing a
+    def _views(self, parts: list[int]) -> dict[int, np.ndarray]:
+        """Parts' token arrays as plain ndarrays over the same memory: slicing a
         ``np.memmap`` costs a subclass round trip per slice (measured: a third of a
-        packed batch's time). Kept per process; a pickle carries the memmaps."""
+        packed batch's time). Arrays in memory are kept per process (a pickle carries
+        the arrays); a ``Mapped`` file's map comes from the pool for this read only."""
         if self._plain is None:
-            self._plain = [np.asarray(p[0]) for p in self.parts]
-        return self._plain
+            self._plain = [None if isinstance(p[0], Mapped) else np.asarray(p[0])
+                           for p in self.parts]  # fmt: skip
+        return {p: plain(self.parts[p][0]) if self._plain[p] is None else self._plain[p]
+                for p in parts}  # fmt: skip
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_plain": None}

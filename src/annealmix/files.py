@@ -6,6 +6,11 @@
 - ``megatron``: Megatron-LM's indexed dataset pair ``PREFIX.bin`` + ``PREFIX.idx``
   (as Megatron-LM's and BlendCorpus's preprocessing write them).
 
+Megatron pairs stay closed until read: their arrays are ``Mapped``, mapped on use
+through a process-wide pool of at most ``max_open_files()`` maps (least recently
+used closed first), so a list of 10,000 files holds a bounded number of file
+descriptors.
+
 A file whose size or header disagrees with its contents is an error when opened,
 and so is a file opened as the wrong format where that can be seen: an llm.c
 header read as ``nanogpt`` tokens, a Megatron ``.bin`` whose ``.idx`` lies beside it,
@@ -17,14 +22,19 @@ document boundaries do not fit its data.
 from __future__ import annotations
 
 import glob
+import os
+import resource
+import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import _validate
 
-__all__ = ["FORMATS", "MegatronIndexed", "check_vocab", "expand", "missing", "read_llmc",
-           "read_nanogpt", "read_npy"]  # fmt: skip
+__all__ = ["FORMATS", "Mapped", "MegatronIndexed", "check_vocab", "expand", "max_open_files",
+           "missing", "plain", "read_llmc", "release", "read_nanogpt", "read_npy"]  # fmt: skip
 
 
 FORMATS = ("llmc", "megatron", "nanogpt", "npy")
@@ -42,6 +52,116 @@ _MEGATRON_DTYPES = {
     7: np.float32,
     8: np.uint16,
 }
+
+
+_maps: OrderedDict[str, np.ndarray] = OrderedDict()  # path -> its bytes, mapped
+_maps_lock = threading.Lock()
+
+
+def max_open_files() -> int:
+    """Files ``Mapped`` arrays keep mapped at once, per process: ``ANNEALMIX_MAX_OPEN_FILES``,
+    else a quarter of the process's open-file limit (``ulimit -n``; the rest is left
+    to everything else: DataLoader workers, sockets), at least 4. Each map holds one
+    file descriptor; a Megatron pair is two files."""
+    wanted = os.environ.get("ANNEALMIX_MAX_OPEN_FILES")
+    if wanted is not None:
+        try:
+            value = int(wanted)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise ValueError(
+                f"ANNEALMIX_MAX_OPEN_FILES must be a whole number >= 1, got {wanted!r}; unset "
+                "it for a quarter of the open-file limit (ulimit -n)"
+            )
+        return value
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return max(4, (1 << 16 if soft == resource.RLIM_INFINITY else soft) // 4)
+
+
+def _mapped(path: str) -> np.ndarray:
+    """The bytes of ``path``, mapped (a plain ndarray over the map), from the pool."""
+    with _maps_lock:
+        found = _maps.get(path)
+        if found is not None:
+            _maps.move_to_end(path)
+            return found
+    found = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+    with _maps_lock:
+        _maps[path] = found
+        _maps.move_to_end(path)
+        while len(_maps) > max_open_files():
+            _maps.popitem(last=False)  # its map closes once no read holds it
+    return found
+
+
+def release(paths: Any = None) -> None:
+    """Close the pool's maps of ``paths`` (say, the files of a list that failed to
+    open; ``None``: every map), once no read holds them."""
+    with _maps_lock:
+        for path in list(_maps) if paths is None else map(str, paths):
+            _maps.pop(path, None)
+
+
+class Mapped:
+    """``count`` values of ``dtype`` at byte ``offset`` of a file, read on use.
+
+    The file is mapped only while it is read, through a pool of at most
+    ``max_open_files()`` maps, so any number of ``Mapped`` arrays holds a bounded
+    number of file descriptors. It reads as a 1-D array: a slice is another
+    ``Mapped`` (nothing read), an index or an index array reads values (a copy:
+    nothing handed out keeps a map open), ``np.asarray`` reads it all. It pickles as
+    its path, dtype, offset and count.
+    """
+
+    __slots__ = ("path", "dtype", "offset", "count")
+    ndim = 1
+
+    def __init__(self, path: str | Path, dtype: Any, offset: int = 0, count: int | None = None):
+        self.path, self.dtype, self.offset = str(path), np.dtype(dtype), int(offset)
+        if count is None:
+            count = (os.path.getsize(self.path) - self.offset) // self.dtype.itemsize
+        self.count = int(count)
+
+    def __len__(self) -> int:
+        return self.count
+
+    @property
+    def size(self) -> int:
+        return self.count
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.count,)
+
+    def array(self) -> np.ndarray:
+        """The values as an ndarray over the pool's map: read it now, do not keep it
+        (it would hold the file open after the pool lets it go)."""
+        end = self.offset + self.count * self.dtype.itemsize
+        return _mapped(self.path)[self.offset : end].view(self.dtype)
+
+    def __getitem__(self, at: Any) -> Any:
+        if isinstance(at, slice) and at.step in (None, 1):
+            start, stop, _ = at.indices(self.count)
+            size = self.dtype.itemsize
+            return Mapped(self.path, self.dtype, self.offset + start * size, max(0, stop - start))
+        got = self.array()[at]
+        return got.copy() if isinstance(got, np.ndarray) else got
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return np.array(self.array(), dtype=dtype)
+
+    def tolist(self) -> list:
+        return self.array().tolist()
+
+    def __repr__(self) -> str:
+        return f"Mapped({self.path!r}, {self.dtype}, offset={self.offset}, count={self.count})"
+
+
+def plain(array: Any) -> Any:
+    """What to read ``array`` through now: a ``Mapped``'s values over the pool's map
+    (read them, do not keep them), any other array as it is."""
+    return array.array() if isinstance(array, Mapped) else array
 
 
 def read_nanogpt(path: str | Path, dtype: str = "uint16") -> np.ndarray:
@@ -150,22 +270,19 @@ class MegatronIndexed:
                 f"{idx}: counts {count} sequences and {docs} document boundaries, which need "
                 f"{expected} bytes, but the file has {idx.stat().st_size}; it is truncated"
             )
-        # One map of the index for its three arrays: each map holds a file descriptor.
-        index = np.memmap(idx, dtype=np.uint8, mode="r", shape=(expected,))
-        self.lengths = index[34 : 34 + 4 * count].view("<i4")
-        self.pointers = index[34 + 4 * count : 34 + 12 * count].view("<i8")
-        self.documents = index[34 + 12 * count : expected].view("<i8")
+        # The index's three arrays and the tokens, mapped only while read (``Mapped``).
+        self.lengths = Mapped(idx, "<i4", 34, count)
+        self.pointers = Mapped(idx, "<i8", 34 + 4 * count, count)
+        self.documents = Mapped(idx, "<i8", 34 + 12 * count, docs)
         _check_index(idx, self.lengths, self.pointers, self.documents, self.dtype.itemsize,
                      bin_.stat().st_size)  # fmt: skip
-        total = int(self.lengths.sum(dtype=np.int64)) * self.dtype.itemsize
+        total = int(np.asarray(self.lengths).sum(dtype=np.int64)) * self.dtype.itemsize
         if bin_.stat().st_size != total:
             raise ValueError(
                 f"{idx} and {bin_} disagree: the index counts {total} bytes of tokens, the "
                 f"data file has {bin_.stat().st_size}; rebuild the pair with one preprocessing run"
             )
-        self.tokens = (
-            np.memmap(bin_, dtype=self.dtype, mode="r") if total else np.zeros(0, self.dtype)
-        )
+        self.tokens = Mapped(bin_, self.dtype) if total else np.zeros(0, self.dtype)
 
     def __len__(self) -> int:
         return int(self.lengths.size)

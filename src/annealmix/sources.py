@@ -21,7 +21,17 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from . import _validate
-from .files import FORMATS, MegatronIndexed, check_vocab, expand, read_llmc, read_nanogpt, read_npy
+from .files import (
+    FORMATS,
+    Mapped,
+    MegatronIndexed,
+    check_vocab,
+    expand,
+    plain,
+    read_llmc,
+    read_nanogpt,
+    read_npy,
+)
 
 __all__ = [
     "Indexed",
@@ -104,9 +114,23 @@ class Indexed:
         return {}
 
 
+_source_types: set[type] = set()  # classes whose instances were Sources
+
+
+def is_source(data: Any) -> bool:
+    """``isinstance(data, Source)``, remembered per class: a protocol check costs
+    tens of microseconds, and a list of 10,000 files asks it for every file."""
+    if type(data) in _source_types:
+        return True
+    if isinstance(data, Source):
+        _source_types.add(type(data))
+        return True
+    return False
+
+
 def is_stream(data: Any) -> bool:
     """Whether ``data`` is a stream (read in order) rather than random-access."""
-    if isinstance(data, Source):
+    if is_source(data):
         return False
     torch_data = sys.modules.get("torch.utils.data")  # loaded wherever a torch object exists
     if torch_data is not None and isinstance(data, torch_data.IterableDataset):
@@ -117,7 +141,7 @@ def is_stream(data: Any) -> bool:
 def as_source(data: Any, name: str = "source") -> Source:
     """``data`` as a ``Source``: a reader of annealmix as it is, anything else with
     ``len`` and ``[]`` wrapped (``Indexed``); a stream is refused."""
-    if isinstance(data, Source):
+    if is_source(data):
         return data
     if is_stream(data):
         raise TypeError(
@@ -191,7 +215,7 @@ class TokenWindows:
     documents = None
 
     def __init__(self, tokens: np.ndarray, seq_len: int, name: str | None = None) -> None:
-        if not isinstance(tokens, np.ndarray):
+        if not isinstance(tokens, (np.ndarray, Mapped)):
             raise ValueError(f"tokens must be a 1-D integer array, got {type(tokens).__name__}")
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(
@@ -238,7 +262,7 @@ class TokenWindows:
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             bad = int(indices[(indices < 0) | (indices >= len(self))][0])
             raise IndexError(f"sample {bad} is out of range for {len(self)} samples")
-        s, tokens = self.seq_len, self.tokens
+        s, tokens = self.seq_len, plain(self.tokens)
         out = np.empty((indices.size, s + 1), dtype=np.int64)
         for row, start in enumerate((indices * s).tolist()):  # one copy, cast on the way
             out[row] = tokens[start : start + s + 1]

@@ -75,7 +75,7 @@ class MegatronDataset(Dataset):
             )
         self.plan = plan
         self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
-        lengths = {_length(read_one(s, 0, 0)) for s in self.sources}
+        lengths = {_length(s) for s in self.sources}
         if len(lengths) != 1:
             raise ValueError(
                 f"sources give samples of {sorted(lengths)} tokens; Megatron's batches need "
@@ -162,8 +162,13 @@ class MegatronDataset(Dataset):
         return {**self.__dict__, "_chunk": None, "_next": None}  # workers plan their own
 
 
-def _length(sample: Any) -> int:
-    """Tokens of a sample: ``seq_len + 1`` (a window, or a sample dict's inputs + 1)."""
+def _length(source: Any) -> int:
+    """Tokens of a source's samples: ``seq_len + 1`` (a window, or a sample dict's
+    inputs + 1), from its own count where it has one (no file is read)."""
+    known = source.sample_tokens()
+    if isinstance(known, int):
+        return known + 1
+    sample = read_one(source, 0, 0)
     if isinstance(sample, dict):
         return len(sample["tokens"]) + 1
     return len(np.asarray(sample))

@@ -1,0 +1,106 @@
+"""Thousands of files: Megatron pairs mapped only while read, through a bounded pool."""
+
+import gc
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from test_sources import write_megatron
+
+from annealmix import Mixture, Plan, Stream
+from annealmix.blends import read_file_list
+from annealmix.files import Mapped, max_open_files, release
+
+
+def open_files() -> int:
+    gc.collect()
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+def write_list(folder: Path, files: int) -> Path:
+    rng = np.random.default_rng(0)
+    lines = []
+    for i in range(files):
+        docs = [rng.integers(1, 1000, int(n)).tolist() for n in rng.integers(5, 60, 12)]
+        write_megatron(folder / f"f{i:04d}_text_document", docs)
+        lines.append(f"{rng.lognormal():.5f} {folder / f'f{i:04d}_text_document'} c{i % 5}")
+    (folder / "list.txt").write_text("\n".join(lines) + "\n")
+    return folder / "list.txt"
+
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
+
+
+def test_a_list_of_many_files_holds_at_most_the_pool_of_maps(tmp_path, monkeypatch):
+    listed = write_list(tmp_path, 120)
+    monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", "6")
+    release()  # what earlier reads left in the pool
+    before = open_files()
+    weights, sources, corpora = read_file_list(listed, 16)
+    assert open_files() - before <= 6
+    plan = Plan(Mixture(weights=weights), global_batch_size=64, corpora=corpora,
+                sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+    stream = Stream(plan)
+    seen = set()
+    for _ in range(20):
+        batch = stream.take(1)
+        for k in np.unique(batch.sources).tolist():
+            at = batch.sources == k
+            source = sources[plan.mixture.sources[k]]
+            got = source.read(batch.draws[at] // len(source), batch.indices[at])
+            assert got.shape == (int(at.sum()), 17)
+            seen.add(k)
+        assert open_files() - before <= 6
+    assert len(seen) > 60  # most files were read, and closed again
+    release(tmp_path.iterdir())
+    assert open_files() == before
+
+
+def test_a_list_larger_than_ulimit_reads_under_ulimit_256(tmp_path):
+    listed = write_list(tmp_path, 400)  # 800 files: more than the limit allows open at once
+    script = f"""
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from annealmix import Mixture, Plan, Stream
+from annealmix.blends import read_file_list
+from annealmix.files import max_open_files
+weights, sources, corpora = read_file_list({str(listed)!r}, 16)
+plan = Plan(Mixture(weights=weights), global_batch_size=256, corpora=corpora,
+            sizes={{n: len(s) for n, s in sources.items()}})
+stream, read = Stream(plan), 0
+for _ in range(8):
+    batch = stream.take(1)
+    for k in np.unique(batch.sources).tolist():
+        at = batch.sources == k
+        source = sources[plan.mixture.sources[k]]
+        read += len(source.read(batch.draws[at] // len(source), batch.indices[at]))
+print(max_open_files(), read)
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["64", str(8 * 256)]
+
+
+def test_mapped_reads_like_an_array_and_pickles_as_its_path(tmp_path):
+    path = tmp_path / "t.bin"
+    np.arange(100, dtype="<u2").tofile(path)
+    m = Mapped(path, "<u2", offset=20, count=50)  # values 10 .. 59
+    assert len(m) == m.size == 50 and m.shape == (50,) and m.ndim == 1
+    assert int(m[0]) == 10 and int(m[-1]) == 59
+    part = m[5:9]
+    assert isinstance(part, Mapped) and np.asarray(part).tolist() == [15, 16, 17, 18]
+    assert m[np.array([1, 3])].tolist() == [11, 13] and int(np.sum(m)) == sum(range(10, 60))
+    back = pickle.loads(pickle.dumps(m))
+    assert (back.path, back.offset, back.count) == (m.path, 20, 50)
+    assert np.asarray(back).tolist() == list(range(10, 60))
+
+
+@pytest.mark.parametrize("value", ["0", "many", "-3"])
+def test_a_bad_pool_size_is_refused_naming_the_variable(monkeypatch, value):
+    monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", value)
+    with pytest.raises(ValueError, match=f"ANNEALMIX_MAX_OPEN_FILES must be .* got '{value}'"):
+        max_open_files()
