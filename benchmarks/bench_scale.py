@@ -1,6 +1,7 @@
 """Thousands of files: an ALCF-style data-file-list at its real size, measured.
 
-    python benchmarks/bench_scale.py [--files 1000,4000] [--step 500000] [--out FILE.md]
+    python benchmarks/bench_scale.py [--files 1000,4000,10000] [--step 500000]
+        [--max-open 256] [--serve 4000] [--world 512] [--out FILE.md]
 
 For each number of files: writes that many small Megatron pairs (``.bin``/``.idx``,
 30 to 90 documents of 20 to 400 tokens each) in 20 corpora, and a data-file-list
@@ -8,18 +9,21 @@ of them (``weight prefix corpus``, log-normal weights), then measures, in this
 process and in order:
 
 - opening the list (``read_file_list``: every pair's index read and checked), the
-  file descriptors it holds and the process's resident memory after it;
-- building the plan (global batch 1024) and reading the first step's batch through
-  ``MegatronDataset`` (step 0);
+  file descriptors it holds and the process's anonymous memory after it (and after
+  the two batches below): what it holds beyond the files' mapped pages;
+- building the plan (global batch 1024, the list's corpora) and reading the first
+  step's batch through ``MegatronDataset`` (step 0);
 - a resume: a fresh plan's lookup of step ``--step`` (what ``load_state_dict``
   checks), with the weights held, then the batch of that step;
+- the baseline of the same lookup counting every file on its own (a plan without
+  ``corpora``, as before corpora were counted in units);
 - Megatron-core's C++ ``build_blending_indices`` on the same weights, timed over 10^7
   samples and projected to the samples before ``--step`` (what Megatron builds, once,
   before its first step; it caches the result on disk).
 
-The goals these figures are measured against (each step under 1 s beyond reading
-the indexes at 10,000 files, bounded file handles, at most 50 MB beyond mapped
-pages) are not met yet at 4,000 files; this is the baseline.
+Then serving (tokens per second through ``MixtureDataLoader``) over every file of
+a list against over two of its files, and ``--world`` simulated ranks, each alone
+in this process: its planning time per step and the files it maps.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from _machine import describe, report
 
 from annealmix import Mixture, Plan
 from annealmix.blends import read_file_list
-from annealmix.files import max_open_files
+from annealmix.files import max_open_files, release
 
-B, SEQ, CORPORA = 1024, 128, 20
+B, SEQ, CORPORA, SERVE_BATCH = 1024, 128, 20, 256
 
 
 def write_pair(prefix: Path, rng: np.random.Generator) -> None:
@@ -108,6 +112,7 @@ def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
     Plan(warm, global_batch_size=8, corpora={"x": ["a", "b"]}).point(10)
     with tempfile.TemporaryDirectory() as tmp:
         listed = write_list(Path(tmp), files, rng)
+        release()  # the maps an earlier list left in the pool
         gc.collect()
         fds, rss = open_files(), anon_mb()
         (weights, sources, corpora), t_open = timed(
@@ -138,10 +143,71 @@ def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
     ]
 
 
+def served(sources: dict, weights: dict, corpora: dict | None, steps: int = 30) -> float:
+    """Tokens per second through ``MixtureDataLoader`` (one rank, no workers), after
+    a warm-up of 5 steps."""
+    from annealmix.torch import MixtureDataLoader
+
+    plan = Plan(Mixture(weights=weights), global_batch_size=SERVE_BATCH, corpora=corpora,
+                sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+    it = iter(MixtureDataLoader(sources, plan, num_steps=steps + 5))
+    for _ in range(5):
+        next(it)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(it)
+    return steps * SERVE_BATCH * SEQ / (time.perf_counter() - start)
+
+
+def serving(files: int, rng: np.random.Generator) -> list[str]:
+    """The loader over every file of a list against over two of its files."""
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, sources, corpora = read_file_list(write_list(Path(tmp), files, rng), SEQ)
+        two = list(weights)[:2]
+        pair = served({n: sources[n] for n in two}, {n: weights[n] for n in two}, None)
+        every = served(sources, weights, corpora)
+    return [f"| {files:,} | {every / 1e6:.2f} M | {pair / 1e6:.2f} M | {pair / every:.2f} |"]
+
+
+def ranks(files: int, world: int, rng: np.random.Generator, steps: int = 20) -> list[str]:
+    """Ranks of a ``world``-rank run, each alone in this process: planning time per
+    step against one rank holding the whole batch, and the files each rank maps
+    (against the files its own samples come from)."""
+    from annealmix import Shard, Stream
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        weights, sources, corpora = read_file_list(write_list(Path(tmp), files, rng), SEQ)
+        plan = Plan(Mixture(weights=weights), global_batch_size=B, corpora=corpora,
+                    sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+        names = plan.mixture.sources
+        for rank, size in ((0, 1), (0, world), (world // 2, world), (world - 1, world)):
+            stream = Stream(plan, Shard(global_batch_size=B, rank=rank, world_size=size))
+            stream.take(1)
+            _, seconds = timed(lambda s=stream: [s.take(1) for _ in range(steps)])
+            release()
+            gc.collect()
+            before, wanted = open_files(), set()
+            for _ in range(steps):
+                batch = stream.take(1)
+                for k in np.unique(batch.sources).tolist():
+                    at = batch.sources == k
+                    source = sources[names[k]]
+                    source.read(batch.draws[at] // len(source), batch.indices[at])
+                    wanted.add(k)
+            mapped = open_files() - before
+            out.append(f"| {rank} of {size} | {B // size} | {seconds / steps * 1e3:.2f} ms | "
+                       f"{mapped:,} | {2 * len(wanted):,} |")  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", default="1000,4000", help="file counts, comma-separated")
     parser.add_argument("--step", type=int, default=500_000, help="the resume step")
+    parser.add_argument("--serve", default="4000", help="file counts to serve, comma-separated")
+    parser.add_argument("--world", type=int, default=512, help="ranks to simulate (0: none)")
+    parser.add_argument("--rank-files", type=int, default=4000)
     parser.add_argument("--max-open", type=int, default=None,
                         help="ANNEALMIX_MAX_OPEN_FILES (default: a quarter of ulimit -n)")
     parser.add_argument("--out", default=None)
@@ -162,6 +228,26 @@ def main() -> None:
     ]
     for files in (int(x) for x in args.files.split(",")):
         lines += measure(files, args.step, rng)
+    serve = [int(x) for x in args.serve.split(",") if x]
+    if serve:
+        lines += [
+            f"\nServing: `MixtureDataLoader`, one rank, no workers, steps of {SERVE_BATCH} "
+            f"windows of {SEQ} tokens (tokens per second)\n",
+            "| files | every file of the list | two of its files | ratio |",
+            "|---|---|---|---|",
+        ]
+        for files in serve:
+            lines += serving(files, rng)
+    if args.world:
+        lines += [
+            f"\n{args.world} ranks over {args.rank_files:,} files, each rank alone: planning "
+            "per step (`Stream.take`), and the files a rank maps in 20 steps against the files "
+            "(two a pair) its samples come from\n",
+            "| rank | samples per step | planning per step | files mapped | files its "
+            "samples come from |",
+            "|---|---|---|---|---|",
+        ]
+        lines += ranks(args.rank_files, args.world, rng)
     report(lines, args.out)
 
 

@@ -12,10 +12,13 @@ over the last 10% of the run, while a warmup-stable-decay learning rate decays:
 
 1. writes Megatron pairs for six corpora with megatron-core's own
    ``IndexedDatasetBuilder`` (generated tokens; three to eight files a corpus) and
-   two lists of them with log-normal file weights: the pretraining mix and a
-   cooldown mix that brings in a ``math`` corpus and drops ``web``'s share;
-2. builds the plan and Megatron's global-index dataset (``MegatronDataset``) and
-   reads the first step through it, as Megatron's loop would;
+   two lists of them, each corpus's share spread over its files in proportion to
+   their (log-normal) sizes: the pretraining mix and a cooldown mix that brings in
+   a ``math`` corpus and drops ``web``'s share;
+2. builds the plan over the lists' corpora (``corpora=``: a corpus is counted
+   exactly and its files split in closed form) and Megatron's global-index dataset
+   (``MegatronDataset``), and reads the first step through it, as Megatron's loop
+   would;
 3. prints the scheduled and realized corpus shares at steps through the run, and
    writes ``corpus_shares.png``: the scheduled share of every corpus (lines) and
    each step's realized share (dots), with the learning rate beside it.
@@ -54,12 +57,14 @@ def write_corpora(folder: Path, rng: np.random.Generator) -> dict[str, list[Path
     return files
 
 
-def write_list(path: Path, shares: dict, files: dict, rng: np.random.Generator) -> Path:
-    """A data-file-list: each corpus's share spread over its files, log-normally."""
+def write_list(path: Path, shares: dict, files: dict, size: dict) -> Path:
+    """A data-file-list: each corpus's share spread over its files by their sizes (as
+    ALCF's lists weigh files by their tokens), so a corpus's files keep their ratios
+    from one list to the other."""
     lines = ["# weight prefix corpus"]
     for corpus, share in shares.items():
-        w = rng.lognormal(0.0, 0.5, len(files[corpus]))
-        lines += [f"{share * x / w.sum():.6f} {p} {corpus}" for x, p in zip(w, files[corpus])]
+        w = np.array([size[p] for p in files[corpus]])
+        lines += [f"{share * x / w.sum():.9f} {p} {corpus}" for x, p in zip(w, files[corpus])]
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -80,8 +85,9 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     files = write_corpora(args.data.resolve(), rng)
-    first = write_list(args.data / "pretrain.txt", PRETRAIN, files, rng)
-    second = write_list(args.data / "cooldown.txt", COOLDOWN, files, rng)
+    size = {p: float(rng.lognormal(0.0, 0.5)) for ps in files.values() for p in ps}
+    first = write_list(args.data / "pretrain.txt", PRETRAIN, files, size)
+    second = write_list(args.data / "cooldown.txt", COOLDOWN, files, size)
 
     before, sources, corpora = read_file_list(first, SEQ, output="dict")
     after, more, more_corpora = read_file_list(second, SEQ, output="dict")
@@ -93,8 +99,10 @@ def main() -> None:
     target = {n: after.get(n, 0.0) for n in sources}
     steps = args.steps
     cooldown = Phase(start_step=int(steps * 0.9), end_step=steps - 1, weights=target)
+    # corpora=: each corpus counted exactly, its files split in closed form, so a resume
+    # of a list of thousands of files costs what one of its corpora does
     plan = Plan(Mixture(weights=start, phases=[cooldown]), global_batch_size=GLOBAL,
-                sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+                sizes={n: len(s) for n, s in sources.items()}, corpora=corpora)  # fmt: skip
     dataset = MegatronDataset(sources, plan, num_steps=steps)
     first_step = [dataset[i] for i in range(GLOBAL)]  # what Megatron's loop reads first
     print(f"{len(sources)} files in {len(corpora)} corpora from two lists; one run of "

@@ -97,8 +97,9 @@ def sample_counts(sizes: Mapping[str, int], names: tuple[str, ...]) -> tuple[int
     """Samples per source by name -> a tuple in ``names`` order, each >= 1."""
     if not isinstance(sizes, Mapping):
         raise TypeError(f"sizes must map source names to sample counts, got {sizes!r}")
+    known = set(names)
     for name in sizes:
-        if name not in names:
+        if name not in known:
             choice("source in sizes:", name, names)
     missing = [n for n in names if n not in sizes]
     if missing:
@@ -119,8 +120,9 @@ def token_lengths(lengths: Mapping[str, Any], names: tuple[str, ...]) -> tuple[n
     if not isinstance(lengths, Mapping):
         raise TypeError(f"lengths must map source names to arrays of tokens per sample, got "
                         f"{type(lengths).__name__}")  # fmt: skip
+    known = set(names)
     for name in lengths:
-        if name not in names:
+        if name not in known:
             choice("source in lengths:", name, names)
     out = []
     for name in names:

@@ -265,24 +265,26 @@ class MegatronIndexed:
         count = int.from_bytes(head[18:26], "little")
         docs = int.from_bytes(head[26:34], "little")
         expected = 34 + count * 4 + count * 8 + docs * 8
-        if idx.stat().st_size < expected:
+        idx_bytes, bin_bytes = idx.stat().st_size, bin_.stat().st_size
+        if idx_bytes < expected:
             raise ValueError(
                 f"{idx}: counts {count} sequences and {docs} document boundaries, which need "
-                f"{expected} bytes, but the file has {idx.stat().st_size}; it is truncated"
+                f"{expected} bytes, but the file has {idx_bytes}; it is truncated"
             )
         # The index's three arrays and the tokens, mapped only while read (``Mapped``).
         self.lengths = Mapped(idx, "<i4", 34, count)
         self.pointers = Mapped(idx, "<i8", 34 + 4 * count, count)
         self.documents = Mapped(idx, "<i8", 34 + 12 * count, docs)
         _check_index(idx, self.lengths, self.pointers, self.documents, self.dtype.itemsize,
-                     bin_.stat().st_size)  # fmt: skip
+                     bin_bytes)  # fmt: skip
         total = int(np.asarray(self.lengths).sum(dtype=np.int64)) * self.dtype.itemsize
-        if bin_.stat().st_size != total:
+        if bin_bytes != total:
             raise ValueError(
                 f"{idx} and {bin_} disagree: the index counts {total} bytes of tokens, the "
-                f"data file has {bin_.stat().st_size}; rebuild the pair with one preprocessing run"
+                f"data file has {bin_bytes}; rebuild the pair with one preprocessing run"
             )
-        self.tokens = Mapped(bin_, self.dtype) if total else np.zeros(0, self.dtype)
+        tokens = total // self.dtype.itemsize
+        self.tokens = Mapped(bin_, self.dtype, 0, tokens) if total else np.zeros(0, self.dtype)
 
     def __len__(self) -> int:
         return int(self.lengths.size)

@@ -84,7 +84,8 @@ class Phase:
 
 
 def _simplex(where: str, weights: Mapping[str, float], sources: Sequence[str]) -> np.ndarray:
-    unknown = [name for name in weights if name not in sources]
+    known = set(sources)
+    unknown = [name for name in weights if name not in known]
     if unknown:
         _validate.choice(f"source in {where}:", unknown[0], sources)
     vec = np.zeros(len(sources))

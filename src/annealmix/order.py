@@ -19,6 +19,7 @@ The n-th draw from a source of ``size`` samples maps to an index by one of:
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -103,8 +104,9 @@ def _sorted_hashes(
     """Place ``x`` of each epoch's permutation that sorts ``hash(epoch key, i)`` over
     ``i < size``: uniform over all permutations but for hash ties (broken by index).
 
-    Each distinct epoch key is sorted once per call (one row of at most
-    ``2**_EXACT_BITS`` hashes; the places past its size sort last).
+    Each distinct epoch key is sorted once (one row of at most ``2**_EXACT_BITS``
+    hashes; the places past its size sort last) and its row kept in a bounded cache:
+    thousands of small sources each drawn a few times a step reuse their epoch's row.
     """
     keys, sizes, _ = np.broadcast_arrays(
         np.asarray(epoch_keys, dtype=np.uint64), np.asarray(size, dtype=np.int64), x
@@ -113,11 +115,29 @@ def _sorted_hashes(
     own = sizes.ravel().take(first)
     if not np.array_equal(own.take(which), sizes.ravel()):
         raise RuntimeError("two sources' epoch keys collide; please report this seed")
-    index = np.arange(int(own.max()), dtype=np.uint64)
-    hashes = _hash.hash_counter(distinct[:, None], index[None, :])
-    hashes[index[None, :] >= own[:, None].astype(np.uint64)] = np.iinfo(np.uint64).max
-    ranked = hashes.argsort(axis=1, kind="stable")
+    ranked = np.zeros((distinct.size, int(own.max())), dtype=np.uint8)
+    missing = []
+    for i, key in enumerate(zip(distinct.tolist(), own.tolist())):
+        row = _rows.get(key)
+        if row is None:
+            missing.append(i)
+        else:
+            ranked[i, : key[1]] = row
+    if missing:
+        new, lengths = distinct.take(missing), own.take(missing)
+        index = np.arange(int(lengths.max()), dtype=np.uint64)
+        hashes = _hash.hash_counter(new[:, None], index[None, :])
+        hashes[index[None, :] >= lengths[:, None].astype(np.uint64)] = np.iinfo(np.uint64).max
+        rows = hashes.argsort(axis=1, kind="stable").astype(np.uint8)
+        if len(_rows) + len(missing) > _ROWS_KEPT:
+            _rows.clear()
+        for i, key, z, row in zip(missing, new.tolist(), lengths.tolist(), rows):
+            ranked[i, :z] = _rows[key, z] = row[:z].copy()
     return ranked[which, x.ravel().astype(np.intp)].reshape(x.shape).astype(np.uint64)
+
+
+_rows: dict[tuple[int, int], np.ndarray] = {}  # (epoch key, size) -> its permutation
+_ROWS_KEPT = 1 << 15  # at most 4 MB of rows (uint8, up to 2**_EXACT_BITS each)
 
 
 def _shuffle(size: int, source_key: int, draws: np.ndarray) -> np.ndarray:
@@ -241,25 +261,14 @@ def _positions(
     plan, sources: np.ndarray, draws: np.ndarray, first: np.ndarray, totals: np.ndarray
 ) -> np.ndarray:
     """Sample indices of positions of many sources at once (see ``indexed``)."""
-    n = plan.num_sources
-    sizes = np.array(plan.sizes, dtype=np.uint64)
+    sizes, source_keys, base, kinds, kind_of = _tables(plan)
     # Per source: the epoch its draws start in here, and whether they end in it too.
     first, totals = first.astype(np.uint64), totals.astype(np.uint64)
     epoch = first // sizes
     wraps = (first + np.maximum(totals, 1) - np.uint64(1)) // sizes != epoch
-    # _source_key(seed, k) for every k at once: key(seed, 0x5EED, k) extends key(seed, 0x5EED)
-    source_keys = _hash.extend(_hash.key(plan.seed, 0x5EED), np.arange(n))
-    base = _hash.extend(np.uint64(_hash.key()), source_keys)  # key(source key)
-    # key(source key, epoch), as sample_indices derives it, and its round keys
+    # key(source key, epoch), as sample_indices derives it
     epoch_keys = _hash.extend(base, epoch)
-    round_keys = _round_keys(epoch_keys)
-    # Groups: sources of one order and, for shuffles, one permutation width.
-    kind = [
-        (o, max(2, (z - 1).bit_length()) * (o == "shuffle"))
-        for o, z in zip(plan.orders, plan.sizes)
-    ]
-    kinds = sorted(set(kind))
-    which = np.array([kinds.index(k) for k in kind]).take(sources) if len(kinds) > 1 else None
+    which = kind_of.take(sources) if len(kinds) > 1 else None
     out = np.empty(draws.size, dtype=np.int64)
     for g, (order, bits) in enumerate(kinds):
         where = np.arange(draws.size) if which is None else np.flatnonzero(which == g)
@@ -285,10 +294,25 @@ def _positions(
                     keys[wrapping] = _hash.extend(base.take(src[wrapping]), e[wrapping])
                 out[at] = _permute(size, keys, d, bits)
                 continue
-            keys = [rk.take(src) for rk in round_keys]
+            keys = epoch_keys.take(src)  # round keys of the sources here only
             if len(wrapping):
-                own = _round_keys(_hash.extend(base.take(src[wrapping]), e[wrapping]))
-                for rk, fresh in zip(keys, own):
-                    rk[wrapping] = fresh
-            out[at] = _permute(size, None, d, bits, keys=keys)
+                keys[wrapping] = _hash.extend(base.take(src[wrapping]), e[wrapping])
+            out[at] = _permute(size, keys, d, bits)
     return out
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(plan) -> tuple:
+    """What ``_positions`` needs of a plan's sources, derived once per plan: sizes,
+    source keys (``_source_key`` of every id), ``key(source key)``, the groups (one
+    order and, for shuffles, one permutation width) and each source's group."""
+    n = plan.num_sources
+    # _source_key(seed, k) for every k at once: key(seed, 0x5EED, k) extends key(seed, 0x5EED)
+    source_keys = _hash.extend(_hash.key(plan.seed, 0x5EED), np.arange(n))
+    base = _hash.extend(np.uint64(_hash.key()), source_keys)  # key(source key)
+    kind = [(o, max(2, (z - 1).bit_length()) * (o == "shuffle"))
+            for o, z in zip(plan.orders, plan.sizes)]  # fmt: skip
+    kinds = sorted(set(kind))
+    number = {k: i for i, k in enumerate(kinds)}
+    kind_of = np.array([number[k] for k in kind], dtype=np.intp)
+    return np.array(plan.sizes, dtype=np.uint64), source_keys, base, kinds, kind_of

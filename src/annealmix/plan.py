@@ -123,9 +123,8 @@ class Plan:
         mode = _validate.choice("mode", mode, MODES)
         names = mixture.sources
         orders = {n: order for n in names} if isinstance(order, str) else dict(order)
-        for name in orders:
-            if name not in names:
-                _validate.choice("source in order:", name, names)
+        for name in sorted(set(orders) - set(names)):
+            _validate.choice("source in order:", name, names)
         put = object.__setattr__
         put(self, "mixture", mixture)
         put(self, "global_batch_size", batch)

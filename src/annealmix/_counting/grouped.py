@@ -63,8 +63,7 @@ def units(mixture: Mixture, corpora: tuple[tuple[int, ...], ...]) -> list[list[i
     rows = vectors(mixture)
     home = {k: c for c, members in enumerate(corpora) for k in members}
     keyed: dict[tuple, list[int]] = {}
-    for k in range(mixture.num_sources):
-        column = rows[:, k].tolist()
+    for k, column in enumerate(rows.T.tolist()):
         total = math.fsum(column)
         if k not in home or total == 0.0:
             key: tuple = ("alone", k)
