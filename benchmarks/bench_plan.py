@@ -39,7 +39,7 @@ import numpy as np
 from _machine import describe
 
 from annealmix import Mixture, Phase, Plan, Stream, indexed
-from annealmix._counting import compiled as _kernels
+from annealmix import _compiled as _kernels
 
 B = 1024
 

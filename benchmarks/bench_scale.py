@@ -43,7 +43,7 @@ from annealmix import Mixture, Plan
 from annealmix.blends import read_file_list
 from annealmix.files import max_open_files, release
 
-B, SEQ, CORPORA, SERVE_BATCH = 1024, 128, 20, 256
+B, SEQ, CORPORA, SERVE_BATCH, WARM = 1024, 128, 20, 256, 50
 
 
 def write_pair(prefix: Path, rng: np.random.Generator) -> None:
@@ -143,30 +143,37 @@ def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
     ]
 
 
-def served(sources: dict, weights: dict, corpora: dict | None, steps: int = 30) -> float:
-    """Tokens per second through ``MixtureDataLoader`` (one rank, no workers), after
-    a warm-up of 5 steps."""
+def served(sources: dict, weights: dict, corpora: dict | None, steps: int = 100) -> tuple:
+    """Tokens per second of planning alone (``Stream.take``: sources, draws, sample
+    indices) and through ``MixtureDataLoader`` (one rank, no workers: planning and
+    reading), each after a warm-up of ``WARM`` steps (a run's steady state: small
+    sources' epoch permutations are cached as they come)."""
+    from annealmix import Stream
     from annealmix.torch import MixtureDataLoader
 
     plan = Plan(Mixture(weights=weights), global_batch_size=SERVE_BATCH, corpora=corpora,
                 sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
-    it = iter(MixtureDataLoader(sources, plan, num_steps=steps + 5))
-    for _ in range(5):
-        next(it)
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(it)
-    return steps * SERVE_BATCH * SEQ / (time.perf_counter() - start)
+    stream = Stream(plan)
+    loader = iter(MixtureDataLoader(sources, plan, num_steps=steps + WARM))
+
+    def rate(step) -> float:
+        for _ in range(WARM):
+            step()
+        _, seconds = timed(lambda: [step() for _ in range(steps)])
+        return steps * SERVE_BATCH * SEQ / seconds
+
+    return rate(lambda: stream.take(1)), rate(lambda: next(loader))
 
 
 def serving(files: int, rng: np.random.Generator) -> list[str]:
-    """The loader over every file of a list against over two of its files."""
+    """Planning and the loader over every file of a list against over two of its files."""
     with tempfile.TemporaryDirectory() as tmp:
         weights, sources, corpora = read_file_list(write_list(Path(tmp), files, rng), SEQ)
         two = list(weights)[:2]
         pair = served({n: sources[n] for n in two}, {n: weights[n] for n in two}, None)
         every = served(sources, weights, corpora)
-    return [f"| {files:,} | {every / 1e6:.2f} M | {pair / 1e6:.2f} M | {pair / every:.2f} |"]
+    return [f"| {what} | {files:,} files: {a / 1e6:.1f} M | 2 files: {b / 1e6:.1f} M | "
+            f"{b / a:.2f} |" for what, a, b in zip(("planning", "the loader"), every, pair)]
 
 
 def ranks(files: int, world: int, rng: np.random.Generator, steps: int = 20) -> list[str]:
@@ -183,7 +190,7 @@ def ranks(files: int, world: int, rng: np.random.Generator, steps: int = 20) -> 
         names = plan.mixture.sources
         for rank, size in ((0, 1), (0, world), (world // 2, world), (world - 1, world)):
             stream = Stream(plan, Shard(global_batch_size=B, rank=rank, world_size=size))
-            stream.take(1)
+            stream.take(WARM)
             _, seconds = timed(lambda s=stream: [s.take(1) for _ in range(steps)])
             release()
             gc.collect()
@@ -226,14 +233,15 @@ def main() -> None:
         "on its own (no corpora) | Megatron's C++ builder to that step |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for files in (int(x) for x in args.files.split(",")):
+    for files in (int(x) for x in args.files.split(",") if x):
         lines += measure(files, args.step, rng)
     serve = [int(x) for x in args.serve.split(",") if x]
     if serve:
         lines += [
-            f"\nServing: `MixtureDataLoader`, one rank, no workers, steps of {SERVE_BATCH} "
-            f"windows of {SEQ} tokens (tokens per second)\n",
-            "| files | every file of the list | two of its files | ratio |",
+            f"\nServing, one rank, steps of {SERVE_BATCH} windows of {SEQ} tokens, tokens per "
+            "second: planning alone (`Stream.take`) and through `MixtureDataLoader` (no "
+            "workers: planning and reading the files)\n",
+            "| what | every file of a list | two of its files | ratio |",
             "|---|---|---|---|",
         ]
         for files in serve:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from test_mixture import mixtures
 
 from annealmix import Mixture, Phase, Plan
+from annealmix import _compiled as compiled
 from annealmix._counting import (
     LOOKAHEAD,
     Bernoulli,
@@ -18,7 +19,6 @@ from annealmix._counting import (
     Point,
     Q,
     Targets,
-    compiled,
     step_counts,
 )
 

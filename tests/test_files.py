@@ -104,3 +104,45 @@ def test_a_bad_pool_size_is_refused_naming_the_variable(monkeypatch, value):
     monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", value)
     with pytest.raises(ValueError, match=f"ANNEALMIX_MAX_OPEN_FILES must be .* got '{value}'"):
         max_open_files()
+
+
+@pytest.fixture(scope="module")
+def ten_thousand(tmp_path_factory) -> Path:
+    return write_list(tmp_path_factory.mktemp("list"), 10_000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("fault", "error", "match"),
+    [
+        ("missing", FileNotFoundError, r"1 of the data file list's 10000 files do not exist "
+                                       r"\(nothing was opened\): .*list.txt:7778: .*f7777_te"),
+        ("truncated", ValueError, r"list.txt:7778: .*f7777_text_document.idx.* truncated"),
+        ("corrupt", ValueError, r"list.txt:7778: .*f7777_text_document.idx: sequence 0 spans "
+                                r"bytes \[1000000000, .*does not belong to this data file"),
+    ],
+)  # fmt: skip
+def test_one_bad_file_in_ten_thousand_is_named_with_its_line_and_nothing_stays_open(
+    ten_thousand, fault, error, match
+):
+    stem = ten_thousand.parent / "f7777_text_document"
+    bin_, idx = stem.with_suffix(".bin"), stem.with_suffix(".idx")
+    saved = idx.read_bytes()
+    if fault == "missing":
+        bin_.rename(stem.with_suffix(".moved"))
+    elif fault == "truncated":
+        idx.write_bytes(saved[:40])
+    else:  # the first sequence's byte pointer far past the end of its .bin
+        count = int.from_bytes(saved[18:26], "little")
+        at = 34 + 4 * count
+        idx.write_bytes(saved[:at] + (10**9).to_bytes(8, "little") + saved[at + 8 :])
+    release()
+    before = open_files()
+    try:
+        with pytest.raises(error, match=match):
+            read_file_list(ten_thousand, 16)
+        assert open_files() == before
+    finally:
+        idx.write_bytes(saved)
+        if fault == "missing":
+            stem.with_suffix(".moved").rename(bin_)

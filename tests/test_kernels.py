@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from test_counts import _before, _counter, _rows, held_gaps
 from test_mixture import mixtures
 
-from annealmix import Mixture, Phase, Plan, TokenPlan
+from annealmix import Mixture, Phase, Plan, Stream, TokenPlan
+from annealmix import _compiled as _kernels
 from annealmix._counting import LOOKAHEAD, Memo, OutOfBound, quantize
-from annealmix._counting import compiled as _kernels
 from annealmix._counting import threads as _threads_module
 from annealmix.online import OnlinePlan
 
@@ -114,7 +114,7 @@ def test_long_anneal_lookup_is_the_numpy_lookup():
 
 def test_kernels_can_be_turned_off_and_are_not_imported_with_annealmix():
     code = (
-        "import sys, annealmix; from annealmix._counting import compiled; "
+        "import sys, annealmix; from annealmix import _compiled as compiled; "
         "print('numba' in sys.modules, compiled.kernels() is None)"
     )
     env = {**os.environ, "ANNEALMIX_KERNELS": "numpy"}
@@ -177,7 +177,7 @@ def test_a_piece_whose_guess_never_meets_the_truth_is_replayed_again(monkeypatch
 
 
 def test_a_bad_kernel_setting_names_the_variable():
-    code = "from annealmix._counting import compiled; compiled.kernels()"
+    code = "from annealmix import _compiled as compiled; compiled.kernels()"
     env = {**os.environ, "ANNEALMIX_KERNELS": "off"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode != 0
@@ -280,3 +280,22 @@ def test_token_walks_are_the_python_walks(seed, n, batch, longest):
 
     compiled, plain = _both(walk)
     assert all(np.array_equal(a, b) for a, b in zip(compiled, plain))
+
+
+@compiled
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.integers(3, 400), st.sampled_from([1, 7, 256]))
+def test_wide_shuffles_of_many_sources_are_the_numpy_shuffles(seed, n, batch):
+    # many sources of sizes on both sides of the exact-sort limit, drawn a few at a
+    # time (positions mapped together), across epoch boundaries
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(n)]
+    sizes = {k: int(z) for k, z in zip(names, rng.integers(1, 3000, n))}
+    mix = Mixture(weights=dict(zip(names, rng.lognormal(0, 1, n))))
+    plan = Plan(mix, global_batch_size=batch, sizes=sizes, seed=seed)
+
+    def indices():
+        return Stream(plan).take(200).indices
+
+    fast, plain = _both(indices)
+    assert np.array_equal(fast, plain)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "annealmix"
 # The within-source order (a draw -> a sample index) sits below the plan: it needs no
 # plan, and a plan in tokens counts the lengths of the samples its draws map to.
 LAYERS = [
-    ("helpers", {"_validate", "_hash", "_fmath", "_progress"}),
+    ("helpers", {"_validate", "_hash", "_fmath", "_progress", "_compiled"}),
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
     ("mixture", {"mixture", "weights", "controllers"}),
     ("order", {"order"}),
@@ -35,7 +35,7 @@ MAX_LINES = 500
 PROBES = {
     "sources.py": 4,  # is_stream (len and []), a Hugging Face stream's iter and skip
     "post.py": 2,  # the post's sampler takes any sequences X and Y
-    "_counting/compiled.py": 2,  # the platform's CPU affinity; numba's py_func
+    "_compiled.py": 2,  # the platform's CPU affinity; numba's py_func
     "_validate.py": 1,  # a number is anything with __float__
     "demo/run.py": 1,  # torch builds without the mps backend
 }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 M1 = np.uint64(0xBF58476D1CE4E5B9)
 M2 = np.uint64(0x94D049BB133111EB)
 _MASK64 = (1 << 64) - 1
@@ -24,6 +24,15 @@ def mix64(x: np.ndarray) -> np.ndarray:
     x *= M2
     x ^= x >> np.uint64(31)
     return x
+
+
+def mix64_one(x: np.uint64) -> np.uint64:
+    """``mix64`` of one uint64 word (the compiled shuffle's; wraps as uint64 does)."""
+    x ^= x >> np.uint64(30)
+    x *= M1
+    x ^= x >> np.uint64(27)
+    x *= M2
+    return x ^ (x >> np.uint64(31))
 
 
 def _mix64_int(x: int) -> int:
@@ -45,11 +54,11 @@ def key(*parts: int) -> int:
 def extend(k: int | np.ndarray, part: int | np.ndarray) -> np.ndarray:
     """``key(*prefix, part)`` given ``k = key(*prefix)``, elementwise over arrays."""
     with np.errstate(over="ignore"):  # 0-d arrays warn on the intended wrap-around
-        h = np.asarray(k, dtype=np.uint64) + np.asarray(part).astype(np.uint64) * _GOLDEN
+        h = np.asarray(k, dtype=np.uint64) + np.asarray(part).astype(np.uint64) * GOLDEN
         return mix64(h)
 
 
 def hash_counter(k: int | np.ndarray, counter: np.ndarray) -> np.ndarray:
     """64 random bits for each counter under key ``k`` (array keys broadcast)."""
     c = np.asarray(counter).astype(np.uint64)
-    return mix64(mix64(c * _GOLDEN ^ np.asarray(k, dtype=np.uint64)) + _GOLDEN)
+    return mix64(mix64(c * GOLDEN ^ np.asarray(k, dtype=np.uint64)) + GOLDEN)

@@ -23,7 +23,7 @@ import functools
 
 import numpy as np
 
-from . import _hash, _validate
+from . import _compiled, _hash, _validate
 
 __all__ = ["ORDERS", "indexed", "range_indices", "sample_indices"]
 # Within-source orders a plan names per source.
@@ -45,19 +45,20 @@ def _feistel(x: np.ndarray, keys: list[np.ndarray], lo_bits: int, hi_bits: int) 
     bits are kept (they depend on every input bit); a key is one word or one word
     per element.
     """
-    a, b = hi_bits, lo_bits
+    one = np.uint64(1)
+    a, b = np.asarray(hi_bits, dtype=np.uint64), np.asarray(lo_bits, dtype=np.uint64)
     f = np.empty_like(x)
     for r in range(_ROUNDS):
-        right = x & np.uint64((1 << b) - 1)
-        x >>= np.uint64(b)  # x is now L
+        right = x & ((one << b) - one)
+        x >>= b  # x is now L
         np.bitwise_xor(right, keys[r], out=f)
         f *= _hash.M1
         f ^= f >> np.uint64(31)
         f *= _hash.M2
-        f >>= np.uint64(64 - a)
+        f >>= np.uint64(64) - a
         x += f
-        x &= np.uint64((1 << a) - 1)
-        right <<= np.uint64(a)
+        x &= (one << a) - one
+        right <<= a
         x |= right
         a, b = b, a
     return x
@@ -75,16 +76,18 @@ def _permute(
     """The keyed permutation of range(size) at positions ``x`` (uint64, permuted in place).
 
     ``epoch_keys`` is one key for all positions or one per position; ``size`` one
-    size or one per position, all of them ``bits`` wide (``max(2, (size - 1).bit_length())``).
-    Above ``_EXACT_BITS``, ``keys`` may give the Feistel round keys already derived
-    (then ``epoch_keys`` is not read).
+    size or one per position, ``bits`` its width (``max(2, (size - 1).bit_length())``):
+    one, or one per position above ``_EXACT_BITS`` (widths of many sources in one
+    pass). Above ``_EXACT_BITS``, ``keys`` may give the Feistel round keys already
+    derived (then ``epoch_keys`` is not read).
     """
     if bits is None:
         bits = max(2, (int(size) - 1).bit_length())
-    if bits <= _EXACT_BITS:
+    if np.ndim(bits) == 0 and bits <= _EXACT_BITS:
         x[:] = _sorted_hashes(size, epoch_keys, x)
         return x
-    lo_bits, hi_bits = bits - bits // 2, bits // 2
+    bits = np.asarray(bits, dtype=np.uint64)
+    lo_bits, hi_bits = bits - bits // np.uint64(2), bits // np.uint64(2)
     keys = _round_keys(epoch_keys) if keys is None else keys
     x = _feistel(x, keys, lo_bits, hi_bits)
     # Cycle walking: re-apply until the value falls inside [0, size); the domain is
@@ -93,7 +96,8 @@ def _permute(
     todo = np.flatnonzero(x >= limit)
     while todo.size:
         sub = [k if k.ndim == 0 else k[todo] for k in keys]
-        x[todo] = _feistel(x[todo], sub, lo_bits, hi_bits)
+        lo, hi = (lo_bits, hi_bits) if bits.ndim == 0 else (lo_bits[todo], hi_bits[todo])
+        x[todo] = _feistel(x[todo], sub, lo, hi)
         todo = todo[x[todo] >= (limit if limit.ndim == 0 else limit[todo])]
     return x
 
@@ -115,25 +119,23 @@ def _sorted_hashes(
     own = sizes.ravel().take(first)
     if not np.array_equal(own.take(which), sizes.ravel()):
         raise RuntimeError("two sources' epoch keys collide; please report this seed")
-    ranked = np.zeros((distinct.size, int(own.max())), dtype=np.uint8)
-    missing = []
-    for i, key in enumerate(zip(distinct.tolist(), own.tolist())):
-        row = _rows.get(key)
-        if row is None:
-            missing.append(i)
-        else:
-            ranked[i, : key[1]] = row
+    rows = [_rows.get(key) for key in zip(distinct.tolist(), own.tolist())]
+    missing = [i for i, row in enumerate(rows) if row is None]
     if missing:
         new, lengths = distinct.take(missing), own.take(missing)
         index = np.arange(int(lengths.max()), dtype=np.uint64)
         hashes = _hash.hash_counter(new[:, None], index[None, :])
         hashes[index[None, :] >= lengths[:, None].astype(np.uint64)] = np.iinfo(np.uint64).max
-        rows = hashes.argsort(axis=1, kind="stable").astype(np.uint8)
+        ranked = hashes.argsort(axis=1, kind="stable").astype(np.uint8)
         if len(_rows) + len(missing) > _ROWS_KEPT:
             _rows.clear()
-        for i, key, z, row in zip(missing, new.tolist(), lengths.tolist(), rows):
-            ranked[i, :z] = _rows[key, z] = row[:z].copy()
-    return ranked[which, x.ravel().astype(np.intp)].reshape(x.shape).astype(np.uint64)
+        for i, key, z, row in zip(missing, new.tolist(), lengths.tolist(), ranked):
+            rows[i] = _rows[key, z] = row[:z].copy()
+    starts = np.cumsum(own) - own  # each row's place in the rows laid end to end
+    flat = np.concatenate(rows)
+    return flat.take(starts.take(which) + x.ravel().astype(np.intp)).reshape(x.shape).astype(
+        np.uint64
+    )
 
 
 _rows: dict[tuple[int, int], np.ndarray] = {}  # (epoch key, size) -> its permutation
@@ -261,7 +263,7 @@ def _positions(
     plan, sources: np.ndarray, draws: np.ndarray, first: np.ndarray, totals: np.ndarray
 ) -> np.ndarray:
     """Sample indices of positions of many sources at once (see ``indexed``)."""
-    sizes, source_keys, base, kinds, kind_of = _tables(plan)
+    sizes, source_keys, base, kinds, kind_of, widths = _tables(plan)
     # Per source: the epoch its draws start in here, and whether they end in it too.
     first, totals = first.astype(np.uint64), totals.astype(np.uint64)
     epoch = first // sizes
@@ -288,31 +290,71 @@ def _positions(
             if order == "sequential":
                 out[at] = d
                 continue
-            if bits <= _EXACT_BITS:
-                keys = epoch_keys.take(src)
-                if len(wrapping):
-                    keys[wrapping] = _hash.extend(base.take(src[wrapping]), e[wrapping])
-                out[at] = _permute(size, keys, d, bits)
-                continue
-            keys = epoch_keys.take(src)  # round keys of the sources here only
+            keys = epoch_keys.take(src)  # (round) keys of the sources here only
             if len(wrapping):
                 keys[wrapping] = _hash.extend(base.take(src[wrapping]), e[wrapping])
-            out[at] = _permute(size, keys, d, bits)
+            kernels = None if bits <= _EXACT_BITS else _compiled.kernels()
+            if kernels is not None:
+                kernels.feistel_shuffle(d, keys, size, widths.take(src))
+                out[at] = d
+            else:
+                out[at] = _permute(size, keys, d, bits if bits <= _EXACT_BITS else widths.take(src))
     return out
+
+
+def _feistel_shuffle(x: np.ndarray, keys: np.ndarray, sizes: np.ndarray, bits: np.ndarray) -> None:
+    """``_permute`` above ``_EXACT_BITS``, element by element, in place: the round keys
+    of each epoch key, the Feistel network, cycle walking (its compiled twin)."""
+    one, round_keys = np.uint64(1), np.empty(_ROUNDS, dtype=np.uint64)
+    for i in range(x.shape[0]):
+        first = _mix_one(_START + keys[i] * _GOLD)  # _round_keys, one key at a time
+        for r in range(_ROUNDS):
+            round_keys[r] = _mix_one(first + np.uint64(r) * _GOLD)
+        value, lo = x[i], bits[i] - bits[i] // np.uint64(2)
+        hi = bits[i] // np.uint64(2)
+        while True:
+            a, b = hi, lo
+            for r in range(_ROUNDS):
+                right = value & ((one << b) - one)
+                value >>= b
+                f = (right ^ round_keys[r]) * _M1
+                f ^= f >> np.uint64(31)
+                f = (f * _M2) >> (np.uint64(64) - a)
+                value = ((value + f) & ((one << a) - one)) | (right << a)
+                a, b = b, a
+            if value < sizes[i]:
+                break
+        x[i] = value
+
+
+# The compiled shuffle's constants and mixer (numba freezes module globals).
+_mix_one, _START, _GOLD = _hash.mix64_one, np.uint64(_hash.key()), _hash.GOLDEN
+_M1, _M2 = _hash.M1, _hash.M2
+
+
+@_compiled.register
+def build(jit) -> dict:
+    """The compiled twin of the wide shuffles (``_compiled.kernels``)."""
+    global _mix_one
+    _mix_one = jit(_mix_one)
+    return {"feistel_shuffle": jit(_feistel_shuffle)}
 
 
 @functools.lru_cache(maxsize=8)
 def _tables(plan) -> tuple:
     """What ``_positions`` needs of a plan's sources, derived once per plan: sizes,
     source keys (``_source_key`` of every id), ``key(source key)``, the groups (one
-    order and, for shuffles, one permutation width) and each source's group."""
+    order; shuffles in two: sorted hashes, and the Feistel network, each over every
+    width at once), each source's group and its permutation width."""
     n = plan.num_sources
     # _source_key(seed, k) for every k at once: key(seed, 0x5EED, k) extends key(seed, 0x5EED)
     source_keys = _hash.extend(_hash.key(plan.seed, 0x5EED), np.arange(n))
     base = _hash.extend(np.uint64(_hash.key()), source_keys)  # key(source key)
-    kind = [(o, max(2, (z - 1).bit_length()) * (o == "shuffle"))
-            for o, z in zip(plan.orders, plan.sizes)]  # fmt: skip
+    widths = [max(2, (z - 1).bit_length()) for z in plan.sizes]
+    kind = [(o, (_EXACT_BITS + (w > _EXACT_BITS)) * (o == "shuffle"))
+            for o, w in zip(plan.orders, widths)]  # fmt: skip
     kinds = sorted(set(kind))
     number = {k: i for i, k in enumerate(kinds)}
     kind_of = np.array([number[k] for k in kind], dtype=np.intp)
-    return np.array(plan.sizes, dtype=np.uint64), source_keys, base, kinds, kind_of
+    return (np.array(plan.sizes, dtype=np.uint64), source_keys, base, kinds, kind_of,
+            np.array(widths, dtype=np.uint64))  # fmt: skip

@@ -36,8 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compiled, threads
-from .compiled import select as _select
+from .. import _compiled as compiled
+from .._compiled import select as _select
+from . import threads
 from .held import held_constants, held_counts
 from .memo import Counter, Memo, OutOfBound, Point
 from .quanta import Q_BITS, Q

@@ -40,8 +40,8 @@ import math
 
 import numpy as np
 
+from .. import _compiled as compiled
 from ..mixture import Mixture, Phase
-from . import compiled
 from .memo import Counter, Memo, Point
 
 SHARE_BITS = 40

@@ -17,8 +17,8 @@ import bisect
 
 import numpy as np
 
+from .. import _compiled as compiled
 from ..mixture import Mixture
-from . import compiled
 from .memo import Memo
 
 Q_BITS = 40

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import compiled
+from .. import _compiled as compiled
 from .memo import Memo, OutOfBound
 from .quanta import Q_BITS
 

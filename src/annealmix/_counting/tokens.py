@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compiled
+from .. import _compiled as compiled
 from .memo import Deficits, Memo
 from .quanta import Q
 from .walk import DeficitRows, Walk

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import compiled
-from .compiled import select as _select
+from .. import _compiled as compiled
+from .._compiled import select as _select
 from .memo import Counter, Deficits, Memo, Point
 from .quanta import CHUNK, Q_BITS, Q
 

@@ -1,7 +1,8 @@
 """Compiled twins of the counters' inner loops (numba), switched on or off here.
 
-Each counter module holds its loops' compiled twins beside the numpy or Python
-code they twin, and registers a ``build(jit)`` that compiles them (``register``);
+Each module with hot loops (the counters, the within-source order) holds their
+compiled twins beside the numpy or Python code they twin, and registers a
+``build(jit)`` that compiles them (``register``);
 every twin gives the same integers bit for bit. numba is optional
 (``pip install "annealmix[fast]"``). Without it, or with ``ANNEALMIX_KERNELS=numpy``
 in the environment, the numpy and Python code runs instead: same integers, same
