@@ -20,18 +20,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _validate
-from .files import (
-    FORMATS,
-    Mapped,
-    MegatronIndexed,
-    check_vocab,
-    expand,
-    plain,
-    read_llmc,
-    read_nanogpt,
-    read_npy,
-)
+from . import _validate, files
+from .files import FORMATS, MegatronIndexed, check_vocab, expand, read_llmc, read_nanogpt, read_npy
 
 __all__ = [
     "Indexed",
@@ -215,7 +205,7 @@ class TokenWindows:
     documents = None
 
     def __init__(self, tokens: np.ndarray, seq_len: int, name: str | None = None) -> None:
-        if not isinstance(tokens, (np.ndarray, Mapped)):
+        if not isinstance(tokens, (np.ndarray, files.Mapped)):
             raise ValueError(f"tokens must be a 1-D integer array, got {type(tokens).__name__}")
         if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
             raise ValueError(
@@ -262,7 +252,7 @@ class TokenWindows:
         if indices.size and (indices.min() < 0 or indices.max() >= len(self)):
             bad = int(indices[(indices < 0) | (indices >= len(self))][0])
             raise IndexError(f"sample {bad} is out of range for {len(self)} samples")
-        s, tokens = self.seq_len, plain(self.tokens)
+        s, tokens = self.seq_len, files.plain(self.tokens)
         out = np.empty((indices.size, s + 1), dtype=np.int64)
         for row, start in enumerate((indices * s).tolist()):  # one copy, cast on the way
             out[row] = tokens[start : start + s + 1]
@@ -362,18 +352,18 @@ def open_token_source(
     every token id is checked to lie below it (a pass over the files).
     """
     format = _validate.choice("format", format, FORMATS)
-    files = expand(paths)
+    named = expand(paths)
     if format == "megatron":  # PREFIX.bin and PREFIX.idx are one pair: open it once
-        files = list(dict.fromkeys(f.removesuffix(".bin").removesuffix(".idx") for f in files))
+        named = list(dict.fromkeys(f.removesuffix(".bin").removesuffix(".idx") for f in named))
     readers = {
         "nanogpt": lambda p: read_nanogpt(p, dtype),
         "llmc": read_llmc,
         "npy": read_npy,
         "megatron": lambda p: MegatronIndexed(p).tokens,
     }
-    shards = [readers[format](f) for f in files]
+    shards = [readers[format](f) for f in named]
     if vocab_size is not None:
         vocab_size = _validate.integer("vocab_size", vocab_size, minimum=1)
-        for name, tokens in zip(files, shards):
+        for name, tokens in zip(named, shards):
             check_vocab(name, tokens, vocab_size)
-    return TokenShards(shards, seq_len, names=files)
+    return TokenShards(shards, seq_len, names=named)
