@@ -372,3 +372,27 @@ def test_a_state_past_the_streams_last_step_is_refused():
     with pytest.raises(ValueError, match="state step 12 is past this stream's num_steps 8"):
         short.load_state_dict(state)
     assert short.step == 0
+
+
+@pytest.mark.parametrize(("world", "micro"), [(2, 1), (8, 2), (64, 1)])
+def test_a_rank_maps_only_its_samples_and_they_are_the_global_streams(world, micro):
+    # tiny sources (epochs wrap inside a step), a heavy one (mapped as a run), many others
+    rng = np.random.default_rng(world)
+    weights = {"heavy": 40.0, **{f"tiny{i}": 0.3 for i in range(5)},
+               **{f"f{i}": float(rng.lognormal()) for i in range(60)}}  # fmt: skip
+    sizes = {n: (3 if n.startswith("tiny") else int(rng.integers(50, 5000))) for n in weights}
+    plan = Plan(Mixture(weights=weights), global_batch_size=512, sizes=sizes, seed=7)
+    whole = Stream(plan).take(300)
+    for rank in (0, world // 2, world - 1):
+        shard = Shard(global_batch_size=512, rank=rank, world_size=world, micro_batches=micro)
+        mine = Stream(plan, shard).take(300)
+        cols = shard.columns(np.arange(300))
+        assert (mine.indices >= 0).all()
+        assert (mine.indices == np.take_along_axis(whole.indices, cols, axis=1)).all()
+        stream = Stream(plan, shard)  # micro-batch by micro-batch, across planned chunks
+        for step in range(0, 300, 37):
+            stream.seek_step(step)
+            for m in range(micro):
+                mb = next(stream)
+                at = shard.positions(m, step)
+                assert (mb.indices == whole.indices[step, at]).all()

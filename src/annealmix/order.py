@@ -214,7 +214,7 @@ def _uniform(source_key: int | np.ndarray, draws: np.ndarray, size: int | np.nda
     return np.floor(bits * (np.asarray(size, dtype=np.float64) / 2.0**53)).astype(np.int64)
 
 
-def indexed(plan, batch):
+def indexed(plan, batch, spans: np.ndarray | None = None):
     """``batch`` (an ``annealmix.batch.Batch`` planned by ``plan``, an
     ``annealmix.Plan``) with each position's sample index filled in.
 
@@ -226,6 +226,10 @@ def indexed(plan, batch):
     sources (grouped by order and permutation width; only positions of a source that
     wraps an epoch derive keys of their own). The same values as ``sample_indices``
     per source. Needs the plan's sizes.
+
+    ``spans``: per source, how many draws from ``first_draws`` on the batch's draws
+    lie within; by default the batch's own count (its draws are the whole run). Some
+    positions of a batch (one rank's) pass the whole batch's counts.
     """
     if plan.sizes is None:
         raise ValueError("sample indices need source sizes: build the Plan with sizes=")
@@ -234,6 +238,7 @@ def indexed(plan, batch):
     draws = batch.draws.ravel()
     first = np.asarray(batch.first_draws, dtype=np.int64)
     totals = np.bincount(sources, minlength=n)
+    spans = totals if spans is None else np.asarray(spans, dtype=np.int64)
     out = np.empty(draws.size, dtype=np.int64)
     runs = totals >= _RUN
     if runs.all():
@@ -245,17 +250,17 @@ def indexed(plan, batch):
     if runs.any():
         # Each long run mapped in one go into a shared buffer, then gathered.
         long = runs.take(sources) if rest.size else slice(None)
-        kept = np.where(runs, totals, 0)
+        kept = np.where(runs, spans, 0)
         buffer = np.empty(int(kept.sum()), dtype=np.int64)
         shift = np.cumsum(kept) - kept - first  # buffer slot of draw d of source k: d + shift[k]
         for k in np.flatnonzero(runs).tolist():
-            run = buffer[shift[k] + first[k] : shift[k] + first[k] + totals[k]]
+            run = buffer[shift[k] + first[k] : shift[k] + first[k] + spans[k]]
             order, size = plan.orders[k], plan.sizes[k]
             range_indices(order, int(first[k]), run, size=size, seed=plan.seed, source_id=k)
         at = np.flatnonzero(long) if rest.size else slice(None)
         out[at] = buffer.take(shift.take(sources[at]) + draws[at])
     if rest.size:
-        out[rest] = _positions(plan, sources.take(rest), draws.take(rest), first, totals)
+        out[rest] = _positions(plan, sources.take(rest), draws.take(rest), first, spans)
     return dataclasses.replace(batch, indices=out.reshape(batch.draws.shape))
 
 

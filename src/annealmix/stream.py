@@ -31,6 +31,7 @@ cannot see (counts moved between sources, deficits moved, a log edited).
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -221,9 +222,23 @@ class Stream(Iterator[MicroBatch]):
         return self._cache
 
     def _plan(self, pos: Position, num_steps: int) -> Batch:
+        """Steps ``[pos.step, pos.step + num_steps)`` planned, with the sample indices of
+        this shard's positions (-1 at the other ranks' positions, which it never reads):
+        a rank maps its own samples only."""
         batch = self.plan.batches(pos.step, num_steps, pos.point, draw_offset=self.offset,
                                   log=self.log)  # fmt: skip
-        return batch if self.plan.sizes is None else indexed(self.plan, batch)
+        if self.plan.sizes is None:
+            return batch
+        cols = self.shard.columns(np.arange(pos.step, pos.step + num_steps))
+        if isinstance(cols, slice):
+            return indexed(self.plan, batch)
+        rows = np.arange(num_steps)[:, None]
+        mine = dataclasses.replace(batch, sources=batch.sources[rows, cols],
+                                   draws=batch.draws[rows, cols])  # fmt: skip
+        spans = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
+        indices = np.full(batch.draws.shape, -1, dtype=np.int64)
+        indices[rows, cols] = indexed(self.plan, mine, spans).indices
+        return dataclasses.replace(batch, indices=indices)
 
     def take(self, num_steps: int) -> Batch:
         """The next ``num_steps`` whole steps of this shard's positions at once, with
