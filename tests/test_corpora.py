@@ -189,3 +189,16 @@ def test_memo_free_lookups_agree_with_walks():
     counter = plan._counter
     for step in (1, 700, 1500, 2999):
         assert (counter.point(step + 1, Memo()).counts == walked[step]).all()
+
+
+def test_the_sources_targets_and_the_units_counts_keep_apart_caches():
+    # a plan's targets (per source) and its unit counter share the plan's memo: a lookup
+    # of targets between lookups of counts must change no count
+    mix, groups = cooldown(300, 6, 4000, seed=5)
+    fresh = Plan(mix, global_batch_size=128, corpora=groups)
+    for first, before, step in ((3200, 3100, 3999), (500, 300, 900), (2000, 1500, 3500)):
+        plan = Plan(mix, global_batch_size=128, corpora=groups)
+        plan.consumed(first)
+        plan.targets(before)
+        assert (plan.consumed(step) == fresh.consumed(step)).all()
+        assert (plan.counts(step, 3) == fresh.counts(step, 3)).all()

@@ -186,14 +186,22 @@ class Grouped(Counter):
         self.chunk = inner.chunk
 
     def point(self, step: int, memo: Memo) -> Point:
-        at = self.inner.point(step, memo)
+        at = self.inner.point(step, _units(memo))
         return Point(step, self.split.expand(at.counts[None])[0])
 
     def range(self, at: Point, num_steps: int, memo: Memo) -> tuple[np.ndarray, None]:
         units = np.bincount(self.unit_of, weights=at.counts, minlength=self.inner.n)
         start = Point(at.step, units.astype(np.int64))
-        rows = self.inner.range(start, num_steps, memo)[0]
+        rows = self.inner.range(start, num_steps, _units(memo))[0]
         return self.split.expand(rows), None
+
+
+def _units(memo: Memo) -> Memo:
+    """The memo of the counter over the units, kept inside the plan's (the plan's own
+    fields hold the sources' targets)."""
+    if memo.inner is None:
+        memo.inner = Memo()
+    return memo.inner
 
 
 class Single(Counter):

@@ -51,6 +51,8 @@ class Memo:
         entries: ``s -> (C(s - 1), U(s - 1))`` at the first step of each held
             segment reached (``EarliestDeadline``).
         tokens_at: ``(counts, tokens)``: tokens of a token plan's first draws.
+        inner: a grouped counter's memo for its counter over the units (whose
+            targets and counts are the units', not the sources').
     """
 
     targets_at: tuple[int, list[int]] | None = None
@@ -61,6 +63,7 @@ class Memo:
     marks: dict[int, Point] = field(default_factory=dict, repr=False)
     entries: dict[int, tuple[np.ndarray, list[int]]] = field(default_factory=dict, repr=False)
     tokens_at: tuple[np.ndarray, np.ndarray] | None = None
+    inner: Memo | None = field(default=None, repr=False)
 
 
 class Counter:
