@@ -146,3 +146,19 @@ def test_one_bad_file_in_ten_thousand_is_named_with_its_line_and_nothing_stays_o
         idx.write_bytes(saved)
         if fault == "missing":
             stem.with_suffix(".moved").rename(bin_)
+
+
+def test_many_nanogpt_shards_hold_at_most_the_pool_of_maps(tmp_path, monkeypatch):
+    from annealmix.sources import open_token_source
+
+    for i in range(40):
+        np.arange(i, i + 500, dtype=np.uint16).tofile(tmp_path / f"shard_{i:03d}.bin")
+    monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", "5")
+    release()
+    before = open_files()
+    source = open_token_source(str(tmp_path / "shard_*.bin"), "nanogpt", seq_len=9)
+    got = source.read(np.zeros(400, dtype=np.int64), np.arange(0, 40 * 55, 5.5).astype(np.int64))
+    assert open_files() - before <= 5
+    for row, i in zip(got, np.arange(0, 40 * 55, 5.5).astype(np.int64).tolist()):
+        shard, j = divmod(i, 55)  # 55 windows of 9 + 1 tokens in each shard of 500
+        assert row.tolist() == list(range(shard + 9 * j, shard + 9 * j + 10))

@@ -18,6 +18,7 @@ def test_token_windows_cut_samples_of_seq_len_plus_one():
         TokenWindows(np.zeros(10), seq_len=2)
 
 
+from annealmix.files import Mapped  # noqa: E402
 from annealmix.sources import (  # noqa: E402
     MegatronIndexed,
     TokenShards,
@@ -61,7 +62,7 @@ def test_nanogpt_files_in_both_widths(tmp_path):
         path = tmp_path / f"t.{dtype}.bin"
         np.arange(100, dtype=dtype).tofile(path)
         tokens = read_nanogpt(path, dtype)
-        assert isinstance(tokens, np.memmap) and tokens.dtype == dtype and tokens[99] == 99
+        assert isinstance(tokens, Mapped) and tokens.dtype == dtype and tokens[99] == 99
     odd = tmp_path / "odd.bin"
     odd.write_bytes(b"\x00" * 7)
     with pytest.raises(ValueError, match="7 bytes is not a whole number of uint16 tokens"):

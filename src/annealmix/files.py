@@ -6,10 +6,10 @@
 - ``megatron``: Megatron-LM's indexed dataset pair ``PREFIX.bin`` + ``PREFIX.idx``
   (as Megatron-LM's and BlendCorpus's preprocessing write them).
 
-Megatron pairs stay closed until read: their arrays are ``Mapped``, mapped on use
+Token files stay closed until read: their arrays are ``Mapped``, mapped on use
 through a process-wide pool of at most ``max_open_files()`` maps (least recently
-used closed first), so a list of 10,000 files holds a bounded number of file
-descriptors.
+used closed first), so a list of 10,000 files (or shards) holds a bounded number of
+file descriptors.
 
 A file whose size or header disagrees with its contents is an error when opened,
 and so is a file opened as the wrong format where that can be seen: an llm.c
@@ -185,7 +185,7 @@ def read_nanogpt(path: str | Path, dtype: str = "uint16") -> np.ndarray:
             f"{path}: starts with llm.c's header (magic {int(head[0])}, version {int(head[1])}); "
             'read as flat tokens its header would become tokens: use format = "llmc"'
         )
-    tokens = np.memmap(path, dtype=dtype, mode="r")
+    tokens = Mapped(path, dtype)
     if dtype == np.uint16:
         sample = np.asarray(tokens[: 1 << 16])
         if sample.size >= 64 and not sample[1::2].any() and sample[0::2].any():
@@ -218,7 +218,7 @@ def read_llmc(path: str | Path) -> np.ndarray:
             f"{path}: header says {count} tokens ({expected} bytes with the header) but the "
             f"file has {path.stat().st_size} bytes; the file is truncated or corrupt"
         )
-    return np.memmap(path, dtype=dtype, mode="r", offset=_LLMC_HEADER * 4, shape=(count,))
+    return Mapped(path, dtype, _LLMC_HEADER * 4, count)
 
 
 def read_npy(path: str | Path) -> np.ndarray:
@@ -230,7 +230,9 @@ def read_npy(path: str | Path) -> np.ndarray:
         raise ValueError(f"{path}: not a readable .npy file ({err})") from None
     if tokens.ndim != 1 or not np.issubdtype(tokens.dtype, np.integer):
         raise ValueError(f"{path}: expected a 1-D integer array, got {tokens.shape} {tokens.dtype}")
-    return tokens
+    if not isinstance(tokens, np.memmap):  # an empty array: numpy maps nothing
+        return np.asarray(tokens)
+    return Mapped(path, tokens.dtype, tokens.offset, tokens.size)
 
 
 class MegatronIndexed:

@@ -333,7 +333,7 @@ class TokenShards:
         s = self.seq_len
         for row, i in enumerate(indices.tolist()):
             shard, j = self.locate(i)
-            out[row] = self.shards[shard].tokens[j * s : j * s + s + 1]
+            out[row] = files.plain(self.shards[shard].tokens)[j * s : j * s + s + 1]
         return out
 
 
