@@ -70,16 +70,15 @@ def _round_keys(epoch_keys: int | np.ndarray) -> list[np.ndarray]:
 
 
 def _permute(
-    size: int | np.ndarray, epoch_keys: int | np.ndarray | None, x: np.ndarray,
-    bits: int | None = None, keys: list[np.ndarray] | None = None,
+    size: int | np.ndarray, epoch_keys: int | np.ndarray, x: np.ndarray,
+    bits: int | np.ndarray | None = None,
 ) -> np.ndarray:  # fmt: skip
     """The keyed permutation of range(size) at positions ``x`` (uint64, permuted in place).
 
     ``epoch_keys`` is one key for all positions or one per position; ``size`` one
     size or one per position, ``bits`` its width (``max(2, (size - 1).bit_length())``):
     one, or one per position above ``_EXACT_BITS`` (widths of many sources in one
-    pass). Above ``_EXACT_BITS``, ``keys`` may give the Feistel round keys already
-    derived (then ``epoch_keys`` is not read).
+    pass).
     """
     if bits is None:
         bits = max(2, (int(size) - 1).bit_length())
@@ -88,7 +87,7 @@ def _permute(
         return x
     bits = np.asarray(bits, dtype=np.uint64)
     lo_bits, hi_bits = bits - bits // np.uint64(2), bits // np.uint64(2)
-    keys = _round_keys(epoch_keys) if keys is None else keys
+    keys = _round_keys(epoch_keys)
     x = _feistel(x, keys, lo_bits, hi_bits)
     # Cycle walking: re-apply until the value falls inside [0, size); the domain is
     # under 2 * size, so on average fewer than two passes.
