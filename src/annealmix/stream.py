@@ -31,10 +31,9 @@ cannot see (counts moved between sources, deficits moved, a log edited).
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -233,12 +232,11 @@ class Stream(Iterator[MicroBatch]):
         if isinstance(cols, slice):
             return indexed(self.plan, batch)
         rows = np.arange(num_steps)[:, None]
-        mine = dataclasses.replace(batch, sources=batch.sources[rows, cols],
-                                   draws=batch.draws[rows, cols])  # fmt: skip
+        mine = replace(batch, sources=batch.sources[rows, cols], draws=batch.draws[rows, cols])
         spans = np.bincount(batch.sources.ravel(), minlength=self.plan.num_sources)
         indices = np.full(batch.draws.shape, -1, dtype=np.int64)
         indices[rows, cols] = indexed(self.plan, mine, spans).indices
-        return dataclasses.replace(batch, indices=indices)
+        return replace(batch, indices=indices)
 
     def take(self, num_steps: int) -> Batch:
         """The next ``num_steps`` whole steps of this shard's positions at once, with
