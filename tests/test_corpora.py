@@ -117,7 +117,7 @@ def test_corpora_whose_files_keep_no_ratio_give_the_stream_without_corpora():
     mix = Mixture(weights=dict(zip(names, rng.random(6))), phases=[later])
     plain = Plan(mix, global_batch_size=64)
     grouped = Plan(mix, global_batch_size=64, corpora={"a": names[:3], "b": names[3:]})
-    assert units(mix, ((0, 1, 2), (3, 4, 5))) == [[k] for k in range(6)]
+    assert units(mix, ((0, 1, 2), (3, 4, 5)))[0] == [[k] for k in range(6)]
     assert (grouped.counts(0, 80) == plain.counts(0, 80)).all()
     assert grouped.fingerprint != plain.fingerprint  # the corpora are part of the plan
 
@@ -126,7 +126,7 @@ def test_units_follow_the_ratios_inside_each_corpus():
     w0 = {"a1": 1.0, "a2": 2.0, "a3": 1.0, "b1": 1.0, "b2": 3.0, "x": 1.0}
     w1 = {"a1": 2.0, "a2": 4.0, "a3": 5.0, "b1": 0.5, "b2": 1.5}  # a3 changes its ratio
     mix = Mixture(weights=w0, phases=[Phase(start_step=0, end_step=9, weights=w1)])
-    assert units(mix, ((0, 1, 2), (3, 4))) == [[0, 1], [2], [3, 4], [5]]
+    assert units(mix, ((0, 1, 2), (3, 4)))[0] == [[0, 1], [2], [3, 4], [5]]
 
 
 def test_one_corpus_takes_every_sample_and_splits_it():

@@ -23,13 +23,11 @@ the code they twin, switched on in ``compiled``.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .bernoulli import Bernoulli
 from .deadline import AHEAD, LOOKAHEAD, EarliestDeadline
-from .grouped import Grouped, Single, Split, unit_mixture, units, vectors
+from .grouped import Grouped, Single, Split, unit_mixture, units
 from .memo import Counter, Memo, OutOfBound, Point
 from .nearest import Nearest
 from .quanta import CHUNK, Q_BITS, SOURCE_DTYPE, Q, Targets, quantize, step_counts
@@ -75,9 +73,9 @@ def counter_for(mode: str, mixture, batch: int, *, seed: int = 0, lengths_of=Non
     if mode == "random":
         return Bernoulli(targets, batch, seed)
     if mode == "exact":
-        members = units(mixture, corpora) if corpora else []
+        members, weights = units(mixture, corpora) if corpora else ([], [])
         if members and len(members) < mixture.num_sources:
-            return _grouped(targets, batch, members)
+            return _grouped(targets, batch, members, weights)
         two = mixture.num_sources == 2
         return Nearest(targets, batch) if two else EarliestDeadline(targets, batch)
     if mode == "online":
@@ -85,7 +83,8 @@ def counter_for(mode: str, mixture, batch: int, *, seed: int = 0, lengths_of=Non
     return Tokens(targets, batch, lengths_of, longest)
 
 
-def _grouped(targets: Targets, batch: int, members: list[list[int]]) -> Grouped:
+def _grouped(targets: Targets, batch: int, members: list[list[int]],
+             weights: list[float]) -> Grouped:  # fmt: skip
     mixture, n = targets.mixture, targets.n
     unit_of = np.empty(n, dtype=np.int64)
     for u, unit in enumerate(members):
@@ -93,5 +92,4 @@ def _grouped(targets: Targets, batch: int, members: list[list[int]]) -> Grouped:
     joined = unit_mixture(mixture, members)
     one = len(members) == 1
     inner = Single(Targets(joined), batch) if one else counter_for("exact", joined, batch)
-    weights = [math.fsum(column) for column in vectors(mixture).T.tolist()]
     return Grouped(targets, batch, inner, unit_of, Split(n, members, weights))

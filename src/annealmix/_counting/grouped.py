@@ -57,20 +57,23 @@ def vectors(mixture: Mixture) -> np.ndarray:
     return np.array(rows)
 
 
-def units(mixture: Mixture, corpora: tuple[tuple[int, ...], ...]) -> list[list[int]]:
+def units(mixture: Mixture, corpora: tuple[tuple[int, ...], ...]) -> tuple[list, list]:
     """The units of ``mixture``'s sources (ids, in order of their first source):
-    each corpus (a tuple of source ids) split by the ratios of its sources' weights."""
+    each corpus (a tuple of source ids) split by the ratios of its sources' weights;
+    and each source's weight summed over the vectors (its share inside its unit)."""
     rows = vectors(mixture)
     home = {k: c for c, members in enumerate(corpora) for k in members}
     keyed: dict[tuple, list[int]] = {}
+    totals = []
     for k, column in enumerate(rows.T.tolist()):
         total = math.fsum(column)
+        totals.append(total)
         if k not in home or total == 0.0:
             key: tuple = ("alone", k)
         else:  # proportional columns get equal keys (to 12 digits: deterministic)
             key = (home[k], *(float(f"{x / total:.12e}") for x in column))
         keyed.setdefault(key, []).append(k)
-    return sorted(keyed.values(), key=lambda members: members[0])
+    return sorted(keyed.values(), key=lambda members: members[0]), totals
 
 
 def unit_mixture(mixture: Mixture, members: list[list[int]]) -> Mixture:
