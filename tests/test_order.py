@@ -6,6 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from annealmix import ORDERS, Mixture, Plan, indexed, sample_indices
+from annealmix.order import _bit_length, shuffle_key, shuffled
 
 
 @settings(max_examples=60, deadline=None)
@@ -162,3 +163,31 @@ def test_small_shuffled_sources_map_in_a_batch_as_alone(sizes, seed, start):
         mine = batch.sources == k
         want = sample_indices("shuffle", batch.draws[mine], size=size, seed=seed, source_id=k)
         assert np.array_equal(batch.indices[mine], want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(1, 5000), st.integers(0, 2**32), st.integers(0, 9)),
+             min_size=1, max_size=30),
+    st.integers(0, 2**32),
+)  # fmt: skip
+def test_shuffled_draws_of_many_sources_are_their_sample_indices(specs, seed):
+    # Sizes 1, up to 128 (sorted hashes) and above (Feistel at every width), each
+    # source's draws over several epochs, all of them in one call, interleaved.
+    rng = np.random.default_rng(seed)
+    sizes, keys, draws, want = [], [], [], []
+    for size, source_id, epochs in specs:
+        d = rng.integers(0, size * (epochs + 1), 40)
+        sizes.append(np.full(d.size, size))
+        keys.append(np.full(d.size, shuffle_key(seed, source_id), dtype=np.uint64))
+        draws.append(d)
+        want.append(sample_indices("shuffle", d, size=size, seed=seed, source_id=source_id))
+    mixed = rng.permutation(sum(x.size for x in draws))
+    sizes, keys, draws, want = (np.concatenate(x)[mixed] for x in (sizes, keys, draws, want))
+    assert np.array_equal(shuffled(sizes, keys, draws), want)
+
+
+def test_permutation_widths_are_exact_at_every_power_of_two():
+    near = [(1 << b) + e for b in range(64) for e in (-1, 0, 1) if 0 <= (1 << b) + e < 1 << 64]
+    values = np.array(near, dtype=np.uint64)
+    assert _bit_length(values).tolist() == [v.bit_length() for v in near]

@@ -20,6 +20,7 @@ packing" source pads. It opens from:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,37 +140,52 @@ class Documents:
         start = int(starts[int(local[0])])
         return np.asarray(tokens[start : start + int(lengths[int(local[0])])])
 
+    def spans(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Documents ``ids``' first tokens (positions in their files) and lengths, int64."""
+        ids = np.asarray(ids, dtype=np.int64)
+        return self._take(1, ids), self._take(2, ids)
+
     def gather(self, ids: np.ndarray, offsets: np.ndarray, counts: np.ndarray) -> np.ndarray:
-        """Tokens ``[offset, offset + count)`` of each document ``ids``, back to back (int64).
+        """Tokens ``[offset, offset + count)`` of each document ``ids``, back to back (int64)."""
+        ids, offsets, counts = (np.asarray(a, dtype=np.int64) for a in (ids, offsets, counts))
+        out = np.empty(int(counts.sum()), dtype=np.int64)
+        self.place(out, np.cumsum(counts) - counts, ids, self._take(1, ids) + offsets, counts)
+        return out
+
+    def place(
+        self, out: np.ndarray, heads: np.ndarray, ids: np.ndarray, firsts: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:  # fmt: skip
+        """Write pieces of documents into ``out``: piece ``j``, the tokens
+        ``[firsts[j], firsts[j] + counts[j])`` of document ``ids[j]``'s file (``firsts``
+        from ``spans``' starts), at ``out[heads[j]:]``.
 
         Long pieces (64 tokens or more on average, a chosen threshold) are sliced one
         by one, which beat one fancy index on bench_packing's pieces of about 700
         tokens; many short ones are read by one fancy index per file, built without a
         Python loop over the pieces.
         """
-        ids, offsets, counts = (np.asarray(a, dtype=np.int64) for a in (ids, offsets, counts))
+        part = None if self._single else self._locate(ids)[0]
+        views = self._views([0] if part is None else np.unique(part).tolist())
         total = int(counts.sum())
-        out = np.empty(total, dtype=np.int64)
-        part = np.zeros_like(ids) if self._single else self._locate(ids)[0]
-        starts = self._take(1, ids) + offsets
-        views = self._views(np.unique(part).tolist())
         if ids.size <= 4 or total >= 64 * ids.size:  # few or long pieces: slice each
-            at = 0
-            for p, a, c in zip(part.tolist(), starts.tolist(), counts.tolist()):
-                out[at : at + c] = views[p][a : a + c]
-                at += c
-            return out
-        # Output slot t of piece j reads token starts[j] + (t - head[j]) of its file.
-        heads = np.cumsum(counts) - counts
-        where = np.repeat(starts - heads, counts) + np.arange(total)
+            owners = itertools.repeat(0) if part is None else part.tolist()
+            for p, h, a, c in zip(owners, heads.tolist(), firsts.tolist(), counts.tolist()):
+                out[h : h + c] = views[p][a : a + c]
+            return
+        # Slot t of piece j (counted over the pieces end to end) is token
+        # firsts[j] + (t - at[j]) of its file, and lands at heads[j] + (t - at[j]).
+        at = np.cumsum(counts) - counts
+        step = np.arange(total)
+        where = np.repeat(firsts - at, counts) + step
+        to = np.repeat(heads - at, counts) + step
         if self._single:
-            out[:] = views[0][where]
-            return out
+            out[to] = views[0][where]
+            return
         owner = np.repeat(part, counts)
-        for p in np.unique(part).tolist():
+        for p in views:
             mine = owner == p
-            out[mine] = views[p][where[mine]]
-        return out
+            out[to[mine]] = views[p][where[mine]]
 
     def _views(self, parts: list[int]) -> dict[int, np.ndarray]:
         """Parts' token arrays as plain ndarrays over the same memory: slicing a

@@ -22,6 +22,7 @@ document boundaries do not fit its data.
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import resource
 import threading
@@ -86,11 +87,18 @@ def _mapped(path: str) -> np.ndarray:
         if found is not None:
             _maps.move_to_end(path)
             return found
-    found = np.asarray(np.memmap(path, dtype=np.uint8, mode="r"))
+    fd = os.open(path, os.O_RDONLY)
+    try:  # the map holds a descriptor of its own (mmap duplicates it)
+        found = np.frombuffer(mmap.mmap(fd, 0, access=mmap.ACCESS_READ), dtype=np.uint8)
+    except ValueError:  # an empty file cannot be mapped
+        found = np.zeros(0, dtype=np.uint8)
+    finally:
+        os.close(fd)
+    limit = max_open_files()
     with _maps_lock:
         _maps[path] = found
         _maps.move_to_end(path)
-        while len(_maps) > max_open_files():
+        while len(_maps) > limit:
             _maps.popitem(last=False)  # its map closes once no read holds it
     return found
 
@@ -146,7 +154,9 @@ class Mapped:
             size = self.dtype.itemsize
             return Mapped(self.path, self.dtype, self.offset + start * size, max(0, stop - start))
         got = self.array()[at]
-        return got.copy() if isinstance(got, np.ndarray) else got
+        if isinstance(at, np.ndarray) or not isinstance(got, np.ndarray):
+            return got  # an index array reads a copy already
+        return got.copy()
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
         return np.array(self.array(), dtype=dtype)

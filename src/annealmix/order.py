@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _compiled, _hash, _validate
 
-__all__ = ["ORDERS", "indexed", "range_indices", "sample_indices"]
+__all__ = ["ORDERS", "indexed", "range_indices", "sample_indices", "shuffle_key", "shuffled"]
 # Within-source orders a plan names per source.
 ORDERS = ("replacement", "sequential", "shuffle")
 _CHUNK = 1 << 15
@@ -297,12 +297,57 @@ def _positions(
             keys = epoch_keys.take(src)  # (round) keys of the sources here only
             if len(wrapping):
                 keys[wrapping] = _hash.extend(base.take(src[wrapping]), e[wrapping])
-            kernels = None if bits <= _EXACT_BITS else _compiled.kernels()
-            if kernels is not None:
-                kernels.feistel_shuffle(d, keys, size, widths.take(src))
-                out[at] = d
-            else:
-                out[at] = _permute(size, keys, d, bits if bits <= _EXACT_BITS else widths.take(src))
+            out[at] = _scramble(d, keys, size, widths.take(src), bits <= _EXACT_BITS)
+    return out
+
+
+def _scramble(
+    x: np.ndarray, keys: np.ndarray, sizes: np.ndarray, widths: np.ndarray, exact: bool
+) -> np.ndarray:
+    """Places ``x`` (uint64, each within its epoch) through the permutations of their
+    epoch keys: sorted hashes (``exact``: every size at most ``2**_EXACT_BITS``), or
+    the Feistel network at each element's width (compiled where numba is)."""
+    if exact:
+        return _sorted_hashes(sizes, keys, x)
+    kernels = _compiled.kernels()
+    if kernels is None:
+        return _permute(sizes, keys, x, widths)
+    kernels.feistel_shuffle(x, keys, sizes, widths)
+    return x
+
+
+def _bit_length(v: np.ndarray) -> np.ndarray:
+    """``int.bit_length`` of each uint64 (a float's exponent, one too high where the
+    value rounded up to a power of two: corrected)."""
+    e = np.minimum(np.frexp(v.astype(np.float64))[1], 64).astype(np.int64)
+    high = (e > 0) & (v < np.left_shift(np.uint64(1), np.maximum(e - 1, 0).astype(np.uint64)))
+    return e - high
+
+
+def shuffle_key(seed: int, source_id: int) -> int:
+    """A shuffled source's key for ``shuffled``."""
+    return _hash.key(_source_key(seed, source_id))
+
+
+def shuffled(sizes: np.ndarray, keys: np.ndarray, draws: np.ndarray) -> np.ndarray:
+    """Sample indices of draws of many shuffled sources at once: per draw, its
+    source's size and key (``shuffle_key``). The values ``sample_indices("shuffle",
+    ...)`` gives source by source, in a few passes whatever the number of sources
+    (sorted hashes for the small ones, the Feistel network over every width at once
+    for the others)."""
+    sizes = np.asarray(sizes, dtype=np.uint64)
+    x = np.asarray(draws, dtype=np.int64).astype(np.uint64)
+    epochs = x // sizes
+    x -= epochs * sizes
+    keys = _hash.extend(keys, epochs)
+    widths = np.maximum(_bit_length(sizes - np.uint64(1)), 2).astype(np.uint64)
+    out = np.empty(x.shape, dtype=np.int64)
+    exact = widths <= np.uint64(_EXACT_BITS)
+    for group in (np.flatnonzero(exact), np.flatnonzero(~exact)):
+        if group.size:
+            part = _scramble(x.take(group), keys.take(group), sizes.take(group),
+                             widths.take(group), bool(exact[group[0]]))  # fmt: skip
+            out[group] = part
     return out
 
 

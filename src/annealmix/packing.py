@@ -39,18 +39,18 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate
+from . import _validate, windows
 from .documents import Documents, documents_of, open_documents
 from .files import FORMATS
-from .order import range_indices, sample_indices
-from .sample_dict import MEGATRON_FLAGS, attention_mask, check_flags
+from .order import range_indices, shuffle_key
+from .sample_dict import MEGATRON_FLAGS, check_flags
 from .sources import batch_row, every_item, open_token_source
 
 __all__ = ["OUTPUTS", "Packed", "PackedStream", "Padded", "check_options", "cu_seqlens",
            "name_key", "open_source"]  # fmt: skip
 
 OUTPUTS = ("dict", "tokens")
-_BLOCK = 64  # permuted documents per entry of an epoch's table
+_BLOCK = windows.BLOCK  # permuted documents per entry of an epoch's table
 _TABLE_CHUNK = 1 << 20  # documents an epoch's table is built from at once
 _EPOCHS_KEPT = 4  # epoch tables a source keeps (a window spans at most two epochs)
 
@@ -122,6 +122,17 @@ class Packed:
                 f"seq_len + 1 = {self.seq_len + 1}; give more documents or a shorter seq_len"
             )
         self._tables: OrderedDict[int, np.ndarray] = OrderedDict()
+        self.shuffle_key = shuffle_key(self.seed, self.key)  # its documents' order
+
+    @property
+    def form(self) -> tuple:
+        """What shapes its windows (``seq_len``, output, switches): sources of one form
+        read together (``annealmix.windows``)."""
+        return (self.seq_len, self.output, *self.flags)
+
+    @property
+    def flags(self) -> tuple[bool, bool, bool]:
+        return self.reset_position_ids, self.reset_attention_mask, self.eod_mask_loss
 
     def __len__(self) -> int:
         return self.num_tokens // self.seq_len
@@ -146,16 +157,8 @@ class Packed:
     def read(self, epochs: np.ndarray, indices: np.ndarray) -> Any:
         """Windows ``indices`` of blocks ``epochs`` (what the plan's draws of those
         epochs read), stacked (a batch read at once)."""
-        epochs = np.asarray(epochs, dtype=np.int64)
-        indices = np.asarray(indices, dtype=np.int64)
-        k = len(self)
-        if (epochs < 0).any() or (indices < 0).any() or (indices >= k).any():
-            bad = np.flatnonzero((epochs < 0) | (indices < 0) | (indices >= k))[0]
-            raise IndexError(
-                f"{self.name}: window {int(indices[bad])} of epoch {int(epochs[bad])} is out of "
-                f"range ({k} windows per epoch)"
-            )
-        return self.windows(epochs * k + indices)
+        epochs = np.asarray(epochs, dtype=np.int64).ravel()
+        return windows.read([self], np.zeros(epochs.size, dtype=np.intp), epochs, indices)
 
     def window(self, w: int) -> Any:
         """Window ``w`` of the endless stream of epochs, as ``output`` says."""
@@ -165,64 +168,14 @@ class Packed:
         """Windows ``ws`` of the endless stream, stacked: an ``(n, seq_len + 1)`` token
         array, or a dict of ``(n, seq_len)`` arrays (``output``)."""
         ws = np.asarray(ws, dtype=np.int64).ravel()
-        owner, ids, offsets, counts = self.pieces(ws)
-        tokens = self.documents.gather(ids, offsets, counts).reshape(ws.size, self.seq_len + 1)
-        if self.output == "tokens":
-            return tokens
-        return self._fields(tokens, owner, counts)
+        return windows.read_windows([self], np.zeros(ws.size, dtype=np.intp), ws)
 
     def pieces(self, ws: np.ndarray) -> tuple[np.ndarray, ...]:
         """The document pieces windows ``ws`` read, in order: the window (its place in
         ``ws``), the document, its first token read, and how many tokens."""
         ws = np.asarray(ws, dtype=np.int64).ravel()
-        if (ws < 0).any():
-            raise ValueError(f"{self.name}: windows must be >= 0, got {int(ws.min())}")
-        s, t = self.seq_len, self.num_tokens
-        epoch, start = np.divmod(ws * s, t)
-        stop = start + s + 1
-        over = np.flatnonzero(stop > t)  # these windows go on into the next epoch
-        # Spans of one epoch's concatenation: each window's own, then its overflow.
-        n = ws.size
-        span_window = np.concatenate([np.arange(n), over])
-        span_epoch = np.concatenate([epoch, epoch[over] + 1])
-        span_start = np.concatenate([start, np.zeros(over.size, dtype=np.int64)])
-        span_stop = np.concatenate([np.minimum(stop, t), stop[over] - t])
-        out = []
-        for e in np.unique(span_epoch).tolist():
-            at = np.flatnonzero(span_epoch == e)
-            span, ids, offsets, counts = self._spans(e, span_start[at], span_stop[at])
-            out.append((at[span], ids, offsets, counts))
-        span, ids, offsets, counts = (np.concatenate(x) for x in zip(*out))
-        # Window order, a window's own span before its overflow; a span's pieces are
-        # already in order, and the stable sort keeps them so.
-        order = np.argsort(span_window[span] * 2 + (span >= n), kind="stable")
-        return span_window[span[order]], ids[order], offsets[order], counts[order]
-
-    def _spans(self, epoch: int, start: np.ndarray, stop: np.ndarray) -> tuple[np.ndarray, ...]:
-        """Tokens ``[start, stop)`` of one epoch's concatenation, per span, as document
-        pieces: (span, document, first token read, tokens read)."""
-        table = self._table(epoch)
-        d = len(self.documents)
-        b0 = np.searchsorted(table, start, side="right") - 1
-        b1 = np.searchsorted(table, stop, side="left")
-        lo, hi = b0 * _BLOCK, np.minimum(b1 * _BLOCK, d)
-        sizes = hi - lo
-        span = np.repeat(np.arange(start.size), sizes)
-        heads = np.cumsum(sizes) - sizes
-        positions = np.repeat(lo - heads, sizes) + np.arange(int(sizes.sum()))
-        ids = sample_indices(
-            "shuffle", epoch * d + positions, size=d, seed=self.seed, source_id=self.key
-        )
-        lengths = self.documents.lengths(ids)
-        total = np.cumsum(lengths)
-        before = np.repeat(total[heads] - lengths[heads] - table[b0], sizes)
-        ends = total - before  # each document's end in the epoch's concatenation
-        begins = ends - lengths
-        keep = (ends > start[span]) & (begins < stop[span])
-        span, ids, begins, ends = span[keep], ids[keep], begins[keep], ends[keep]
-        offsets = np.maximum(start[span] - begins, 0)
-        counts = np.minimum(ends, stop[span]) - begins - offsets
-        return span, ids, offsets, counts
+        got = windows.pieces([self], np.zeros(ws.size, dtype=np.intp), ws)
+        return got[0], got[2], got[3], got[4]
 
     def _order(self, epoch: int, lo: int, hi: int) -> np.ndarray:
         """Documents at permuted positions ``[lo, hi)`` of an epoch."""
@@ -232,7 +185,7 @@ class Packed:
             "shuffle", epoch * d + lo, out, size=d, seed=self.seed, source_id=self.key
         )
 
-    def _table(self, epoch: int) -> np.ndarray:
+    def table(self, epoch: int) -> np.ndarray:
         """Tokens before each block of ``_BLOCK`` permuted documents of an epoch."""
         table = self._tables.get(epoch)
         if table is not None:
@@ -248,37 +201,6 @@ class Packed:
         if len(self._tables) > _EPOCHS_KEPT:
             self._tables.popitem(last=False)
         return table
-
-    def _fields(
-        self, tokens: np.ndarray, owner: np.ndarray, counts: np.ndarray
-    ) -> dict[str, np.ndarray]:
-        n, s = tokens.shape[0], self.seq_len
-        # Each piece's first slot in its window, and its number among the window's pieces.
-        first = np.searchsorted(owner, np.arange(n))
-        slot = np.cumsum(counts) - counts - owner * (s + 1)
-        number = np.arange(owner.size) - first[owner]
-        document_ids = np.repeat(number.astype(np.int32), counts).reshape(n, s + 1)
-        position_ids = np.broadcast_to(np.arange(s + 1), (n, s + 1))
-        if self.reset_position_ids:
-            position_ids = position_ids - np.repeat(slot, counts).reshape(n, s + 1)
-        loss_mask = np.ones((n, s), dtype=np.float32)
-        if self.eod_mask_loss:
-            # Every piece but a window's last ends at its document's end; the last ends
-            # on the window's final token, which is only a target: so the pieces' last
-            # slots that are inputs are exactly the documents' last tokens.
-            end = slot + counts - 1
-            inside = end < s
-            loss_mask[owner[inside], end[inside]] = 0.0
-        out = {
-            "tokens": tokens[:, :-1],
-            "labels": tokens[:, 1:],
-            "loss_mask": loss_mask,
-            "position_ids": np.ascontiguousarray(position_ids[:, :-1], dtype=np.int64),
-            "document_ids": np.ascontiguousarray(document_ids[:, :-1]),
-        }
-        if self.reset_attention_mask:
-            out["attention_mask"] = attention_mask(out["document_ids"])
-        return out
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tables": OrderedDict()}  # workers build their own

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from . import windows
+from .packing import Packed
 from .sources import Source, stream_items
 from .stream import MicroBatch
 
@@ -18,17 +20,30 @@ __all__ = ["StreamReader", "read_grouped", "read_step"]
 
 def read_grouped(
     sources: Sequence[Source], ids: np.ndarray, epochs: np.ndarray, indices: np.ndarray
-) -> list[tuple[int, np.ndarray, Any]]:
-    """Samples at rows ``(ids, epochs, indices)``, one ``Source.read`` per source:
-    ``(source id, the rows it holds, what it read)`` for each source present. (One
-    pass in Python: micro-batches are small, and numpy's grouping costs more there.)"""
+) -> list[tuple[np.ndarray, np.ndarray, Any]]:
+    """Samples at rows ``(ids, epochs, indices)``: ``(source id of each row, the rows,
+    what was read)`` per read. Packed sources of one window shape (``Packed.form``)
+    are read together in one pass (``annealmix.windows``: a step over thousands of
+    files reads a window or two of hundreds of them), any other source in one
+    ``Source.read`` of its own. (One pass in Python to group: micro-batches are
+    small, and numpy's grouping costs more there.)"""
     rows: dict[int, list[int]] = {}
     for row, k in enumerate(np.asarray(ids).tolist()):
         rows.setdefault(k, []).append(row)
+    packed: dict[tuple, list[int]] = {}
     parts = []
     for k, listed in rows.items():
+        source = sources[k]
+        if isinstance(source, Packed):
+            packed.setdefault(source.form, []).append(k)
+            continue
         at = np.array(listed, dtype=np.intp)
-        parts.append((k, at, sources[k].read(epochs[at], indices[at])))
+        parts.append((np.full(at.size, k), at, source.read(epochs[at], indices[at])))
+    for members in packed.values():
+        at = np.array([row for k in members for row in rows[k]], dtype=np.intp)
+        which = np.repeat(np.arange(len(members)), [len(rows[k]) for k in members])
+        got = windows.read([sources[k] for k in members], which, epochs[at], indices[at])
+        parts.append((np.array(members).take(which), at, got))
     return parts
 
 

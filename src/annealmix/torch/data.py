@@ -138,15 +138,15 @@ class MixedDataset(Dataset):
         parts = read_grouped(self.sources, sources, epochs, indices)
         return {"source": sources, "index": indices, "sample": self._collate(parts, len(keys))}
 
-    def _collate(self, parts: list[tuple[int, np.ndarray, Any]], n: int) -> Any:
+    def _collate(self, parts: list[tuple[np.ndarray, np.ndarray, Any]], n: int) -> Any:
         """One batch from each source's samples (stacked arrays, dicts of them, or lists)."""
         if self.transform is None:
             stacked = _scatter([(at, got) for _, at, got in parts], n)
             if stacked is not None:
                 return stacked
         samples: list[Any] = [None] * n
-        for k, at, got in parts:
-            for j, row in enumerate(at.tolist()):
+        for ks, at, got in parts:
+            for j, (k, row) in enumerate(zip(ks.tolist(), at.tolist())):
                 sample = batch_row(got, j)
                 samples[row] = sample if self.transform is None else self.transform(sample, k)
         return _stack(samples)
@@ -297,7 +297,7 @@ class MixtureIterableDataset(IterableDataset):
             src = mb.sources[mapped]
             for _, at, batch in read_grouped(self.sources, src, mb.draws[mapped] // sizes[src],
                                              index[mapped]):  # fmt: skip
-                for j, row in enumerate(mapped[at].tolist()):  # each source read once
+                for j, row in enumerate(mapped[at].tolist()):  # each read once
                     samples[row] = batch_row(batch, j)
             out = []
             for row, (k, d, i) in enumerate(zip(ids, draws, index.tolist())):
