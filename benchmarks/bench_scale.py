@@ -36,6 +36,7 @@ import os
 import resource
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,7 @@ def measure(files: int, step: int, rng: np.random.Generator) -> list[str]:
 
         def batch_at(at: int) -> list:  # a fresh plan and dataset, as a (re)start builds them
             data = MegatronDataset(sources, plan(), num_steps=step + 1)
-            return [data[at * B + i] for i in range(B)]
+            return data.__getitems__(range(at * B, at * B + B))  # as DataLoader asks
 
         _, t_first = timed(lambda: batch_at(0))
         _, t_lookup = timed(lambda: plan().point(step))
@@ -240,6 +241,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.max_open is not None:
         os.environ["ANNEALMIX_MAX_OPEN_FILES"] = str(args.max_open)
+    warnings.filterwarnings("ignore", "annealmix.*mapped again")  # a small pool on purpose
     rng = np.random.default_rng(0)
     lines = [
         f"# Thousands of files\n\n{describe()}\n",

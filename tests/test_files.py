@@ -4,15 +4,17 @@ import gc
 import pickle
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 from test_sources import write_megatron
 
-from annealmix import Mixture, Plan, Stream
+from annealmix import Mixture, Plan, Stream, files
 from annealmix.blends import read_file_list
 from annealmix.files import Mapped, max_open_files, release
+from annealmix.reading import read_grouped
 
 
 def open_files() -> int:
@@ -34,6 +36,7 @@ def write_list(folder: Path, files: int) -> Path:
 pytestmark = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts /proc/self/fd")
 
 
+@pytest.mark.filterwarnings("ignore:annealmix.*mapped again")  # the pool is small on purpose
 def test_a_list_of_many_files_holds_at_most_the_pool_of_maps(tmp_path, monkeypatch):
     listed = write_list(tmp_path, 120)
     monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", "6")
@@ -57,6 +60,36 @@ def test_a_list_of_many_files_holds_at_most_the_pool_of_maps(tmp_path, monkeypat
     assert len(seen) > 60  # most files were read, and closed again
     release(tmp_path.iterdir())
     assert open_files() == before
+
+
+def test_a_pool_smaller_than_the_files_of_a_step_says_so_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(files, "_churn", files._Churn())
+    monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", "400")
+    release()
+    weights, sources, corpora = read_file_list(write_list(tmp_path, 60), 16)
+    plan = Plan(Mixture(weights=weights), global_batch_size=64, corpora=corpora,
+                sizes={n: len(s) for n, s in sources.items()})  # fmt: skip
+    stream = Stream(plan)
+
+    def read(steps):
+        for _ in range(steps):
+            batch = stream.take(1)
+            ids = batch.sources.ravel()
+            sizes = np.array([len(sources[n]) for n in plan.mixture.sources])
+            read_grouped([sources[n] for n in plan.mixture.sources], ids,
+                         batch.draws.ravel() // sizes[ids], batch.indices.ravel())  # fmt: skip
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read(40)  # opening the list mapped every file once; every map stays: quiet
+    monkeypatch.setenv("ANNEALMIX_MAX_OPEN_FILES", "6")
+    release()
+    with pytest.warns(UserWarning, match="mapped again a file the pool of 6 maps had closed"):
+        read(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read(40)  # said once
+    release(tmp_path.iterdir())
 
 
 def test_a_list_larger_than_ulimit_reads_under_ulimit_256(tmp_path):

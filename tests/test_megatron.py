@@ -145,3 +145,28 @@ def test_the_text_item_is_what_megatron_deepspeeds_get_batch_reads():
         MegatronDataset(sources(), plan(), num_steps=5, item="text", eod_mask_loss=True)
     with pytest.raises(ValueError, match="unknown item .json.; valid: dict, text"):
         MegatronDataset(sources(), plan(), num_steps=5, item="json")
+
+
+@pytest.mark.parametrize("item", ["dict", "text"])
+def test_a_micro_batch_read_at_once_is_its_samples_read_one_by_one(item):
+    # DataLoader hands Megatron's batch sampler's indices to __getitems__ at once:
+    # packed sources of one shape are read in one pass there.
+    from annealmix.documents import documents_from_arrays
+    from annealmix.packing import Packed
+
+    rng = np.random.default_rng(3)
+    flags = {} if item == "text" else {"reset_position_ids": True, "eod_mask_loss": True}
+    packed = {
+        name: Packed(documents_from_arrays([rng.integers(0, 900, int(n)) for n in
+                                            rng.integers(1, 40, docs)]),
+                     SEQ, name=name, output="dict", **flags)
+        for name, docs in (("web", 300), ("code", 90), ("math", 12))
+    }  # fmt: skip
+    p = Plan(MIX, global_batch_size=32, seed=4, sizes={k: len(v) for k, v in packed.items()})
+    ds = MegatronDataset(packed, p, num_steps=60, item=item)
+    indices = [int(i) for i in rng.integers(0, len(ds), 200)]
+    together = ds.__getitems__(indices)
+    for i, got in zip(indices, together):
+        alone = ds[i]
+        assert got.keys() == alone.keys()
+        assert all(torch.equal(got[k], alone[k]) for k in alone)

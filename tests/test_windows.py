@@ -105,3 +105,14 @@ def test_packed_windows_are_pinned():
             for v in got.values() if isinstance(got, dict) else [got]:
                 h.update(np.ascontiguousarray(v).tobytes())
     assert h.hexdigest() == "78ea51c6f39586493aab71dbb4fd2df47c6357bfea5e7c9445dc2ddcbd460704"
+
+
+def test_sources_named_alike_read_together_as_alone():
+    # Two Packed sources left at the default name share a key; their sizes differ.
+    rng = np.random.default_rng(4)
+    srcs = [Packed([rng.integers(0, 99, int(n)) for n in rng.integers(1, 30, docs)], 8)
+            for docs in (20, 50, 900)]  # fmt: skip
+    ids, epochs, indices = rows(srcs, rng, 200)
+    got = assembled(read_grouped(srcs, ids, epochs, indices), ids.size)
+    for row, (k, e, i) in enumerate(zip(ids.tolist(), epochs.tolist(), indices.tolist())):
+        assert np.array_equal(got[row], batch_row(srcs[k].read(np.array([e]), np.array([i])), 0))

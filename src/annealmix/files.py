@@ -26,6 +26,7 @@ import mmap
 import os
 import resource
 import threading
+import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -80,12 +81,46 @@ def max_open_files() -> int:
     return max(4, (1 << 16 if soft == resource.RLIM_INFINITY else soft) // 4)
 
 
+class _Churn:
+    """Whether the pool closes maps it is about to open again: the files a step reads
+    outnumber it, and every step maps them anew. Said once per process."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()  # every path mapped so far (a list's worth)
+        self.asked = self.again = 0  # since the last look
+        self.said = False
+
+    def count(self, path: str, hit: bool, limit: int) -> None:
+        self.asked += 1
+        if not hit:
+            self.again += path in self.seen
+            self.seen.add(path)
+        if self.asked < 8 * limit:
+            return
+        if 2 * self.again > self.asked and not self.said:
+            self.said = True
+            warnings.warn(
+                f"annealmix: {self.again:,} of the last {self.asked:,} reads of token files "
+                f"mapped again a file the pool of {limit:,} maps had closed: the files a step "
+                "reads outnumber the pool, so each step maps them anew (several times slower: "
+                "see the README's thousands of files); raise the open-file limit (ulimit -n) "
+                "and ANNEALMIX_MAX_OPEN_FILES above the files a step reads (two per Megatron "
+                "pair)",
+                stacklevel=2,
+            )
+        self.asked = self.again = 0
+
+
+_churn = _Churn()
+
+
 def _mapped(path: str) -> np.ndarray:
     """The bytes of ``path``, mapped (a plain ndarray over the map), from the pool."""
     with _maps_lock:
         found = _maps.get(path)
         if found is not None:
             _maps.move_to_end(path)
+            _churn.count(path, True, len(_maps))
             return found
     fd = os.open(path, os.O_RDONLY)
     try:  # the map holds a descriptor of its own (mmap duplicates it)
@@ -100,6 +135,7 @@ def _mapped(path: str) -> np.ndarray:
         _maps.move_to_end(path)
         while len(_maps) > limit:
             _maps.popitem(last=False)  # its map closes once no read holds it
+        _churn.count(path, False, limit)
     return found
 
 

@@ -107,16 +107,20 @@ def _sorted_hashes(
     """Place ``x`` of each epoch's permutation that sorts ``hash(epoch key, i)`` over
     ``i < size``: uniform over all permutations but for hash ties (broken by index).
 
-    Each distinct epoch key is sorted once (one row of at most ``2**_EXACT_BITS``
-    hashes; the places past its size sort last) and its row kept in a bounded cache:
-    thousands of small sources each drawn a few times a step reuse their epoch's row.
+    Each distinct (epoch key, size) is sorted once (one row of at most
+    ``2**_EXACT_BITS`` hashes; the places past its size sort last) and its row kept
+    in a bounded cache: thousands of small sources each drawn a few times a step
+    reuse their epoch's row. (Sources of one key and other sizes, say two named
+    alike, have rows of their own.)
     """
     keys, sizes, _ = np.broadcast_arrays(
         np.asarray(epoch_keys, dtype=np.uint64), np.asarray(size, dtype=np.int64), x
     )
-    distinct, first, which = np.unique(keys.ravel(), return_index=True, return_inverse=True)
-    own = sizes.ravel().take(first)
-    if not np.array_equal(own.take(which), sizes.ravel()):
+    keys, sizes = keys.ravel(), sizes.ravel()
+    pairs = keys ^ _hash.mix64(sizes.astype(np.uint64))  # one word per (key, size)
+    _, first, which = np.unique(pairs, return_index=True, return_inverse=True)
+    distinct, own = keys.take(first), sizes.take(first)
+    if not (np.array_equal(distinct.take(which), keys) and np.array_equal(own.take(which), sizes)):
         raise RuntimeError("two sources' epoch keys collide; please report this seed")
     rows = [_rows.get(key) for key in zip(distinct.tolist(), own.tolist())]
     missing = [i for i, row in enumerate(rows) if row is None]

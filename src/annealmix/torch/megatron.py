@@ -14,7 +14,7 @@ the step's set of samples is the plan's either way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -24,9 +24,10 @@ from torch.utils.data import Dataset
 from .. import _validate
 from ..packing import Packed
 from ..plan import Batch, Plan
+from ..reading import read_grouped
 from ..sample_dict import MEGATRON_FLAGS, megatron_fields
 from ..shard import turn
-from ..sources import is_stream, read_one
+from ..sources import batch_row, is_stream, read_one
 from ..stream import Position, Stream
 from .data import _ordered
 
@@ -133,7 +134,21 @@ class MegatronDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         source, sample, epoch = self.locate(index)
-        got = read_one(self.sources[source], epoch, sample)
+        return self._item(read_one(self.sources[source], epoch, sample))
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
+        """Samples ``indices`` (a micro-batch, which ``DataLoader`` hands over at once
+        under Megatron's batch samplers), each source's read in one call and packed
+        sources together (``annealmix.reading.read_grouped``)."""
+        rows = np.array([self.locate(i) for i in indices], dtype=np.int64).reshape(-1, 3)
+        out: list[Any] = [None] * len(rows)
+        for _, at, got in read_grouped(self.sources, rows[:, 0], rows[:, 2], rows[:, 1]):
+            for j, row in enumerate(at.tolist()):
+                out[row] = self._item(batch_row(got, j))
+        return out
+
+    def _item(self, got: Any) -> dict[str, torch.Tensor]:
+        """A sample as Megatron reads it (``item``)."""
         if self.item == "text":
             if isinstance(got, dict):  # a window's tokens: the inputs and the last target
                 got = np.append(np.asarray(got["tokens"]), np.asarray(got["labels"])[-1:])
