@@ -22,8 +22,8 @@ process and in order:
   before its first step; it caches the result on disk).
 
 Then serving (tokens per second through ``MixtureDataLoader``) over every file of
-a list against over two of its files, with windows of 128 tokens (under the pool of
-maps, and with a pool that keeps every file mapped) and of 2,048, and ``--world``
+a list against over two of its files, with windows of 128 and 2,048 tokens, under
+the pool of maps and with a pool that keeps every file mapped, and ``--world``
 simulated ranks, each alone in this process: its planning time per step and the
 files it maps.
 """
@@ -267,9 +267,9 @@ def main() -> None:
             "|---|---|---|---|---|",
         ]
         for files in serve:
-            lines += serving(files, SEQ, rng)
-            lines += serving(files, SEQ, rng, pool=2 * files + 64)  # every map kept
-            lines += serving(files, 2048, rng)
+            for seq in (SEQ, 2048):
+                lines += serving(files, seq, rng)
+                lines += serving(files, seq, rng, pool=2 * files + 64)  # every map kept
     if args.world:
         lines += [
             f"\n{args.world} ranks over {args.rank_files:,} files, each rank alone: planning "

@@ -5,9 +5,9 @@ second list over the learning rate's decay, without a relaunch.
 
 ALCF's Megatron-DeepSpeed trains on a data-file-list (``weight prefix corpus`` per
 line) and changes the mix by stopping the run and relaunching it on another list
-for the cooldown. Here both lists are read (``annealmix.blends.read_file_list``),
-their files become the sources of one plan (a file in one list only has weight 0
-in the other), and the mix moves from the first list's weights to the second's
+for the cooldown. Here both lists are read as one set of sources
+(``annealmix.blends.read_file_lists``: a file in one list only has weight 0 in the
+other), and the mix moves from the first list's weights to the second's
 over the last 10% of the run, while a warmup-stable-decay learning rate decays:
 
 1. writes Megatron pairs for six corpora with megatron-core's own
@@ -32,7 +32,7 @@ import torch
 from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
 
 from annealmix import Mixture, Phase, Plan
-from annealmix.blends import read_file_list
+from annealmix.blends import read_file_lists
 from annealmix.torch.megatron import MegatronDataset
 
 SEQ, GLOBAL = 64, 64
@@ -89,14 +89,8 @@ def main() -> None:
     first = write_list(args.data / "pretrain.txt", PRETRAIN, files, size)
     second = write_list(args.data / "cooldown.txt", COOLDOWN, files, size)
 
-    before, sources, corpora = read_file_list(first, SEQ, output="dict")
-    after, more, more_corpora = read_file_list(second, SEQ, output="dict")
-    sources |= more  # one run over both lists' files
-    for corpus, names in more_corpora.items():
-        corpora.setdefault(corpus, [])
-        corpora[corpus] += [n for n in names if n not in corpora[corpus]]
-    start = {n: before.get(n, 0.0) for n in sources}
-    target = {n: after.get(n, 0.0) for n in sources}
+    # one run over both lists' files: each list's weights cover every file (0 where absent)
+    (start, target), sources, corpora = read_file_lists([first, second], SEQ, output="dict")
     steps = args.steps
     cooldown = Phase(start_step=int(steps * 0.9), end_step=steps - 1, weights=target)
     # corpora=: each corpus counted exactly, its files split in closed form, so a resume

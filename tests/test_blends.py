@@ -220,6 +220,59 @@ def test_bad_file_lists_say_where(tmp_path, text, message, monkeypatch):
         read_file_list(file_list(tmp_path, text), 10)
 
 
+COOLDOWN = """0.5 ./books-0001_text_document books
+0.2 books-0002_text_document books
+0.3 web-0000_text_document web
+"""
+
+
+def test_two_lists_are_one_set_of_sources_and_each_list_a_mix_of_them(tmp_path, monkeypatch):
+    from annealmix.blends import read_file_list, read_file_lists
+
+    monkeypatch.chdir(tmp_path)
+    first = file_list(tmp_path, ALCF)
+    write_megatron(tmp_path / "books-0002_text_document", [list(range(300))])
+    (tmp_path / "cooldown.txt").write_text(COOLDOWN)
+    (before, after), sources, corpora = read_file_lists([first, tmp_path / "cooldown.txt"], 10)
+    # one source per file, however a list writes its path; named as one list names them
+    names = ["books/books-0000_text_document", "books/books-0001_text_document",
+             "web/web-0000_text_document", "books/books-0002_text_document"]  # fmt: skip
+    assert list(sources) == names and list(before) == names and list(after) == names
+    assert list(before.values()) == [0.3, 0.1, 0.6, 0.0]
+    assert list(after.values()) == [0.0, 0.5, 0.3, 0.2]
+    assert corpora == {"books": [names[0], names[1], names[3]], "web": [names[2]]}
+    # one list read alone is read_file_list, names and weights alike
+    (alone,), _, _ = read_file_lists([first], 10)
+    assert alone == read_file_list(first, 10)[0]
+    plan = Plan(Mixture(weights=before, phases=[Phase(start_step=0, end_step=9, weights=after)]),
+                global_batch_size=20, sizes={n: len(x) for n, x in sources.items()},
+                corpora=corpora)  # fmt: skip
+    assert plan.counts(9, 10)[0].tolist() == [0, 10, 6, 4]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ("1 books-0000_text_document web\n", r"cooldown.txt:1: .* is in corpus 'web' here and "
+                                             r"in 'books' at .*list.txt:2"),
+        ("1 web-0000_text_document web\n2 ./web-0000_text_document web\n",
+         r"cooldown.txt:2: lists .*web-0000_text_document' a second time"),
+        ("0 web-0000_text_document web\n", r"cooldown.txt: every weight .* is 0"),
+        ("# nothing\n", r"cooldown.txt: the data file list names no files"),
+    ],
+)  # fmt: skip
+def test_bad_pairs_of_lists_say_which_line_of_which_list(tmp_path, monkeypatch, second, message):
+    from annealmix.blends import read_file_lists
+
+    monkeypatch.chdir(tmp_path)
+    first = file_list(tmp_path, ALCF)
+    (tmp_path / "cooldown.txt").write_text(second)
+    with pytest.raises(ValueError, match=message):
+        read_file_lists([first, tmp_path / "cooldown.txt"], 10)
+    with pytest.raises(ValueError, match="a non-empty list of data file lists"):
+        read_file_lists(first, 10)
+
+
 def test_a_long_list_with_a_bad_file_names_it_and_its_line_and_leaves_nothing_open(
     tmp_path, monkeypatch
 ):

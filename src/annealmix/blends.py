@@ -39,6 +39,7 @@ __all__ = [
     "read_blend",
     "read_blend_file",
     "read_file_list",
+    "read_file_lists",
     "read_split_blends",
     "scale_corpora",
     "split_bounds",
@@ -295,15 +296,116 @@ def read_file_list(
     corpus hold as listed (not in proportion to the files' sizes); ``corpora`` maps
     each corpus to its sources, in the list's order. ``scale_corpora`` gives the
     weights of another mix of the corpora, each corpus's files in their listed
-    ratios: the target of an anneal. ``seed``, ``output``, ``split``, ``subset``
-    and Megatron's switches (``megatron``) are as for ``read_blend``.
+    ratios: the target of an anneal; ``read_file_lists`` reads several lists (a
+    pretraining list and a cooldown list) into one set of sources. ``seed``,
+    ``output``, ``split``, ``subset`` and Megatron's switches (``megatron``) are as
+    for ``read_blend``.
+    """
+    (weights,), sources, corpora = read_file_lists(
+        [path], seq_len, seed=seed, output=output, split=split, subset=subset, base=base,
+        **megatron,
+    )  # fmt: skip
+    return weights, sources, corpora
+
+
+def read_file_lists(
+    paths: Sequence[str | Path],
+    seq_len: int,
+    *,
+    seed: int = 0,
+    output: str = "tokens",
+    split: str | None = None,
+    subset: str = "train",
+    base: str | Path | None = None,
+    **megatron: bool,
+) -> tuple[list[dict[str, float]], dict[str, Packed], dict[str, list[str]]]:
+    """(each list's weights, sources, corpora) of several data-file-lists read as one
+    set of sources: the lists of one run whose mix moves from one to the next (ALCF's
+    pretraining list, then its cooldown list), without a relaunch.
+
+    A file is one source however many lists name it (found by its path, however
+    each list writes it), named as ``read_file_list`` names it among every file of
+    its corpus in any list; each list's weights cover every source, 0 for the files
+    it does not name. A file must be in one corpus in every list that names it (a
+    corpus is what moves together). Every line of every list is checked before any
+    file is opened, and each file is opened once.
     """
     _check_megatron(megatron, output)
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"data file list {str(path)!r} does not exist")
+    if isinstance(paths, (str, Path)) or not paths:
+        raise ValueError(f"paths must be a non-empty list of data file lists, got {paths!r}")
     if split is not None:
         _validate.choice("subset", subset, SPLITS)
+    files: dict[str, tuple[str, str, str, Path]] = {}  # stem -> (where, prefix, corpus, path)
+    mixes: list[dict[str, float]] = []  # each list's weights by stem
+    for path in paths:
+        mixes.append({})
+        for number, weight, prefix, corpus in _list_lines(Path(path)):
+            where = f"{path}:{number}"
+            try:
+                located = _located(prefix, base, path)
+                stem = os.path.normpath(str(located).removesuffix(".bin").removesuffix(".idx"))
+                if stem in mixes[-1]:
+                    raise ValueError(
+                        f"lists {stem!r} a second time; list it once, with the weights added"
+                    )
+                mixes[-1][stem] = _weight(prefix, weight)
+            except (OSError, ValueError) as err:
+                raise type(err)(f"{where}: {err}") from None
+            first = files.setdefault(stem, (where, prefix, corpus, located))
+            if first[2] != corpus:
+                raise ValueError(
+                    f"{where}: {prefix!r} is in corpus {corpus!r} here and in {first[2]!r} at "
+                    f"{first[0]}; a file is in one corpus (what moves together): list it "
+                    "under one name in every list"
+                )
+        if not mixes[-1]:
+            raise ValueError(f"{path}: the data file list names no files")
+        if not any(mixes[-1].values()):
+            raise ValueError(
+                f"{path}: every weight of the data file list is 0: nothing would be drawn; "
+                "give at least one file a positive weight"
+            )
+    by_corpus: dict[str, list[str]] = {}
+    for stem, (_, _, corpus, _) in files.items():
+        by_corpus.setdefault(corpus, []).append(stem)
+    named = {}
+    for corpus, stems in by_corpus.items():
+        where = f"{', '.join(map(str, paths))}: corpus {corpus!r}"
+        for stem, name in zip(stems, _names([files[s][1] for s in stems], where)):
+            named[stem] = f"{corpus}/{name}"
+    missing = [f"{w}: {' and '.join(absent)}" for w, _, _, located in files.values()
+               if (absent := _absent(located))]  # fmt: skip
+    if missing:
+        more = len(missing) - 10
+        shown = "; ".join(missing[:10]) + (f"; and {more} more" if more > 0 else "")
+        raise FileNotFoundError(
+            f"{len(missing)} of the data file list's {len(files)} files do not exist (nothing "
+            f"was opened): {shown}"
+        )
+    sources: dict[str, Packed] = {}
+    failure = None
+    for stem, (where, prefix, _, located) in files.items():
+        name = named[stem]
+        try:
+            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split, subset,
+                                    megatron)  # fmt: skip
+        except (OSError, ValueError) as err:  # a truncated or corrupt pair
+            failure = type(err), f"{where}: {err}"
+            break
+    if failure is not None:  # raised here, so no traceback keeps the opened files
+        sources.clear()
+        release(stem + ext for stem in files for ext in (".bin", ".idx"))
+        raise failure[0](failure[1])
+    corpora = {c: [named[s] for s in stems] for c, stems in by_corpus.items()}
+    weights = [dict.fromkeys(sources, 0.0) | {named[s]: w for s, w in by_stem.items()}
+               for by_stem in mixes]  # fmt: skip
+    return weights, sources, corpora
+
+
+def _list_lines(path: Path) -> list[tuple[int, str, str, str]]:
+    """A data-file-list's lines: (line number, weight, prefix, corpus)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file list {str(path)!r} does not exist")
     lines = []
     for number, line in enumerate(path.read_text().splitlines(), 1):
         words = line.split()
@@ -315,59 +417,12 @@ def read_file_list(
                 f"{path}:{number}: expected 'weight prefix corpus', got {line.strip()!r}"
             )
         lines.append((number, *words[:3]))
-    by_corpus: dict[str, list[tuple[int, str]]] = {}
-    for number, _, prefix, corpus in lines:
-        by_corpus.setdefault(corpus, []).append((number, prefix))
-    named = {}
-    for corpus, listed in by_corpus.items():
-        where = f"{path}: corpus {corpus!r}"
-        for (number, _), name in zip(listed, _names([p for _, p in listed], where)):
-            named[number] = f"{corpus}/{name}"
-    located, missing = {}, []  # every line checked before any file is opened
-    for number, weight, prefix, _ in lines:
-        try:
-            _weight(prefix, weight)
-            located[number] = _located(prefix, base, path)
-        except (OSError, ValueError) as err:
-            raise type(err)(f"{path}:{number}: {err}") from None
-        stem = str(located[number]).removesuffix(".bin").removesuffix(".idx")
-        absent = [stem + ext for ext in (".bin", ".idx") if not Path(stem + ext).is_file()]
-        if absent:
-            missing.append(f"{path}:{number}: {' and '.join(absent)}")
-    if missing:
-        more = len(missing) - 10
-        shown = "; ".join(missing[:10]) + (f"; and {more} more" if more > 0 else "")
-        raise FileNotFoundError(
-            f"{len(missing)} of the data file list's {len(lines)} files do not exist (nothing "
-            f"was opened): {shown}"
-        )
-    weights: dict[str, float] = {}
-    sources: dict[str, Packed] = {}
-    corpora: dict[str, list[str]] = {}
-    failure = None
-    for number, weight, prefix, corpus in lines:
-        name = named[number]
-        try:
-            sources[name] = _packed(located[number], prefix, name, seq_len, seed, output,
-                                    split, subset, megatron)  # fmt: skip
-        except (OSError, ValueError) as err:  # a truncated or corrupt pair
-            failure = type(err), f"{path}:{number}: {err}"
-            break
-        weights[name] = _weight(prefix, weight)
-        corpora.setdefault(corpus, []).append(name)
-    if failure is not None:  # raised here, so no traceback keeps the opened files
-        sources.clear()
-        stems = (str(p).removesuffix(".bin").removesuffix(".idx") for p in located.values())
-        release(s + ext for s in stems for ext in (".bin", ".idx"))
-        raise failure[0](failure[1])
-    if not sources:
-        raise ValueError(f"{path}: the data file list names no files")
-    if not any(weights.values()):
-        raise ValueError(
-            f"{path}: every weight of the data file list is 0: nothing would be drawn; give "
-            "at least one file a positive weight"
-        )
-    return weights, sources, corpora
+    return lines
+
+
+def _absent(located: Path) -> list[str]:
+    stem = str(located).removesuffix(".bin").removesuffix(".idx")
+    return [stem + ext for ext in (".bin", ".idx") if not Path(stem + ext).is_file()]
 
 
 def scale_corpora(
