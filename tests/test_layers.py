@@ -25,7 +25,8 @@ LAYERS = [
          "reading", "metrics", "hf", "sample_dict", "windows"},  # fmt: skip
     ),
     ("torch", {"torch"}),
-    ("config, cli, demo", {"config", "opened", "plotting", "cli", "__main__", "demo", "titan"}),
+    ("config, cli, demo", {"config", "lists", "opened", "plotting", "cli", "__main__", "demo",
+                           "titan"}),
 ]
 LAYER_OF = {name: i for i, (_, names) in enumerate(LAYERS) for name in names}
 MODULES = {p.stem for p in PACKAGE.glob("*.py")} | {p.name for p in PACKAGE.iterdir() if p.is_dir()}

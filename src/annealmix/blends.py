@@ -38,6 +38,7 @@ __all__ = [
     "SPLITS",
     "read_blend",
     "read_blend_file",
+    "list_files",
     "read_file_list",
     "read_file_lists",
     "read_split_blends",
@@ -331,10 +332,52 @@ def read_file_lists(
     file is opened, and each file is opened once.
     """
     _check_megatron(megatron, output)
-    if isinstance(paths, (str, Path)) or not paths:
-        raise ValueError(f"paths must be a non-empty list of data file lists, got {paths!r}")
     if split is not None:
         _validate.choice("subset", subset, SPLITS)
+    files, named, mixes = _catalog(paths, base)
+    sources: dict[str, Packed] = {}
+    failure = None
+    for stem, (where, prefix, _, located) in files.items():
+        name = named[stem]
+        try:
+            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split, subset,
+                                    megatron)  # fmt: skip
+        except (OSError, ValueError) as err:  # a truncated or corrupt pair
+            failure = type(err), f"{where}: {err}"
+            break
+    if failure is not None:  # raised here, so no traceback keeps the opened files
+        sources.clear()
+        release(stem + ext for stem in files for ext in (".bin", ".idx"))
+        raise failure[0](failure[1])
+    weights, corpora = _by_name(files, named, mixes)
+    return weights, sources, corpora
+
+
+def list_files(
+    paths: Sequence[str | Path], base: str | Path | None = None
+) -> tuple[list[dict[str, float]], dict[str, Path], dict[str, list[str]]]:
+    """What ``read_file_lists`` reads, without opening a file: (each list's weights,
+    each source's pair prefix, corpora), every line checked and every pair found."""
+    files, named, mixes = _catalog(paths, base)
+    weights, corpora = _by_name(files, named, mixes)
+    return weights, {named[s]: Path(s) for s in files}, corpora
+
+
+def _by_name(files: dict, named: dict, mixes: list) -> tuple[list[dict], dict[str, list[str]]]:
+    """Each list's weights over every file, and the corpora, by source name."""
+    zeros = dict.fromkeys((named[s] for s in files), 0.0)  # every file, in list order
+    weights = [zeros | {named[s]: w for s, w in by_stem.items()} for by_stem in mixes]
+    corpora: dict[str, list[str]] = {}
+    for stem, (_, _, corpus, _) in files.items():
+        corpora.setdefault(corpus, []).append(named[stem])
+    return weights, corpora
+
+
+def _catalog(paths: Sequence[str | Path], base: str | Path | None) -> tuple[dict, dict, list]:
+    """The lists' files (stem -> where first listed, prefix, corpus, path), their names
+    (stem -> name) and each list's weights (stem -> weight), every line checked."""
+    if isinstance(paths, (str, Path)) or not paths:
+        raise ValueError(f"paths must be a non-empty list of data file lists, got {paths!r}")
     files: dict[str, tuple[str, str, str, Path]] = {}  # stem -> (where, prefix, corpus, path)
     mixes: list[dict[str, float]] = []  # each list's weights by stem
     for path in paths:
@@ -382,24 +425,7 @@ def read_file_lists(
             f"{len(missing)} of the data file list's {len(files)} files do not exist (nothing "
             f"was opened): {shown}"
         )
-    sources: dict[str, Packed] = {}
-    failure = None
-    for stem, (where, prefix, _, located) in files.items():
-        name = named[stem]
-        try:
-            sources[name] = _packed(located, prefix, name, seq_len, seed, output, split, subset,
-                                    megatron)  # fmt: skip
-        except (OSError, ValueError) as err:  # a truncated or corrupt pair
-            failure = type(err), f"{where}: {err}"
-            break
-    if failure is not None:  # raised here, so no traceback keeps the opened files
-        sources.clear()
-        release(stem + ext for stem in files for ext in (".bin", ".idx"))
-        raise failure[0](failure[1])
-    corpora = {c: [named[s] for s in stems] for c, stems in by_corpus.items()}
-    weights = [dict.fromkeys(sources, 0.0) | {named[s]: w for s, w in by_stem.items()}
-               for by_stem in mixes]  # fmt: skip
-    return weights, sources, corpora
+    return files, named, mixes
 
 
 def _list_lines(path: Path) -> list[tuple[int, str, str, str]]:

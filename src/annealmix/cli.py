@@ -13,7 +13,7 @@ import numpy as np
 from . import __version__
 from .config import load_config
 from .online import online
-from .opened import budget, budget_is_exact, walk
+from .opened import budget, budget_is_exact, by_corpus, walk
 from .order import indexed
 from .shard import Shard
 
@@ -33,6 +33,7 @@ def _preview(args: argparse.Namespace) -> int:
         "sources": list(names),
         "unit": config.weight_unit,
         "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
+        "corpora": None if plan.corpora is None else {c: list(m) for c, m in plan.corpora.items()},
         "smoothness": plan.mixture.smoothness(),
         "budget": spent,
         "warnings": [str(w.message) for w in caught],
@@ -45,9 +46,15 @@ def _preview(args: argparse.Namespace) -> int:
         f"{steps} steps x {plan.global_batch_size} samples, mode {plan.mode}, seed {plan.seed}, "
         f"weights in {report['unit']}\n"
     )
+    shown, table = names, weights
+    if plan.corpora:  # a list of thousands of files reads by corpus
+        shown, matrix = by_corpus(plan)
+        table = weights @ matrix
+        width = max(10, *map(len, shown))
+        print(f"{len(names):,} sources in {len(plan.corpora)} corpora; their weights summed")
     print("weights at milestones")
-    print(f"{'step':>10} " + " ".join(f"{n:>{width}}" for n in names))
-    for s, w in zip(milestones, weights):
+    print(f"{'step':>10} " + " ".join(f"{n:>{width}}" for n in shown))
+    for s, w in zip(milestones, table):
         print(f"{s:>10} " + " ".join(f"{x:>{width}.4f}" for x in w))
     print(
         f"\nsmoothness (largest total-variation change between consecutive steps): "
@@ -57,6 +64,7 @@ def _preview(args: argparse.Namespace) -> int:
         "budget by the end of training"
         + ("" if exact else " (scheduled targets: the exact counts are within one sample)")
     )
+    width = max(10, *map(len, names))
     print(f"{'source':>{width}} {'samples':>14} {'tokens':>16} {'documents':>14} {'epochs':>10}")
     for n in names:
         row = spent[n]

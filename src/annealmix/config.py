@@ -39,6 +39,12 @@
     schedule = "cosine"         # or { name = "sigmoid", steepness = 12 }
     weights = { web = 0.3, code = 0.7 }
 
+    [corpora]                   # optional: sources counted as one corpus (Plan(corpora=))
+    text = ["web", "code"]
+
+Instead of ``[sources]`` and ``[corpora]``, a ``[lists]`` table of data-file-lists gives
+them (``annealmix.lists``: the first list starts the mix, a phase's ``list`` is its target).
+
 ``load_config`` reads it into a ``MixConfig``, which holds what the file says and
 nothing else: reading it opens no data. ``MixConfig.open()`` (``annealmix.opened``)
 is the one step that opens the files, each once, and returns the sources and the
@@ -58,6 +64,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate
+from .lists import expand
 from .mixture import Mixture, Phase
 from .packing import check_options
 from .plan import ORDERS
@@ -73,7 +80,7 @@ __all__ = [
 ]
 
 _TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "unit",
-        "output", *MEGATRON_FLAGS, "sources", "phases")  # fmt: skip
+        "output", *MEGATRON_FLAGS, "sources", "corpora", "lists", "phases")  # fmt: skip
 _SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len",
            "vocab_size", "eos_id", "pack", "truncate")  # fmt: skip
 UNITS = ("samples", "tokens")
@@ -159,6 +166,8 @@ class MixConfig:
             (Megatron's sample dict, with ``document_ids``; unpacked sources need it).
         reset_position_ids, reset_attention_mask, eod_mask_loss: Megatron's switches
             of the packed sources' dict (``annealmix.packing.Packed``), off as there.
+        corpora: groups of sources counted together (``Plan(corpora=)``): each corpus
+            exactly, its files split in closed form; ``None``: each source alone.
         base: the folder relative source paths are read from (the config's).
     """
 
@@ -175,6 +184,7 @@ class MixConfig:
     reset_position_ids: bool = False
     reset_attention_mask: bool = False
     eod_mask_loss: bool = False
+    corpora: dict[str, list[str]] | None = None
     base: Path = field(default=Path("."), compare=False)
 
     @property
@@ -208,6 +218,8 @@ class MixConfig:
             if spec.path is not None:  # what the files' format allows, before any is read
                 check_options(spec.format, eos_id=spec.eos_id, pack=spec.pack is not False,
                               output=self.output, name=f"sources.{spec.name}")  # fmt: skip
+        names = tuple(s.name for s in self.sources)
+        _validate.corpora(self.corpora, names, "tokens" if self.counts_tokens else self.mode)
         if self.counts_tokens and self.mode != "exact":
             raise ValueError(
                 f'unit = "tokens" over unpacked sources plans by tokens, exactly; mode = '
@@ -358,6 +370,7 @@ def config_from_dict(
 ) -> MixConfig:
     """A ``MixConfig`` from the parsed TOML (paths relative to ``base``)."""
     _check_keys("the config", raw, _TOP)
+    raw = expand(raw, base)  # [lists]: their files as sources, corpora and phase weights
     for key in ("global_batch_size", "num_steps", "sources"):
         if key not in raw:
             raise ValueError(f"config {where!r} lacks {key!r}")
@@ -386,6 +399,7 @@ def config_from_dict(
         unit=raw.get("unit"),
         output=output,
         **{flag: raw[flag] for flag in MEGATRON_FLAGS if flag in raw},
+        corpora=raw.get("corpora"),
         base=base,
     )
 
@@ -437,6 +451,9 @@ def dump_config(config: MixConfig) -> str:
                     "max_epochs"):  # fmt: skip
             if getattr(spec, key) is not None:
                 lines.append(f"{key} = {_value(getattr(spec, key))}")
+    if config.corpora:
+        lines += ["", "[corpora]"]
+        lines += [f"{_key(c)} = {_value(list(names))}" for c, names in config.corpora.items()]
     for phase in config.phases:
         lines += [
             "",

@@ -26,7 +26,7 @@ from .packing import open_source
 from .plan import Plan, Point
 from .sources import Source, tokens_of
 
-__all__ = ["Opened", "budget", "budget_is_exact", "open_config", "walk"]
+__all__ = ["Opened", "budget", "budget_is_exact", "by_corpus", "open_config", "walk"]
 
 # Steps x sources an exact budget may replay before it sums the scheduled weights
 # instead: at about 110 ns per step and source (three or more sources, 2-core Intel
@@ -95,7 +95,7 @@ def _plan(config, sources: Mapping[str, Source]) -> Plan:
     the weights count tokens over samples of varying length."""
     order = {s.name: s.order or config.order for s in config.sources}
     arguments = {"global_batch_size": config.global_batch_size, "seed": config.seed,
-                 "order": order}  # fmt: skip
+                 "order": order, "corpora": config.corpora}  # fmt: skip
     if config.counts_tokens:
         lengths = {s.name: tokens_of(sources[s.name]) for s in config.sources}
         return Plan(config.mixture, mode="tokens", lengths=lengths, **arguments)
@@ -103,6 +103,22 @@ def _plan(config, sources: Mapping[str, Source]) -> Plan:
              for s in config.sources}  # fmt: skip
     sized = all(size is not None for size in sizes.values())
     return Plan(config.mixture, mode=config.mode, sizes=sizes if sized else None, **arguments)
+
+
+def by_corpus(plan: Plan) -> tuple[list[str], np.ndarray]:
+    """The plan's corpora (a source in none stands alone, under its own name) and the
+    0/1 matrix (sources x corpora) that sums a per-source table into them: what
+    ``preview`` and ``plot`` show of a list of thousands of files."""
+    names = plan.mixture.sources
+    groups = dict(plan.corpora or {})
+    grouped = {n for members in groups.values() for n in members}
+    groups |= {n: (n,) for n in names if n not in grouped}
+    ids = {n: k for k, n in enumerate(names)}
+    labels = sorted(groups, key=lambda c: min(ids[n] for n in groups[c]))  # in source order
+    matrix = np.zeros((len(names), len(labels)))
+    for j, label in enumerate(labels):
+        matrix[[ids[n] for n in groups[label]], j] = 1.0
+    return labels, matrix
 
 
 def walk(plan: Plan, step: int, log=None) -> Point:

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ._progress import Progress
-from .opened import Opened, budget_is_exact
+from .opened import Opened, budget_is_exact, by_corpus
 from .stream import Stream
 
 __all__ = ["plot_config"]
@@ -18,7 +18,7 @@ _CHUNK = 1 << 16
 def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
     """Stacked scheduled weights with the phases marked, over the realized share per
     step (of the tokens, for a plan with lengths: what its weights count), for an
-    opened config (``MixConfig.open()``)."""
+    opened config (``MixConfig.open()``); by corpus where the plan has corpora."""
     try:
         import matplotlib
 
@@ -53,6 +53,9 @@ def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
         np.add.at(sums, which, counts)
         bar.update(a + n)
     bar.close()
+    if plan.corpora:  # thousands of files: one band per corpus
+        names, matrix = by_corpus(plan)
+        weights, sums = weights @ matrix, sums @ matrix
     share = sums / np.maximum(sums.sum(axis=1, keepdims=True), 1)
     centres = (edges[:-1] + edges[1:] - 1) / 2
 
@@ -75,8 +78,8 @@ def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
         f"realized share of the {'tokens' if tokens else 'samples'} of each global batch of "
         f"{plan.global_batch_size} (mean per {steps / len(share):.3g} steps), {plan.mode} mode"
         if counted
-        else f"realized share not counted: {steps:,} steps x {len(names)} sources are too many "
-        "to replay (see preview's budget)",
+        else f"realized share not counted: {steps:,} steps x {plan.num_sources} sources are too "
+        "many to replay (see preview's budget)",
         fontsize=10,
     )
     bottom.set_ylabel("share")
