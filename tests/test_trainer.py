@@ -9,20 +9,21 @@ pytest.importorskip("accelerate")
 datasets = pytest.importorskip("datasets")
 
 from annealmix import Mixture, Phase, Plan  # noqa: E402
-from annealmix.hf import mix_datasets  # noqa: E402
+from annealmix.hf import mix_datasets, validation_set  # noqa: E402
 from annealmix.torch.trainer import MixtureTrainer  # noqa: E402
 
 STEPS, B, SEQ = 12, 8, 16
 
 
+def rows(rng, low, n):  # each source's tokens in its own range of the vocabulary
+    ids = rng.integers(low, low + 30, (n, SEQ)).tolist()
+    return datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
+
+
 def setup():
     rng = np.random.default_rng(0)
 
-    def rows(low, n):  # each source's tokens in its own range of the vocabulary
-        ids = rng.integers(low, low + 30, (n, SEQ)).tolist()
-        return datasets.Dataset.from_dict({"input_ids": ids, "labels": ids})
-
-    sources = {"code": rows(1, 200), "prose": rows(33, 200)}
+    sources = {"code": rows(rng, 1, 200), "prose": rows(rng, 33, 200)}
     target = {"code": 0.1, "prose": 0.9}
     mix = Mixture(weights={"code": 0.9, "prose": 0.1},
                   phases=[Phase(start_step=3, end_step=8, weights=target)])  # fmt: skip
@@ -95,3 +96,27 @@ def test_a_trainer_off_the_plan_says_why(tmp_path, kw, message):
     with pytest.raises(ValueError, match="the train set has no 'source' column"):
         MixtureTrainer(plan=plan, model=model, train_dataset=train.remove_columns("source"),
                        args=arguments(tmp_path, train_sampling_strategy="sequential"))  # fmt: skip
+
+
+def test_an_evaluation_reports_each_sources_held_out_loss(tmp_path):
+    plan, train, model = setup()
+    rng = np.random.default_rng(1)
+    held = {"code": rows(rng, 1, 12), "prose": rows(rng, 33, 20)}
+    trainer = MixtureTrainer(plan=plan, model=model, train_dataset=train,
+                             eval_dataset=validation_set(held, plan),
+                             args=arguments(tmp_path, train_sampling_strategy="sequential",
+                                            per_device_eval_batch_size=5))  # fmt: skip
+    metrics = trainer.evaluate()
+    model.eval()
+    for name, data in held.items():  # each source's mean per-sample loss, computed here
+        ids = torch.tensor(data["input_ids"])
+        with torch.no_grad():
+            logits = model(input_ids=ids).logits[:, :-1]
+        token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:],
+                                                  reduction="none")  # fmt: skip
+        assert metrics[f"eval_loss/{name}"] == pytest.approx(token.mean(1).mean().item(), rel=1e-5)
+    assert metrics["eval_loss/code"] != metrics["eval_loss/prose"]
+    with pytest.raises(TypeError, match="a validation set is read whole"):
+        validation_set({"code": held["code"].to_iterable_dataset()}, plan)
+    with pytest.raises(ValueError, match="unknown source in datasets: 'math'"):
+        validation_set({"math": held["code"]}, plan)

@@ -42,7 +42,7 @@ from .reading import StreamReader, read_step
 from .shard import Shard
 from .stream import MicroBatch, Stream
 
-__all__ = ["mix_datasets"]
+__all__ = ["mix_datasets", "validation_set"]
 
 
 def mix_datasets(
@@ -95,6 +95,31 @@ def mix_datasets(
     if all(isinstance(ds, hf.Dataset) for ds in ordered):
         return _selected(hf, ordered, stream, plan, source_column, label)
     return _generated(hf, ordered, stream, source_column, label)
+
+
+def validation_set(
+    datasets: Mapping[str, Any], plan: Plan, *, source_column: str = "source"
+) -> Any:
+    """Each source's held-out rows, one source after another, with the ``source``
+    column (ids in the plan's order): a validation set whose loss ``MixtureTrainer``
+    reports per source. ``datasets`` names some or all of the plan's sources
+    (``datasets.Dataset`` each, with the same columns)."""
+    import datasets as hf
+
+    names = plan.mixture.sources
+    for name in datasets:
+        _validate.choice("source in datasets:", name, names)
+        if not isinstance(datasets[name], hf.Dataset):
+            raise TypeError(f"{name!r}: a validation set is read whole: give a datasets.Dataset, "
+                            f"not {type(datasets[name]).__name__}")  # fmt: skip
+    if not datasets:
+        raise ValueError("datasets is empty; give at least one source's held-out rows")
+    ordered = [n for n in names if n in datasets]
+    _check_features(tuple(ordered), [datasets[n] for n in ordered])
+    label, ids = hf.ClassLabel(names=list(names)), {n: k for k, n in enumerate(names)}
+    return hf.concatenate_datasets([
+        datasets[n].add_column(source_column, [ids[n]] * len(datasets[n]), feature=label)
+        for n in ordered])  # fmt: skip
 
 
 def _features(ds: Any) -> Any:

@@ -16,7 +16,9 @@
   ``forward`` does not take; this one is kept, and taken out of the model's inputs),
   so each log carries each source's mean loss since the last (``mix/loss/<source>``,
   per-sample losses summed exactly over the ranks: ``SourceLosses``) beside the
-  scheduled weights of that step (``mix/weight/<source>``).
+  scheduled weights of that step (``mix/weight/<source>``); an evaluation on
+  ``annealmix.hf.validation_set(...)`` (each source's held-out rows, tagged) adds each
+  source's mean loss to its metrics (``eval_loss/<source>``).
 
 The per-source loss is the causal language model's: each sample's mean token loss over
 its labels (``-100`` left out), from the logits the model returns.
@@ -50,6 +52,7 @@ class MixtureTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.plan, self.source_column = plan, source_column
         self.source_losses = SourceLosses(plan.mixture.sources)
+        self.eval_losses = SourceLosses(plan.mixture.sources)
         _check(self.args, self.train_dataset, plan, source_column)
 
     def _set_signature_columns_if_needed(self) -> None:
@@ -62,9 +65,24 @@ class MixtureTrainer(Trainer):
         sources = inputs.pop(self.source_column, None)
         loss, outputs = super().compute_loss(model, inputs, return_outputs=True,
                                              num_items_in_batch=num_items_in_batch)  # fmt: skip
-        if sources is not None and model.training:
-            self.source_losses.add(_per_sample(outputs.logits, inputs["labels"]), sources)
+        if sources is not None:
+            kept = self.source_losses if model.training else self.eval_losses
+            kept.add(_per_sample(outputs.logits, inputs["labels"]), sources)
         return (loss, outputs) if return_outputs else loss
+
+    def evaluation_loop(self, dataloader: Any, description: str, prediction_loss_only: Any = None,
+                        ignore_keys: Any = None, metric_key_prefix: str = "eval",
+                        ) -> Any:  # fmt: skip
+        """The Trainer's evaluation, with each source's mean loss in its metrics
+        (``eval_loss/<source>``) where the set has a source column
+        (``annealmix.hf.validation_set``)."""
+        self.eval_losses = SourceLosses(self.plan.mixture.sources)
+        output = super().evaluation_loop(dataloader, description, prediction_loss_only,
+                                         ignore_keys, metric_key_prefix)  # fmt: skip
+        self.eval_losses.reduce()
+        output.metrics.update({f"{metric_key_prefix}_loss/{n}": v
+                               for n, v in self.eval_losses.last.items()})  # fmt: skip
+        return output
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if "loss" in logs:  # a training log: every rank reaches it at the same step
