@@ -282,10 +282,11 @@ def test_a_long_list_with_a_bad_file_names_it_and_its_line_and_leaves_nothing_op
     from annealmix.blends import read_file_list
 
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
     lines = []
     for i in range(300):
         write_megatron(tmp_path / f"f{i:03d}_text_document", [list(range(30)), list(range(11))])
-        lines.append(f"1 f{i:03d}_text_document c{i % 7}")
+        lines.append(f"1 {'d/../' * (i % 2)}f{i:03d}_text_document c{i % 7}")  # closed as mapped
     (tmp_path / "f249_text_document.bin").unlink()  # line 250
     (tmp_path / "list.txt").write_text("\n".join(lines) + "\n")
 

@@ -36,9 +36,9 @@ from .sample_dict import MEGATRON_FLAGS, check_flags
 
 __all__ = [
     "SPLITS",
+    "list_files",
     "read_blend",
     "read_blend_file",
-    "list_files",
     "read_file_list",
     "read_file_lists",
     "read_split_blends",
@@ -347,7 +347,8 @@ def read_file_lists(
             break
     if failure is not None:  # raised here, so no traceback keeps the opened files
         sources.clear()
-        release(stem + ext for stem in files for ext in (".bin", ".idx"))
+        stems = (str(x[3]).removesuffix(".bin").removesuffix(".idx") for x in files.values())
+        release(stem + ext for stem in stems for ext in (".bin", ".idx"))  # as they were mapped
         raise failure[0](failure[1])
     weights, corpora = _by_name(files, named, mixes)
     return weights, sources, corpora
