@@ -88,9 +88,9 @@ class Packed:
             another document's first token (Megatron's ``--eod-mask-loss``, found
             from the document boundaries, so no EOS id is needed).
 
-        Megatron finds documents by their EOD token, these switches by the boundaries:
-        the same where each document ends in one EOD (its ``--append-eod``; tested).
-        They shape the sample dict: they need ``output="dict"``.
+    Megatron finds documents by their EOD token, these switches by the boundaries:
+    the same where each document ends in one EOD (its ``--append-eod``; tested).
+    They shape the sample dict: they need ``output="dict"``.
     """
 
     def __init__(
