@@ -60,6 +60,8 @@ def test_every_rank_share_converges_to_the_mixture_at_64_ranks():
         share = np.bincount(mine.ravel(), minlength=3) / mine.size
         assert np.abs(share - [0.6, 0.3, 0.1]).max() < 0.01, (rank, share)
         assert np.abs((mine == 2).mean(axis=1) - 0.1).max() <= 2 / 16  # and every step's slice
+    fixed = [(sources[:, r * 16 : (r + 1) * 16] == 2).mean() for r in range(64)]  # no turn
+    assert (min(fixed), max(fixed)) == (0.0625, 0.1875)  # the 6.2% and 18.8% of the docs
 
 
 @pytest.mark.parametrize(
