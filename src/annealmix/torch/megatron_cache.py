@@ -49,7 +49,8 @@ _CHUNK_STEPS = 4096  # steps planned and written at once: memory stays flat
 @dataclasses.dataclass(frozen=True)
 class BlendCache:
     """What ``write_blend_cache`` wrote: the ``--data-path`` words to train with, the
-    files, the run's samples and the bytes the arrays take."""
+    files, the run's samples and the bytes its two arrays hold (10 a sample of the
+    blend Megatron sized, at least the run's)."""
 
     data_path: list[str]
     files: list[Path]
@@ -122,7 +123,8 @@ def write_blend_cache(
     if not written:
         raise RuntimeError("Megatron built no train blend: does config.split give training "
                            "a part (say '100,0,0')?")  # fmt: skip
-    return BlendCache(data_path, written, samples, samples * 10)
+    held = np.load(written[1], mmap_mode="r").size  # the blend Megatron sized: >= samples
+    return BlendCache(data_path, written, samples, 10 * held)
 
 
 def _write(plan: Plan, num_steps: int, size: int, dataset_of: np.ndarray, lengths: np.ndarray,
