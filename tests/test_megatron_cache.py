@@ -105,3 +105,14 @@ def test_bad_calls_say_what_is_missing(tmp_path):
     with pytest.raises(ValueError, match="config.path_to_cache is not set"):
         write_blend_cache(plan, prefixes, dataclasses.replace(config, path_to_cache=None),
                           num_steps=STEPS)  # fmt: skip
+
+
+def test_a_blend_that_cannot_hold_the_plan_is_refused_before_writing():
+    from annealmix.torch.megatron_cache import _check
+
+    with pytest.raises(ValueError, match="the plan draws 9 samples of Megatron dataset 1, "
+                                         "which holds 8"):  # fmt: skip
+        _check(100, 96, np.array([3, 9]), np.array([5, 8]))
+    with pytest.raises(ValueError, match="holds 90 samples, fewer than the run's 96"):
+        _check(90, 96, np.array([3, 9]), np.array([5, 10]))
+    _check(96, 96, np.array([5, 8]), np.array([5, 8]))  # exactly enough

@@ -109,11 +109,11 @@ def write_blend_cache(
     def build_indices(self) -> tuple[np.ndarray, np.ndarray]:
         if self.split != Split.train:  # not ours: what the run builds for itself
             return np.zeros(self.size, np.int16), np.zeros(self.size, np.int64)
-        lengths = np.array([len(d) for d in self.datasets], dtype=np.int64)
+        _check(self.size, samples, drawn[used], np.array([len(d) for d in self.datasets]))
         files = [Path(config.path_to_cache) /
                  f"{self.unique_description_hash}-{type(self).__name__}-{self.split.name}-{x}"
                  for x in ("description.txt", "dataset_index.npy", "dataset_sample_index.npy")]
-        written.extend(_write(plan, num_steps, self.size, dataset_of, lengths, files,
+        written.extend(_write(plan, num_steps, self.size, dataset_of, files,
                               self.unique_description))  # fmt: skip
         return (np.load(files[1], mmap_mode="r"), np.load(files[2], mmap_mode="r"))
 
@@ -127,19 +127,22 @@ def write_blend_cache(
     return BlendCache(data_path, written, samples, 10 * held)
 
 
-def _write(plan: Plan, num_steps: int, size: int, dataset_of: np.ndarray, lengths: np.ndarray,
-           files: list[Path], description: str) -> list[Path]:  # fmt: skip
-    """The description and both arrays, the plan's samples a chunk of steps at a time."""
-    b, samples = plan.global_batch_size, num_steps * plan.global_batch_size
+def _check(size: int, samples: int, drawn: np.ndarray, lengths: np.ndarray) -> None:
+    """Before writing: the blend holds the run, and each dataset what the plan draws
+    from it (it must, with the shares as weights; refused rather than read past)."""
     if size < samples:
         raise ValueError(f"Megatron's blend holds {size} samples, fewer than the run's {samples}")
-    drawn = np.asarray(plan.consumed(num_steps), dtype=np.int64)
-    over = np.flatnonzero((dataset_of >= 0) & (drawn > lengths[dataset_of]))
-    if over.size:  # cannot be with the shares as weights; refused rather than read past
+    over = np.flatnonzero(drawn > lengths)
+    if over.size:
         k = int(over[0])
-        held = int(lengths[dataset_of[k]])
-        raise ValueError(f"the plan draws {int(drawn[k])} samples of Megatron dataset "
-                         f"{int(dataset_of[k])}, which holds {held}")  # fmt: skip
+        raise ValueError(f"the plan draws {int(drawn[k])} samples of Megatron dataset {k}, "
+                         f"which holds {int(lengths[k])}")  # fmt: skip
+
+
+def _write(plan: Plan, num_steps: int, size: int, dataset_of: np.ndarray, files: list[Path],
+           description: str) -> list[Path]:  # fmt: skip
+    """The description and both arrays, the plan's samples a chunk of steps at a time."""
+    b, samples = plan.global_batch_size, num_steps * plan.global_batch_size
     os.makedirs(files[0].parent, exist_ok=True)
     files[0].write_text(description)
     index = np.lib.format.open_memmap(files[1], mode="w+", dtype=np.int16, shape=(size,))

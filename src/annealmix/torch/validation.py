@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader
 
 from .. import _validate
 from ..plan import Plan
-from ..sources import as_source
 from .data import MixedDataset
 
 __all__ = ["validation_loader"]
@@ -59,7 +58,7 @@ def validation_loader(
                    zip(("rank", "world_size"), shard, (0, 1)))  # fmt: skip
     if rank >= world:
         raise ValueError(f"shard rank {rank} must be below its world size {world}")
-    ordered = [as_source(sources[n], n) if n in sources else [] for n in names]
+    ordered = [sources.get(n, []) for n in names]  # a source without held-out rows: none
     keys = [np.stack([np.full(m, k), np.arange(m), np.zeros(m, dtype=np.int64)], axis=1)
             for k, s in enumerate(ordered)
             if (m := len(s) if per_source is None else min(per_source, len(s)))]  # fmt: skip
