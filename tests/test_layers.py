@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "annealmix"
 LAYERS = [
     ("helpers", {"_validate", "_hash", "_fmath", "_progress", "_compiled"}),
     ("schedules", {"schedules", "post"}),  # post: the post's own functions over schedules
-    ("mixture", {"mixture", "weights", "controllers"}),
+    ("mixture", {"mixture", "weights", "controllers", "ramp"}),
     ("order", {"order"}),
     ("plan", {"_counting", "batch", "weightlog", "plan", "tokens", "online"}),
     (

@@ -19,6 +19,7 @@ def test_public_api_is_frozen_and_sorted():
     assert annealmix.__all__ == sorted(annealmix.__all__)
     assert annealmix.__all__ == [
         "Batch",
+        "BatchSizes",
         "Constant",
         "Cosine",
         "Linear",

@@ -11,6 +11,7 @@ from .online import OnlinePlan
 from .order import indexed, sample_indices
 from .plan import MODES, ORDERS, Batch, Plan, Point
 from .post import MixtureSampler, make_schedule
+from .ramp import BatchSizes
 from .schedules import (
     SCHEDULES,
     Constant,
@@ -32,6 +33,7 @@ __version__ = "0.2.0.dev0"
 
 __all__ = [
     "Batch",
+    "BatchSizes",
     "Constant",
     "Cosine",
     "Linear",

@@ -21,10 +21,14 @@ from .shard import Shard
 def _preview(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     opened = config.open(check_budget=False)  # the budget below reports and checks it
-    plan, steps = opened.plan, config.num_steps
+    plan, steps, ramp = opened.plan, config.num_steps, opened.plan.batch_sizes
     names = plan.mixture.sources
     milestones = sorted({round(steps * f / 10) for f in range(10)} | {steps - 1})
-    weights = plan.mixture.weights_at(np.array(milestones))
+    if ramp is not None:  # where the batch changes size, among the first 30
+        milestones = sorted(set(milestones) | {int(s) for s in ramp.starts[:30] if s < steps})
+    at = np.array(milestones)
+    weights = config.mixture.weights_at(at)
+    sizes = np.full(len(at), plan.global_batch_size) if ramp is None else ramp.size_at(at)
     exact = budget_is_exact(opened)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -32,7 +36,12 @@ def _preview(args: argparse.Namespace) -> int:
     report = {
         "sources": list(names),
         "unit": config.weight_unit,
-        "milestones": [{"step": s, "weights": w.tolist()} for s, w in zip(milestones, weights)],
+        "milestones": [
+            {"step": s, "global_batch_size": int(b), "weights": w.tolist()}
+            for s, b, w in zip(milestones, sizes, weights)
+        ],  # fmt: skip
+        "batch_sizes": None if ramp is None else ramp.to_list(),
+        "samples": int(plan.global_batch_size * opened.plan_steps),
         "corpora": None if plan.corpora is None else {c: list(m) for c, m in plan.corpora.items()},
         "smoothness": plan.mixture.smoothness(),
         "budget": spent,
@@ -42,10 +51,17 @@ def _preview(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2))
         return 0
     width = max(10, *map(len, names))
-    print(
-        f"{steps} steps x {plan.global_batch_size} samples, mode {plan.mode}, seed {plan.seed}, "
-        f"weights in {report['unit']}\n"
-    )
+    if ramp is None:
+        print(f"{steps} steps x {plan.global_batch_size} samples, ", end="")
+    else:
+        ramped = int(ramp.starts[-1])
+        print(
+            f"{steps} steps, {report['samples']:,} samples: the global batch ramps from "
+            f"{int(ramp.sizes[0])} to {int(ramp.sizes[-1])} in {len(ramp.sizes) - 1} changes over "
+            f"steps 0-{ramped - 1} ({ramp.samples_before(ramped):,} samples); planned in steps of "
+            f"{ramp.unit}\n", end=""
+        )  # fmt: skip
+    print(f"mode {plan.mode}, seed {plan.seed}, weights in {report['unit']}\n")
     shown, table = names, weights
     if plan.corpora:  # a list of thousands of files reads by corpus
         shown, matrix = by_corpus(plan)
@@ -53,9 +69,10 @@ def _preview(args: argparse.Namespace) -> int:
         width = max(10, *map(len, shown))
         print(f"{len(names):,} sources in {len(plan.corpora)} corpora; their weights summed")
     print("weights at milestones")
-    print(f"{'step':>10} " + " ".join(f"{n:>{width}}" for n in shown))
-    for s, w in zip(milestones, table):
-        print(f"{s:>10} " + " ".join(f"{x:>{width}.4f}" for x in w))
+    batch = (lambda b: "") if ramp is None else (lambda b: f"{b:>7} ")  # the size, if it moves
+    print(f"{'step':>10} {batch('batch')}" + " ".join(f"{n:>{width}}" for n in shown))
+    for s, b, w in zip(milestones, sizes, table):
+        print(f"{s:>10} {batch(b)}" + " ".join(f"{x:>{width}.4f}" for x in w))
     print(
         f"\nsmoothness (largest total-variation change between consecutive steps): "
         f"{report['smoothness']:.3g}\n"
@@ -132,6 +149,9 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.log is not None:  # an online run: its weight log tilts the config's schedule
         plan, log = online(plan), _read_log(args.log)
     steps = _step_range(args, config.num_steps)
+    ramp = plan.batch_sizes
+    if ramp is not None:  # optimizer steps -> the plan steps they hold
+        steps = range(ramp.plan_steps(steps.start), ramp.plan_steps(steps.stop))
     shard = Shard(
         global_batch_size=plan.global_batch_size, rank=args.rank, world_size=args.world_size
     )
@@ -143,11 +163,14 @@ def _inspect(args: argparse.Namespace) -> int:
     out = []
     everything = np.arange(plan.global_batch_size)
     for row, step in enumerate(steps):
-        samples = []
+        samples, first = [], 0
+        if ramp is not None:  # a position within the optimizer step, not the plan step
+            first = (step - ramp.plan_steps(ramp.step_of(step))) * plan.global_batch_size
         for pos in everything[shard.positions(0, step)].tolist():
             k = int(batch.sources[row, pos])
             index = None if batch.indices is None else int(batch.indices[row, pos])
-            sample = {"position": pos, "source": names[k], "draw": int(batch.draws[row, pos])}
+            sample = {"position": first + pos, "source": names[k],
+                      "draw": int(batch.draws[row, pos])}  # fmt: skip
             sample["index"] = index
             source = opened.sources.get(names[k])
             if index is not None and source is not None:  # what the sample reads
@@ -157,7 +180,8 @@ def _inspect(args: argparse.Namespace) -> int:
                 sample["tokens"] = {"file": None, "start": first,
                                     "end": first + seq_lens[names[k]] + 1}  # fmt: skip
             samples.append(sample)
-        out.append({"step": step, "rank": args.rank, "samples": samples})
+        out.append({"step": step if ramp is None else ramp.step_of(step), "rank": args.rank,
+                    "samples": samples})  # fmt: skip
     if args.json:
         print(json.dumps({"world_size": args.world_size, "steps": out}, indent=1))
         return 0

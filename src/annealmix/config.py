@@ -4,7 +4,10 @@
 
     seed = 0
     global_batch_size = 1024
-    num_steps = 10000
+    num_steps = 10000           # optimizer steps
+    rampup_batch_size = [64, 64, 2_000_000]  # optional: Megatron's --rampup-batch-size
+                                # (start, increment, samples) up to global_batch_size; or
+                                # batch_sizes = [[0, 256], [500, 1024]]: (first step, size)
     mode = "exact"              # or "random"
     order = "shuffle"           # every source's default: "shuffle", "replacement", "sequential"
     warn_epochs = 4             # warn when a source is read more often than this
@@ -68,6 +71,7 @@ from .lists import expand
 from .mixture import Mixture, Phase
 from .packing import check_options
 from .plan import ORDERS
+from .ramp import BatchSizes, ramp_of
 from .sample_dict import MEGATRON_FLAGS, check_flags
 
 __all__ = [
@@ -79,8 +83,9 @@ __all__ = [
     "save_config",
 ]
 
-_TOP = ("seed", "global_batch_size", "num_steps", "mode", "order", "warn_epochs", "unit",
-        "output", *MEGATRON_FLAGS, "sources", "corpora", "lists", "phases")  # fmt: skip
+_TOP = ("seed", "global_batch_size", "num_steps", "rampup_batch_size", "batch_sizes", "mode",
+        "order", "warn_epochs", "unit", "output", *MEGATRON_FLAGS, "sources", "corpora", "lists",
+        "phases")  # fmt: skip
 _SOURCE = ("weight", "size", "order", "max_epochs", "path", "format", "dtype", "seq_len",
            "vocab_size", "eos_id", "pack", "truncate")  # fmt: skip
 UNITS = ("samples", "tokens")
@@ -150,8 +155,13 @@ class MixConfig:
     """A whole run's mixing set-up: the config file's fields, checked.
 
     Args:
-        global_batch_size: samples per optimizer step, across all ranks.
+        global_batch_size: samples per optimizer step, across all ranks (under a
+            ramp, the size it ends at).
         num_steps: optimizer steps the run will take.
+        rampup_batch_size: Megatron's ``--rampup-batch-size``: (start, increment,
+            samples), ``BatchSizes.megatron`` up to ``global_batch_size``.
+        batch_sizes: any ramp, as (first step, size) pairs from step 0
+            (``BatchSizes``); its last size is ``global_batch_size``.
         sources: each source as the config describes it, in id order.
         phases: the mixture's phases.
         seed: keys every random choice.
@@ -174,6 +184,8 @@ class MixConfig:
     global_batch_size: int
     num_steps: int
     sources: tuple[SourceSpec, ...]
+    rampup_batch_size: tuple[int, int, int] | None = None
+    batch_sizes: tuple[tuple[int, int], ...] | None = None
     phases: tuple[Phase, ...] = ()
     seed: int = 0
     mode: str = "exact"
@@ -192,8 +204,15 @@ class MixConfig:
         """Megatron's switches as ``annealmix.packing.open_source`` takes them."""
         return {flag: getattr(self, flag) for flag in MEGATRON_FLAGS}
 
+    @property
+    def ramp(self) -> BatchSizes | None:
+        """The batch sizes by step (``rampup_batch_size`` or ``batch_sizes``), or ``None``."""
+        return ramp_of(self.rampup_batch_size, self.batch_sizes, self.global_batch_size)
+
     def __post_init__(self) -> None:
         _validate.integer("num_steps", self.num_steps, minimum=1)
+        _validate.integer("global_batch_size", self.global_batch_size, minimum=1)
+        ramp_of(self.rampup_batch_size, self.batch_sizes, self.global_batch_size)  # refused early
         # A config chooses how samples are drawn; tokens follow from unit = "tokens" over
         # unpacked sources, online plans from the loop (annealmix.online.online(plan)).
         _validate.choice("mode", self.mode, ("exact", "random"))
@@ -390,6 +409,8 @@ def config_from_dict(
     return MixConfig(
         global_batch_size=raw["global_batch_size"],
         num_steps=raw["num_steps"],
+        rampup_batch_size=raw.get("rampup_batch_size"),
+        batch_sizes=raw.get("batch_sizes"),
         sources=specs,
         phases=tuple(phases),
         seed=raw.get("seed", 0),
@@ -433,6 +454,8 @@ def dump_config(config: MixConfig) -> str:
         f"seed = {config.seed}",
         f"global_batch_size = {config.global_batch_size}",
         f"num_steps = {config.num_steps}",
+        *(f"{key} = {_value(getattr(config, key))}" for key in ("rampup_batch_size", "batch_sizes")
+          if getattr(config, key) is not None),  # fmt: skip
         f"mode = {_value(config.mode)}",
         f"order = {_value(config.order)}",
         f"warn_epochs = {_value(config.warn_epochs)}",

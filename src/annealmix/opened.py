@@ -50,6 +50,12 @@ class Opened:
     plan: Plan
     sources: Mapping[str, Source]
 
+    @property
+    def plan_steps(self) -> int:
+        """The run's steps as the plan counts them (``num_steps``; more under a ramp,
+        ``annealmix.ramp``): what a stream over the whole run takes."""
+        return self.plan.plan_steps(self.config.num_steps)
+
 
 def open_config(config, *, check_budget: bool = True) -> Opened:
     """``config`` (a ``MixConfig``) opened; see the module doc."""
@@ -94,7 +100,7 @@ def _plan(config, sources: Mapping[str, Source]) -> Plan:
     """The plan of ``config``'s fields, sized by its files: in mode ``"tokens"`` where
     the weights count tokens over samples of varying length."""
     order = {s.name: s.order or config.order for s in config.sources}
-    arguments = {"global_batch_size": config.global_batch_size, "seed": config.seed,
+    arguments = {"global_batch_size": config.ramp or config.global_batch_size, "seed": config.seed,
                  "order": order, "corpora": config.corpora}  # fmt: skip
     if config.counts_tokens:
         lengths = {s.name: tokens_of(sources[s.name]) for s in config.sources}
@@ -154,23 +160,23 @@ def budget(opened: Opened) -> dict[str, dict[str, float | bool | None]]:
     a source is read more than ``warn_epochs`` times; raises when a source with
     ``max_epochs`` cannot supply its share within that many passes.
     """
-    config, plan = opened.config, opened.plan
+    config, plan, steps = opened.config, opened.plan, opened.plan_steps
     exact = budget_is_exact(opened)
     drawn = None  # a token plan's tokens per source
     if plan.lengths is not None:
         if exact:
-            consumed = walk(plan, config.num_steps).counts
-            drawn = plan.tokens(config.num_steps)
+            consumed = walk(plan, steps).counts
+            drawn = plan.tokens(steps)
         else:  # samples in proportion to token share over mean tokens per sample
             means = np.array([a.mean() for a in plan.lengths])
             consumed = plan.global_batch_size * _summed_weights(
-                plan.mixture, config.num_steps, lambda w: _sample_shares(w, means)
+                plan.mixture, steps, lambda w: _sample_shares(w, means)
             )
             drawn = consumed * means
     elif exact:
-        consumed = walk(plan, config.num_steps).counts
+        consumed = walk(plan, steps).counts
     else:
-        consumed = plan.global_batch_size * _summed_weights(plan.mixture, config.num_steps)
+        consumed = plan.global_batch_size * _summed_weights(plan.mixture, steps)
     out = {}
     for k, spec in enumerate(config.sources):
         source = opened.sources.get(spec.name)
@@ -214,12 +220,12 @@ def budget(opened: Opened) -> dict[str, dict[str, float | bool | None]]:
 
 def budget_is_exact(opened: Opened) -> bool:
     """Whether ``budget`` replays the plan (else it sums the scheduled weights)."""
-    config, plan = opened.config, opened.plan
+    config, plan, steps = opened.config, opened.plan, opened.plan_steps
     if plan.mode not in ("exact", "tokens"):
         return False
     if plan.lengths is not None:  # a walk over every sample
-        return config.num_steps * config.global_batch_size <= _EXACT_TOKEN_BUDGET
-    return config.num_steps * len(config.sources) <= _EXACT_BUDGET
+        return steps * plan.global_batch_size <= _EXACT_TOKEN_BUDGET
+    return steps * len(config.sources) <= _EXACT_BUDGET
 
 
 def _sample_shares(weights: np.ndarray, means: np.ndarray) -> np.ndarray:
@@ -248,5 +254,3 @@ def _summed_weights(mixture: Mixture, num_steps: int, per_step=None) -> np.ndarr
         w = f(mixture.weights_at(grid))
         total += (0.5 * (w[1:] + w[:-1]) * np.diff(grid)[:, None]).sum(axis=0) + w[0]
     return total
-
-

@@ -43,6 +43,7 @@ from ._counting import Q_BITS, SOURCE_DTYPE, Memo, Point, Q, counter_for
 from .batch import Batch, draws_in_order, layout
 from .mixture import Mixture
 from .order import ORDERS, range_indices
+from .ramp import BatchSizes, Stretched, planned
 from .weightlog import Tilted, WeightLog
 
 __all__ = ["MODES", "ORDERS", "Batch", "Plan", "Point"]
@@ -70,7 +71,11 @@ class Plan:
 
     Args:
         mixture: the weights w(step) (online: the schedule a log tilts).
-        global_batch_size: B, samples per optimizer step across all ranks.
+        global_batch_size: B, samples per optimizer step across all ranks; or a
+            ``BatchSizes`` (a batch-size ramp): the plan then counts in *plan steps*
+            of its ``unit`` samples, ``global_batch_size`` is that unit, ``mixture``
+            the given one stretched over plan steps, and ``batch_sizes`` converts
+            (``annealmix.ramp``).
         seed: keys every random choice (random mode, shuffles); in [0, 2**64).
         mode: what the plan counts, one of ``MODES`` (see the module doc).
         sizes: samples per source, by name; needed for sample indices and epochs
@@ -88,6 +93,7 @@ class Plan:
         fingerprints: a 64-bit hash (hex) of each part of the plan (``PARTS``), which
             a stream's state carries so that a refusal can name what changed.
         fingerprint: a hash of them all: equal fingerprints, equal streams.
+        batch_sizes: the ramp (``BatchSizes``), or ``None`` where every step has B.
         lengths: token modes: the arrays (int32, read-only) in source order, else ``None``.
     """
 
@@ -97,9 +103,9 @@ class Plan:
 
     def __init__(
         self,
-        mixture: Mixture,
+        mixture: Mixture | Stretched,
         *,
-        global_batch_size: int,
+        global_batch_size: int | BatchSizes,
         seed: int = 0,
         mode: str = "exact",
         sizes: Mapping[str, int] | None = None,
@@ -107,7 +113,8 @@ class Plan:
         lengths: Mapping[str, Any] | None = None,
         corpora: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
-        if not isinstance(mixture, Mixture):
+        mixture, global_batch_size = planned(mixture, global_batch_size)
+        if not isinstance(mixture, (Mixture, Stretched)):
             raise TypeError(f"mixture must be an annealmix.Mixture, got {type(mixture).__name__}")
         if mixture.num_sources > np.iinfo(SOURCE_DTYPE).max:
             raise ValueError(
@@ -157,7 +164,18 @@ class Plan:
         ids = {name: k for k, name in enumerate(self.mixture.sources)}.__getitem__
         corpora = tuple(tuple(map(ids, names)) for names in (self.corpora or {}).values())
         return counter_for(self.mode, walked, self.global_batch_size, seed=self.seed,
-                           lengths_of=self._lengths_of, longest=longest, corpora=corpora)
+                           lengths_of=self._lengths_of, longest=longest,
+                           corpora=corpora)  # fmt: skip
+
+    @property
+    def batch_sizes(self) -> BatchSizes | None:
+        """The batch-size ramp the plan counts under, or ``None``."""
+        return self.mixture.batch_sizes if isinstance(self.mixture, Stretched) else None
+
+    def plan_steps(self, step: int) -> int:
+        """Plan steps before optimizer step ``step``: ``step`` itself without a ramp."""
+        ramp = self.batch_sizes
+        return step if ramp is None else ramp.plan_steps(step)
 
     def weight_log(self, log: WeightLog | Sequence[tuple[int, Any]] | None = None) -> WeightLog:
         """``log`` as a checked ``WeightLog`` over this plan's sources (an online plan
@@ -203,7 +221,7 @@ class Plan:
     def __repr__(self) -> str:
         return (
             f"Plan(sources={list(self.mixture.sources)}, global_batch_size="
-            f"{self.global_batch_size}, seed={self.seed}, mode={self.mode!r}, "
+            f"{self.batch_sizes or self.global_batch_size}, seed={self.seed}, mode={self.mode!r}, "
             f"fingerprint={self.fingerprint!r})"
         )
 
@@ -251,9 +269,10 @@ class Plan:
     def spec(self) -> dict[str, Any]:
         """Everything that decides the stream, as plain JSON-able values."""
         sizes = None if self.sizes is None else list(self.sizes)
+        ramp = self.batch_sizes
         return {
             "mixture": self.mixture.to_dict(),
-            "global_batch_size": self.global_batch_size,
+            "global_batch_size": self.global_batch_size if ramp is None else ramp.spec(),
             "seed": self.seed,
             "mode": self.mode,
             "sizes": {"samples": sizes, "lengths": self._lengths_digest} if self.walks else sizes,
@@ -287,6 +306,10 @@ class Plan:
     def longest(self) -> tuple[int, ...] | None:
         """Token modes: each source's longest sample, in tokens (the bound's ``M_k``)."""
         return None if self.lengths is None else self._counter.longest
+
+    def deficit_bounds(self) -> list[tuple[int, int]]:
+        """A walk's proven open bounds on each source's deficit (a saved one is checked)."""
+        return self._counter.bounds()
 
     @property
     def replay_chunk(self) -> int:
@@ -361,44 +384,6 @@ class Plan:
             counter, memo = self._walk(log)
             u = counter.targets.before(step + 1, memo)
         return np.array([self.global_batch_size * x / (1 << Q_BITS) for x in u])
-
-    def check_point(self, point: Point, *, log=None) -> Point:
-        """``point`` (from a saved state) if it is where the plan stands at its step;
-        else refused: counts that are not the plan's would shift every later draw
-        without a word. Exact mode recomputes them by a replay (which leaves the
-        plan's cache there); random mode, whose counts cost a hash per earlier
-        position, checks that they add up to the step's samples; a walk's counts
-        must add up too and its deficits sum to zero within the proven bounds."""
-        step, counts = point.step, np.asarray(point.counts, dtype=np.int64)
-        if self.mode == "exact":
-            want = self.point(step, log=log).counts
-            wrong = np.flatnonzero(want != counts)
-            if wrong.size:
-                k = int(wrong[0])
-                refuse_counts(step, f"source {self.mixture.sources[k]!r}: {int(counts[k])} in "
-                                    f"the state, {int(want[k])} in the plan; {wrong.size} "
-                                    "source(s) differ")  # fmt: skip
-            return Point(step, counts)
-        self.check_total(step, counts)
-        if not self.walks:
-            return Point(step, counts)
-        deficits, n = point.deficits, self.num_sources
-        if deficits is None:
-            refuse_counts(step, "it has no deficits, which the state of a walking plan carries")
-        if len(deficits) != n or sum(deficits) != 0:
-            refuse_counts(step, f"its deficits {list(deficits)} do not sum to zero over {n} "
-                                "sources")  # fmt: skip
-        for k, (d, (low, high)) in enumerate(zip(deficits, self._counter.bounds())):
-            if not low < d < high:
-                name = self.mixture.sources[k]
-                refuse_counts(step, f"source {name!r}'s deficit is out of bounds")
-        return Point(step, counts, tuple(deficits))
-
-    def check_total(self, step: int, consumed: np.ndarray) -> None:
-        """Refuse counts that do not add up to the samples of ``step`` steps."""
-        b, total = self.global_batch_size, int(np.sum(consumed))
-        if total != b * step:
-            refuse_counts(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
 
     # -- tokens -------------------------------------------------------------------
 
@@ -480,14 +465,6 @@ class Plan:
             prev = prev + draw_offset
         return Batch(start_step=start, sources=sources, draws=draws, first_draws=prev,
                      deficits=deficits)  # fmt: skip
-
-
-def refuse_counts(step: int, detail: str) -> None:
-    """The error for saved counts that are not a plan's at ``step``."""
-    raise ValueError(
-        f"state counts at step {step} are not the plan's counts there ({detail}): the "
-        "state was edited or belongs to another run; resume from the state this run saved"
-    )
 
 
 def _rebuild(mixture: Mixture, arguments: dict[str, Any]) -> Plan:

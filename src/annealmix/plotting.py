@@ -28,14 +28,16 @@ def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
         raise ImportError(
             "annealmix plot needs matplotlib: pip install -c constraints.txt 'annealmix[plot]'"
         ) from None
-    plan, steps = opened.plan, opened.config.num_steps
+    plan, run = opened.plan, opened.config.num_steps
+    steps, ramp = opened.plan_steps, plan.batch_sizes  # under a ramp, more plan steps
     names = plan.mixture.sources
-    xs = np.unique(np.linspace(0, steps - 1, min(points, steps)).round().astype(np.int64))
-    weights = plan.mixture.weights_at(xs)
-    # Realized: the plan's counts of every step, summed into as many bins as points,
-    # a chunk of steps at a time (memory stays flat however long the run).
-    bins = min(points, steps)
-    edges = np.linspace(0, steps, bins + 1).round().astype(np.int64)
+    xs = np.unique(np.linspace(0, run - 1, min(points, run)).round().astype(np.int64))
+    weights = opened.config.mixture.weights_at(xs)
+    # Realized: the plan's counts of every step, summed into as many bins of optimizer
+    # steps as points, a chunk of steps at a time (memory stays flat however long the run).
+    bins = min(points, run)
+    shown = np.linspace(0, run, bins + 1).round().astype(np.int64)
+    edges = shown if ramp is None else ramp.plan_steps(shown)
     counted = budget_is_exact(opened)  # else replaying every step would take hours or days
     sums = np.zeros((bins, len(names)))
     consumed = np.zeros(len(names), dtype=np.int64)
@@ -57,18 +59,22 @@ def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
         names, matrix = by_corpus(plan)
         weights, sums = weights @ matrix, sums @ matrix
     share = sums / np.maximum(sums.sum(axis=1, keepdims=True), 1)
-    centres = (edges[:-1] + edges[1:] - 1) / 2
+    centres = (shown[:-1] + shown[1:] - 1) / 2
+    batch = (f"{plan.global_batch_size}" if ramp is None
+             else f"{int(ramp.sizes[0])} to {int(ramp.sizes[-1])} (a ramp)")  # fmt: skip
+    span = run / len(share)
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(10 + 1.2 * (len(names) > 16), 6), sharex=True)
     top.stackplot(xs, weights.T, labels=names, alpha=0.85)
     bottom.stackplot(centres, share.T, labels=names, alpha=0.85)
     for ax in (top, bottom):
-        for phase in plan.mixture.phases:
+        for phase in opened.config.mixture.phases:
             ax.axvspan(phase.start_step, phase.end_step, color="k", alpha=0.08, lw=0)
             ax.axvline(phase.start_step, color="k", lw=0.6, ls="--")
         ax.set_ylim(0, 1)
         ax.margins(x=0)
-    top.set_title(f"scheduled weights ({len(plan.mixture.phases)} phase(s) shaded)", fontsize=10)
+    top.set_title(f"scheduled weights ({len(opened.config.mixture.phases)} phase(s) shaded)",
+                  fontsize=10)  # fmt: skip
     top.set_ylabel("weight")
     columns = -(-len(names) // 16)  # at most 16 names a column
     top.legend(
@@ -76,10 +82,10 @@ def plot_config(opened: Opened, output: str | Path, points: int = 1000) -> Path:
     )
     bottom.set_title(
         f"realized share of the {'tokens' if tokens else 'samples'} of each global batch of "
-        f"{plan.global_batch_size} (mean per {steps / len(share):.3g} steps), {plan.mode} mode"
+        f"{batch} (mean per {span:.3g} steps), {plan.mode} mode"
         if counted
-        else f"realized share not counted: {steps:,} steps x {plan.num_sources} sources are too "
-        "many to replay (see preview's budget)",
+        else f"realized share not counted: {steps:,} (plan) steps x {plan.num_sources} sources "
+        "are too many to replay (see preview's budget)",
         fontsize=10,
     )
     bottom.set_ylabel("share")

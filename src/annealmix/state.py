@@ -15,10 +15,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import _validate
-from .plan import PARTS, RELEASES, digest
+import numpy as np
 
-__all__ = ["STATE_VERSION", "State"]
+from . import _validate
+from .plan import PARTS, RELEASES, Plan, Point, digest
+
+__all__ = ["STATE_VERSION", "State", "check_point"]
 
 STATE_VERSION = 3
 _UNCHECKED = 2  # the version before states carried a check: still loaded
@@ -170,4 +172,44 @@ def _vector(name: str, values: Any, minimum: int | None) -> tuple[int, ...]:
         raise ValueError(f"{name} must be a list of integers, got {values!r}")
     return tuple(
         _validate.integer(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(values)
+    )
+
+
+def check_point(plan: Plan, point: Point, *, log=None) -> Point:
+    """``point`` (from a saved state) if it is where ``plan`` stands at its step;
+    else refused: counts that are not the plan's would shift every later draw
+    without a word. Exact mode recomputes them by a replay (which leaves the
+    plan's cache there); random mode, whose counts cost a hash per earlier
+    position, checks that they add up to the step's samples; a walk's counts
+    must add up too and its deficits sum to zero within the proven bounds."""
+    step, counts = point.step, np.asarray(point.counts, dtype=np.int64)
+    if plan.mode == "exact":
+        want = plan.point(step, log=log).counts
+        wrong = np.flatnonzero(want != counts)
+        if wrong.size:
+            k = int(wrong[0])
+            _refuse(step, f"source {plan.mixture.sources[k]!r}: {int(counts[k])} in the state, "
+                          f"{int(want[k])} in the plan; {wrong.size} source(s) differ")  # fmt: skip
+        return Point(step, counts)
+    b, total = plan.global_batch_size, int(np.sum(counts))
+    if total != b * step:
+        _refuse(step, f"they add up to {total}, not {step} steps x {b} = {b * step}")
+    if not plan.walks:
+        return Point(step, counts)
+    deficits, n = point.deficits, plan.num_sources
+    if deficits is None:
+        _refuse(step, "it has no deficits, which the state of a walking plan carries")
+    if len(deficits) != n or sum(deficits) != 0:
+        _refuse(step, f"its deficits {list(deficits)} do not sum to zero over {n} sources")
+    for k, (d, (low, high)) in enumerate(zip(deficits, plan.deficit_bounds())):
+        if not low < d < high:
+            _refuse(step, f"source {plan.mixture.sources[k]!r}'s deficit is out of bounds")
+    return Point(step, counts, tuple(deficits))
+
+
+def _refuse(step: int, detail: str) -> None:
+    """The error for saved counts that are not a plan's at ``step``."""
+    raise ValueError(
+        f"state counts at step {step} are not the plan's counts there ({detail}): the "
+        "state was edited or belongs to another run; resume from the state this run saved"
     )

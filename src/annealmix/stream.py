@@ -21,7 +21,7 @@ is the only resume format in annealmix: a small versioned JSON dict holding
 - ``check``: a hash of everything else in the state (``annealmix.state``).
 
 A loaded state is checked, not trusted: its counts must be the plan's counts at its
-step (``Plan.check_point``: exact mode recomputes them by a replay, once;
+step (``state.check_point``: exact mode recomputes them by a replay, once;
 random mode, whose counts cost a hash per earlier position, and walking plans,
 whose counts cost a walk over every earlier step, check that they add up to the
 step's samples, and a walking plan's deficits that they sum to zero within its
@@ -42,9 +42,9 @@ from . import _validate
 from ._counting import step_counts
 from .batch import Batch
 from .order import indexed
-from .plan import ALGORITHM, RELEASES, Plan, Point
+from .plan import ALGORITHM, RELEASES, Plan, Point, digest
 from .shard import Shard
-from .state import State
+from .state import State, check_point
 
 __all__ = ["MicroBatch", "Position", "State", "Stream"]
 
@@ -340,6 +340,7 @@ class Stream(Iterator[MicroBatch]):
                 "Resume with the original configuration, or pass replan=True to continue "
                 f"with the new one from step {s.step}"
             )
+        _same_steps(s, self.plan, changed)
         actual = _counts_by_name(s, self.plan.mixture.sources, "sources" in changed,
                                  previous_sources)  # fmt: skip
         _refuse_edited(s)
@@ -399,7 +400,7 @@ class Stream(Iterator[MicroBatch]):
             raise ValueError(f"state counts {len(s.counts)} sources, the plan has {n}")
         offset = None if s.offset is None else np.array(s.offset, dtype=np.int64)
         plan_consumed = np.array(s.counts, dtype=np.int64) - (0 if offset is None else offset)
-        at = self.plan.check_point(Point(s.step, plan_consumed, s.deficits), log=log)
+        at = check_point(self.plan, Point(s.step, plan_consumed, s.deficits), log=log)
         _refuse_edited(s)
         self._cache, self.log = None, log
         self.offset = offset if offset is not None and offset.any() else None
@@ -419,6 +420,24 @@ def _other_algorithm(version: int | None) -> str:
         "which hands out other samples from the same state, re-planned or not: finish that "
         f"run with pip install 'annealmix=={RELEASES[version]}.*', or start it afresh"
     )
+
+
+def _same_steps(s: State, plan: Plan, changed: list[str]) -> None:
+    """A re-plan goes on at the saved step, counted in the old plan's steps: refused
+    where a batch-size ramp (``annealmix.ramp``), in the old plan or the new, makes
+    them other steps than the new plan's. (A plan without one takes ``B`` samples a
+    step: its counts sum to ``B x step``, with ``B`` its fingerprint's.)"""
+    if "global_batch_size" not in changed or s.step == 0:
+        return
+    total = sum(s.counts)
+    flat = total % s.step == 0 and digest(total // s.step) == s.plan.get("global_batch_size")
+    if plan.batch_sizes is not None or not flat:
+        raise ValueError(
+            f"state at step {s.step} was saved under other batch sizes, and under a batch-size "
+            "ramp the plan's steps are not optimizer steps: this re-plan would go on at another "
+            "point of the run; re-plan with the run's batch sizes (its rampup_batch_size or "
+            "batch_sizes) and change the mixture"
+        )
 
 
 def _refuse_edited(s: State) -> None:

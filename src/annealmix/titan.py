@@ -53,7 +53,7 @@ def with_mixture(trainer_config: Any, mix_config: str, *, num_workers: int = 0) 
     the dataloader, and the training fields the mixture decides (``global_batch_size``,
     ``seq_len``, ``steps``), so that the two can never disagree. (A plan's step that
     were not the optimizer's step would anneal on the wrong clock.)"""
-    mix = load_config(mix_config)
+    mix = _one_batch_size(load_config(mix_config), mix_config)
     lengths = {s.seq_len for s in mix.sources}
     if len(lengths) != 1 or None in lengths:
         raise ValueError(
@@ -67,6 +67,16 @@ def with_mixture(trainer_config: Any, mix_config: str, *, num_workers: int = 0) 
     trainer_config.training.seq_len = lengths.pop()
     trainer_config.training.steps = mix.num_steps
     return trainer_config
+
+
+def _one_batch_size(mix: Any, path: str) -> Any:
+    """``mix``, refused where its batch size ramps: torchtitan's trainer steps with one."""
+    if mix.ramp is not None:
+        raise ValueError(
+            f"{path}: torchtitan's trainer takes one global_batch_size, and this config ramps "
+            "it (rampup_batch_size or batch_sizes); drop the ramp to train with torchtitan"
+        )
+    return mix
 
 
 class AnnealmixDataLoader(BaseDataLoader):
@@ -107,7 +117,7 @@ class AnnealmixDataLoader(BaseDataLoader):
                 "AnnealmixDataLoader.Config needs mix_config: the path of an annealmix "
                 'mixture config (TOML), e.g. mix_config="mix.toml"'
             )
-        mix = load_config(config.mix_config)
+        mix = _one_batch_size(load_config(config.mix_config), config.mix_config)
         b, per_pass = mix.global_batch_size, local_batch_size * dp_world_size
         if b % per_pass:
             raise ValueError(

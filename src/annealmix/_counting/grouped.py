@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import _compiled as compiled
 from ..mixture import Mixture, Phase
+from ..ramp import Stretched
 from .memo import Counter, Memo, Point
 
 SHARE_BITS = 40
@@ -76,8 +77,11 @@ def units(mixture: Mixture, corpora: tuple[tuple[int, ...], ...]) -> tuple[list,
     return sorted(keyed.values(), key=lambda members: members[0]), totals
 
 
-def unit_mixture(mixture: Mixture, members: list[list[int]]) -> Mixture:
-    """The mixture of the units: each unit's weight the sum of its sources'."""
+def unit_mixture(mixture: Mixture | Stretched, members: list[list[int]]) -> Mixture | Stretched:
+    """The mixture of the units: each unit's weight the sum of its sources' (over
+    the plan steps of a ramp, stretched as its sources' is)."""
+    if isinstance(mixture, Stretched):
+        return Stretched(unit_mixture(mixture.base, members), mixture.batch_sizes)
 
     def summed(vector: np.ndarray) -> dict[str, float]:
         return {f"unit{u}": math.fsum(vector[m].tolist()) for u, m in enumerate(members)}

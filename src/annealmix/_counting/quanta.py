@@ -19,6 +19,7 @@ import numpy as np
 
 from .. import _compiled as compiled
 from ..mixture import Mixture
+from ..ramp import Stretched
 from .memo import Memo
 
 Q_BITS = 40
@@ -92,7 +93,7 @@ def _blend(gamma: np.ndarray, start: np.ndarray, target: np.ndarray, out: np.nda
 class Targets:
     """Exact cumulative targets of a mixture: integer weight quanta summed over steps."""
 
-    def __init__(self, mixture: Mixture) -> None:
+    def __init__(self, mixture: Mixture | Stretched) -> None:
         self.mixture = mixture
         self.n = mixture.num_sources
         self.segments = mixture.segments()
@@ -104,7 +105,7 @@ class Targets:
         self._starts = [seg.start for seg in self.segments]
         # A moving segment of a Mixture blends its phase's two ends (compiled where
         # the kernels are); an online plan's tilted schedule gives weights only.
-        self._blends = isinstance(mixture, Mixture)
+        self._blends = isinstance(mixture, (Mixture, Stretched))
 
     def segment_of(self, step: int) -> int:
         """Index of the segment holding ``step``."""

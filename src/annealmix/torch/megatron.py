@@ -4,12 +4,18 @@ Megatron's pretraining samplers hand each data-parallel rank the global sample
 indices of its micro-batches (``consumed_samples`` onward) and its training step
 reads a dict per sample (``tokens``, ``labels``, ``loss_mask``, ``position_ids``).
 ``MegatronDataset`` is that map-style dataset over the plan: sample ``i`` is
-position ``i % B`` of step ``i // B`` of the global stream, so Megatron's samplers,
+position ``i % B`` of (plan) step ``i // B`` of the global stream, so Megatron's samplers,
 their ``consumed_samples`` resume and its data-parallel split work unchanged, and
 annealmix decides only what each position holds. Within a step the positions are
 turned as ``annealmix.Shard`` turns its windows (``turn(step)``), so that the
 contiguous slices Megatron gives each rank meet every part of the mix over time;
 the step's set of samples is the plan's either way.
+
+Under a batch-size ramp (Megatron's ``--rampup-batch-size``, ``annealmix.ramp``)
+the plan counts in plan steps of the ramp's unit, and sample ``i`` is position
+``i % unit`` of plan step ``i // unit``: Megatron's samplers read on in order while
+its calculator takes more micro-batches per step, and each step's samples are
+those the plan gives it.
 """
 
 from __future__ import annotations
@@ -46,7 +52,9 @@ class MegatronDataset(Dataset):
             ``output="dict"``: position ids and loss mask per document).
         plan: the plan, its sizes those of the sources.
         num_steps: optimizer steps of the run (the dataset has ``num_steps * B``
-            samples, Megatron's ``train_samples``).
+            samples, Megatron's ``train_samples``; under a batch-size ramp
+            (``Plan(global_batch_size=BatchSizes.megatron(...))``) the samples of
+            those steps, ``plan.batch_sizes.samples_before(num_steps)``).
         eod_token: the end-of-document id, which Megatron's switches find documents
             by in windows of tokens.
         item: ``"dict"``: Megatron-LM's sample dict; ``"text"``: ``{"text": the
@@ -76,6 +84,7 @@ class MegatronDataset(Dataset):
             )
         self.plan = plan
         self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+        self._plan_steps = plan.plan_steps(self.num_steps)
         lengths = {_length(s) for s in self.sources}
         if len(lengths) != 1:
             raise ValueError(
@@ -117,7 +126,15 @@ class MegatronDataset(Dataset):
         self._next: Position | None = None  # where the planned chunk ends
 
     def __len__(self) -> int:
-        return self.num_steps * self.plan.global_batch_size
+        return self._plan_steps * self.plan.global_batch_size
+
+    def step_of(self, index: int) -> int:
+        """The optimizer step global sample ``index`` is read in (under a ramp, its
+        batch size decides: ``BatchSizes.step_of_sample``)."""
+        ramp = self.plan.batch_sizes
+        if ramp is None:
+            return int(index) // self.plan.global_batch_size
+        return ramp.step_of_sample(index)
 
     def locate(self, index: int) -> tuple[int, int, int]:
         """(source id, sample index within it, epoch) of global sample ``index``."""
@@ -169,7 +186,7 @@ class MegatronDataset(Dataset):
             stream.seek(self._next)
         else:
             stream.seek_step(step)
-        self._chunk = stream.take(min(_CHUNK_STEPS, self.num_steps - step))
+        self._chunk = stream.take(min(_CHUNK_STEPS, self._plan_steps - step))
         self._next = stream.position
         return self._chunk
 

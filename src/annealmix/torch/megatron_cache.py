@@ -76,7 +76,8 @@ def write_blend_cache(
             ``path_to_cache`` (``--data-cache-path``) set; its blend is replaced by
             the plan's sources and their shares.
         num_steps: optimizer steps of the run (``--train-samples`` is ``num_steps``
-            times the global batch).
+            times the global batch; under a batch-size ramp, the samples of those
+            steps, ``plan.batch_sizes.samples_before(num_steps)``).
     """
     from megatron.core.datasets.blended_dataset import BlendedDataset
     from megatron.core.datasets.blended_megatron_dataset_builder import (
@@ -85,7 +86,7 @@ def write_blend_cache(
     from megatron.core.datasets.gpt_dataset import GPTDataset
     from megatron.core.datasets.utils import Split
 
-    num_steps = _validate.integer("num_steps", num_steps, minimum=1)
+    num_steps = plan.plan_steps(_validate.integer("num_steps", num_steps, minimum=1))
     names = plan.mixture.sources
     missing = [n for n in names if n not in prefixes]
     if missing:
@@ -141,7 +142,8 @@ def _check(size: int, samples: int, drawn: np.ndarray, lengths: np.ndarray) -> N
 
 def _write(plan: Plan, num_steps: int, size: int, dataset_of: np.ndarray, files: list[Path],
            description: str) -> list[Path]:  # fmt: skip
-    """The description and both arrays, the plan's samples a chunk of steps at a time."""
+    """The description and both arrays, the plan's samples a chunk of (plan) steps at
+    a time."""
     b, samples = plan.global_batch_size, num_steps * plan.global_batch_size
     os.makedirs(files[0].parent, exist_ok=True)
     files[0].write_text(description)
