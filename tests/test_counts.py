@@ -290,3 +290,24 @@ def test_equal_weights_that_do_not_divide_the_batch_take_turns(kernels):
     cumulative = np.cumsum(per_step, axis=0)
     target = 4 * np.arange(1, 301)[:, None] / 3
     assert np.abs(cumulative - target).max() <= 2 / 3 + 1e-9  # within the nearest's 2/3
+
+
+def largest_remainder(targets: np.ndarray, total: int) -> np.ndarray:
+    """Plain largest-remainder rounding of ``targets`` to integers summing to ``total``."""
+    counts = np.floor(targets).astype(np.int64)
+    counts[np.argsort(-(targets - counts), kind="stable")[: total - counts.sum()]] += 1
+    return counts
+
+
+def test_plain_largest_remainder_takes_a_sample_back_where_weights_jump():
+    # What guarantees.md says: rounding the cumulative targets by largest remainder
+    # is no plan once weights jump (a count falls), where earliest deadline holds.
+    mix = Mixture(weights={"a": 0.4, "b": 0.35, "c": 0.25},
+                  phases=[Phase(start_step=0, end_step=1, schedule="step",
+                                weights={"b": 0.5, "c": 0.5})])  # fmt: skip
+    targets = np.cumsum(mix.weights_at(np.arange(2)), axis=0)  # B = 1
+    rounded = [largest_remainder(t, s + 1) for s, t in enumerate(targets)]
+    assert rounded[0].tolist() == [1, 0, 0] and rounded[1].tolist() == [0, 1, 1]  # a: 1 -> 0
+    plan = Plan(mix, global_batch_size=1)
+    counts = np.stack([plan.consumed(t) for t in (1, 2)])
+    assert (np.diff(counts, axis=0) >= 0).all() and np.abs(counts - targets).max() < 1

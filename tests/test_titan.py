@@ -12,11 +12,12 @@ import torch  # noqa: E402
 import torch.distributed.checkpoint as dcp  # noqa: E402
 from torchtitan.components.dataloader import BaseDataLoader  # noqa: E402
 from torchtitan.components.loss import IGNORE_INDEX  # noqa: E402
+from torchtitan.models.llama3.config_registry import llama3_debugmodel  # noqa: E402
 
 from annealmix import Stream  # noqa: E402
 from annealmix.config import load_config  # noqa: E402
 from annealmix.sources import read_one  # noqa: E402
-from annealmix.titan import AnnealmixDataLoader  # noqa: E402
+from annealmix.titan import AnnealmixDataLoader, with_mixture  # noqa: E402
 
 SEQ = 16
 pytestmark = pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
@@ -146,6 +147,11 @@ def test_bad_settings_name_the_fix(tmp_path):
         AnnealmixDataLoader.Config(mix_config=str(path)).build(
             dp_world_size=1, dp_rank=0, seq_len=32, local_batch_size=2
         )
+    ramped = write_mix(tmp_path, extra="rampup_batch_size = [4, 4, 40]\n")
+    with pytest.raises(ValueError, match="takes one global_batch_size, and this config ramps"):
+        build(ramped, 1, 0)
+    with pytest.raises(ValueError, match="takes one global_batch_size, and this config ramps"):
+        with_mixture(llama3_debugmodel(), str(ramped))
 
 
 def test_the_example_config_registry_loads_through_torchtitans_config_manager(

@@ -153,10 +153,18 @@ class Targets:
         """U(step - 1): quanta summed over steps [0, step), as exact Python ints.
 
         Held segments add in closed form; moving ones are summed in chunks. With a
-        memo, the sum walks on from its last call when that lies before ``step``.
+        memo, the sum walks on from its last call when that lies before ``step``, and
+        back from it when it lies at most a few chunks after (a replay's look-ahead):
+        integers, so the same sum either way.
         """
         mark, total = 0, [0] * self.n
         known = None if memo is None else memo.targets_at
+        if known is not None and step < known[0] <= step + 4 * CHUNK:
+            total = known[1]
+            for c in range(step, known[0], CHUNK):
+                part = self._compute(c, min(known[0], c + CHUNK)).sum(axis=0).tolist()
+                total = [x - y for x, y in zip(total, part)]
+            known = (step, total)
         if known is not None and known[0] <= step:
             mark, total = known
         for seg, row in zip(self.segments, self.held_rows):
