@@ -155,6 +155,19 @@ def megatron(folder: Path) -> dict[str, Any]:
     return {}
 
 
+def cooldown(folder: Path) -> dict[str, Any]:
+    """Two data-file-lists over the Megatron pairs, written to nine decimals: corpus
+    ``text`` (two files, 2:1 in both lists), and ``math``, which the cooldown brings in."""
+    megatron(folder)
+    for name, text in {"pretrain.txt": 1.0, "cooldown.txt": 0.7}.items():
+        lines = [f"{text * 2 / 3:.9f} data/web_text_document text",
+                 f"{text / 3:.9f} data/code_text_document text"]  # fmt: skip
+        if text < 1:
+            lines.append(f"{1 - text:.9f} data/math_text_document math")
+        (folder / name).write_text("\n".join(lines) + "\n")
+    return {}
+
+
 def torchtitan(folder: Path) -> dict[str, Any]:
     """``mix.toml`` where the registry's function looks for it (the working folder)."""
     (folder / "mix.toml").write_text(
@@ -162,6 +175,15 @@ def torchtitan(folder: Path) -> dict[str, Any]:
         f"seq_len = {SEQ}\n"
     )
     return {}
+
+
+def one_unit_a_corpus(namespace: dict[str, Any]) -> None:
+    """The two lists' corpora are counted as units: one per corpus."""
+    from annealmix._counting.grouped import units
+
+    mix, corpora = namespace["mix"], namespace["corpora"]
+    ids = {n: k for k, n in enumerate(mix.sources)}
+    assert len(units(mix, tuple(tuple(ids[n] for n in ns) for ns in corpora.values()))[0]) == 2
 
 
 def titan_registry(namespace: dict[str, Any]) -> None:
@@ -178,6 +200,9 @@ WORLDS = {
     "docs/index.md": None,
     "docs/concepts.md": None,
     "docs/config.md": config,
+    "docs/cooldown.md": cooldown,
+    "docs/replanning.md": None,
+    "docs/launchers.md": None,
     "docs/huggingface.md": huggingface,
     "docs/megatron.md": megatron,
     "docs/online.md": online,
@@ -185,13 +210,15 @@ WORLDS = {
     "docs/torchtitan.md": torchtitan,
 }
 # What runs after a page's fences, on their namespace, where they only define.
-AFTER = {"docs/torchtitan.md": titan_registry}
+AFTER = {"docs/torchtitan.md": titan_registry, "docs/cooldown.md": one_unit_a_corpus}
 # What a page's fences import, beyond numpy and annealmix: a page is skipped (said so)
 # where one is missing, and run where it is (torchtitan's in its own environment).
 NEEDS = {
     "docs/huggingface.md": ("torch", "transformers", "datasets", "accelerate"),
     "docs/megatron.md": ("torch", "megatron.core"),
+    "docs/cooldown.md": ("torch", "megatron.core"),
     "docs/online.md": ("torch",),
+    "docs/launchers.md": ("torch",),
     "docs/pytorch.md": ("torch",),
     "docs/config.md": ("torch",),
     "docs/torchtitan.md": ("torch", "torchtitan"),

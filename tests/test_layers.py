@@ -22,7 +22,7 @@ LAYERS = [
     (
         "sources and the stream",
         {"files", "sources", "documents", "packing", "blends", "shard", "state", "stream",
-         "reading", "metrics", "hf", "sample_dict", "windows"},  # fmt: skip
+         "reading", "metrics", "hf", "sample_dict", "windows", "ratios"},  # fmt: skip
     ),
     ("torch", {"torch"}),
     ("config, cli, demo", {"config", "lists", "opened", "plotting", "cli", "__main__", "demo",

@@ -32,6 +32,7 @@ from . import _validate
 from .documents import open_documents
 from .files import release
 from .packing import Packed
+from .ratios import half_unit, kept_ratios
 from .sample_dict import MEGATRON_FLAGS, check_flags
 
 __all__ = [
@@ -329,7 +330,9 @@ def read_file_lists(
     its corpus in any list; each list's weights cover every source, 0 for the files
     it does not name. A file must be in one corpus in every list that names it (a
     corpus is what moves together). Every line of every list is checked before any
-    file is opened, and each file is opened once.
+    file is opened, and each file is opened once. A corpus whose files a later list
+    weighs in the first list's ratios, to the precision the weights are written at,
+    gets exactly those ratios there (``annealmix.ratios``: one unit for ``corpora=``).
     """
     _check_megatron(megatron, output)
     if split is not None:
@@ -381,8 +384,10 @@ def _catalog(paths: Sequence[str | Path], base: str | Path | None) -> tuple[dict
         raise ValueError(f"paths must be a non-empty list of data file lists, got {paths!r}")
     files: dict[str, tuple[str, str, str, Path]] = {}  # stem -> (where, prefix, corpus, path)
     mixes: list[dict[str, float]] = []  # each list's weights by stem
+    halves: list[dict[str, float]] = []  # and the precision each is written at
     for path in paths:
         mixes.append({})
+        halves.append({})
         for number, weight, prefix, corpus in _list_lines(Path(path)):
             where = f"{path}:{number}"
             try:
@@ -393,6 +398,7 @@ def _catalog(paths: Sequence[str | Path], base: str | Path | None) -> tuple[dict
                         f"lists {stem!r} a second time; list it once, with the weights added"
                     )
                 mixes[-1][stem] = _weight(prefix, weight)
+                halves[-1][stem] = half_unit(weight)
             except (OSError, ValueError) as err:
                 raise type(err)(f"{where}: {err}") from None
             first = files.setdefault(stem, (where, prefix, corpus, located))
@@ -426,7 +432,8 @@ def _catalog(paths: Sequence[str | Path], base: str | Path | None) -> tuple[dict
             f"{len(missing)} of the data file list's {len(files)} files do not exist (nothing "
             f"was opened): {shown}"
         )
-    return files, named, mixes
+    corpus_of = {stem: corpus for stem, (_, _, corpus, _) in files.items()}
+    return files, named, kept_ratios(mixes, halves, corpus_of)
 
 
 def _list_lines(path: Path) -> list[tuple[int, str, str, str]]:

@@ -35,6 +35,7 @@ counts below ``2**44`` samples (a larger count is refused).
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 
@@ -46,6 +47,7 @@ from ..ramp import Stretched
 from .memo import Counter, Memo, Point
 
 SHARE_BITS = 40
+_SAME = 1e-12  # shapes this close are one: proportional up to the floats' rounding
 MAX_COUNT = 1 << 44  # a unit's samples the int64 split is exact for
 
 
@@ -64,17 +66,34 @@ def units(mixture: Mixture, corpora: tuple[tuple[int, ...], ...]) -> tuple[list,
     and each source's weight summed over the vectors (its share inside its unit)."""
     rows = vectors(mixture)
     home = {k: c for c, members in enumerate(corpora) for k in members}
-    keyed: dict[tuple, list[int]] = {}
+    found: list[list[int]] = []
+    # Per corpus: its units so far and their first sources' shapes (a column over its
+    # total). A source joins the first unit whose shape its own matches to 1e-12
+    # (proportional up to the floats' own rounding): a tolerance, not rounded keys,
+    # which a value near a rounding boundary would split.
+    # Candidates are found by the first entry of the shape, kept sorted per corpus.
+    known: dict[int, tuple[list[float], list[tuple[list[float], list[int]]]]] = {}
     totals = []
     for k, column in enumerate(rows.T.tolist()):
         total = math.fsum(column)
         totals.append(total)
         if k not in home or total == 0.0:
-            key: tuple = ("alone", k)
-        else:  # proportional columns get equal keys (to 12 digits: deterministic)
-            key = (home[k], *(float(f"{x / total:.12e}") for x in column))
-        keyed.setdefault(key, []).append(k)
-    return sorted(keyed.values(), key=lambda members: members[0]), totals
+            found.append([k])
+            continue
+        shape = [x / total for x in column]
+        keys, units_by_key = known.setdefault(home[k], ([], []))
+        lo = bisect.bisect_left(keys, shape[0] - _SAME)
+        hi = bisect.bisect_right(keys, shape[0] + _SAME)
+        unit = next((members for first, members in units_by_key[lo:hi]
+                     if max(abs(a - b) for a, b in zip(first, shape)) <= _SAME), None)  # fmt: skip
+        if unit is not None:
+            unit.append(k)
+            continue
+        found.append([k])
+        at = bisect.bisect_right(keys, shape[0])
+        keys.insert(at, shape[0])
+        units_by_key.insert(at, (shape, found[-1]))
+    return sorted(found, key=lambda members: members[0]), totals
 
 
 def unit_mixture(mixture: Mixture | Stretched, members: list[list[int]]) -> Mixture | Stretched:
