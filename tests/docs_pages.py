@@ -168,6 +168,26 @@ def cooldown(folder: Path) -> dict[str, Any]:
     return {}
 
 
+def olmo(folder: Path) -> dict[str, Any]:
+    """``mix.toml``, OLMo-core's smallest transformer in its train module, and a trainer
+    config that trains it for 3 steps."""
+    from olmo_core.nn.transformer import TransformerConfig
+    from olmo_core.optim import AdamWConfig
+    from olmo_core.train import Duration, TrainerConfig
+    from olmo_core.train.train_module import TransformerTrainModuleConfig
+
+    config(folder)  # examples/mix.toml and its token files; mix.toml reads the same
+    text = (folder / "examples" / "mix.toml").read_text()
+    (folder / "mix.toml").write_text(text.replace('path = "', 'path = "examples/'))
+    model = TransformerConfig.olmo2_1M(vocab_size=64).build(init_device="cpu")
+    train_module = TransformerTrainModuleConfig(
+        rank_microbatch_size=8 * SEQ, max_sequence_length=SEQ, optim=AdamWConfig(lr=1e-3)
+    ).build(model)
+    trainer_config = TrainerConfig(save_folder=str(folder / "ckpt"), no_checkpoints=True,
+                                   max_duration=Duration.steps(3))  # fmt: skip
+    return {"train_module": train_module, "trainer_config": trainer_config}
+
+
 def torchtitan(folder: Path) -> dict[str, Any]:
     """``mix.toml`` where the registry's function looks for it (the working folder)."""
     (folder / "mix.toml").write_text(
@@ -208,6 +228,7 @@ WORLDS = {
     "docs/online.md": online,
     "docs/pytorch.md": pytorch,
     "docs/torchtitan.md": torchtitan,
+    "docs/olmo.md": olmo,
 }
 # What runs after a page's fences, on their namespace, where they only define.
 AFTER = {"docs/torchtitan.md": titan_registry, "docs/cooldown.md": one_unit_a_corpus}
@@ -222,4 +243,5 @@ NEEDS = {
     "docs/pytorch.md": ("torch",),
     "docs/config.md": ("torch",),
     "docs/torchtitan.md": ("torch", "torchtitan"),
+    "docs/olmo.md": ("torch", "olmo_core"),
 }

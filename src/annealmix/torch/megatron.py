@@ -85,7 +85,7 @@ class MegatronDataset(Dataset):
         self.plan = plan
         self.num_steps = _validate.integer("num_steps", num_steps, minimum=1)
         self._plan_steps = plan.plan_steps(self.num_steps)
-        lengths = {_length(s) for s in self.sources}
+        lengths = {sample_length(s) for s in self.sources}
         if len(lengths) != 1:
             raise ValueError(
                 f"sources give samples of {sorted(lengths)} tokens; Megatron's batches need "
@@ -194,7 +194,7 @@ class MegatronDataset(Dataset):
         return {**self.__dict__, "_chunk": None, "_next": None}  # workers plan their own
 
 
-def _length(source: Any) -> int:
+def sample_length(source: Any) -> int:
     """Tokens of a source's samples: ``seq_len + 1`` (a window, or a sample dict's
     inputs + 1), from its own count where it has one (no file is read)."""
     known = source.sample_tokens()
