@@ -30,6 +30,8 @@ def write_mix(folder: Path, extra: str = "") -> Path:
     rng = np.random.default_rng(0)
     np.save(folder / "web.npy", rng.integers(1, 30, 20_000).astype(np.uint16))
     np.save(folder / "code.npy", rng.integers(30, 60, 20_000).astype(np.uint16))
+    np.save(folder / "web-val.npy", rng.integers(1, 30, 7 * SEQ + 1).astype(np.uint16))
+    np.save(folder / "code-val.npy", rng.integers(30, 60, 4 * SEQ + 1).astype(np.uint16))
     source = 'path = "{}.npy"\nformat = "npy"\nseq_len = ' + f"{SEQ}\n"
     (folder / "mix.toml").write_text(
         f"global_batch_size = {B}\nnum_steps = {STEPS}\nseed = 1\n{extra}"
@@ -88,11 +90,22 @@ def test_the_trainer_reads_the_plan_step_by_step_and_logs_the_mix(straight):
         assert all(len(entry["samples"]) == B // 2 for entry in ranks)
         assert ranks[0]["weights"] == ranks[1]["weights"]  # one model (DDP), as trained
     assert counts[0].tolist() == [7, 1] and counts[-1].tolist() == [0, 8]  # annealed
-    logged = [json.loads(x) for x in (straight / "mix-metrics.jsonl").read_text().splitlines()]
-    first = logged[0]
+    logged: dict[int, dict] = {}  # as OLMo logged them (a step's may come in parts)
+    for line in (straight / "mix-metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        logged.setdefault(entry.pop("step"), {}).update(entry)
+    first = logged[1]
     assert first["mix/weight/web"] == pytest.approx(0.9) and first["mix/share/code"] == 1 / 8
     assert "mix/loss/web" in first and "mix/loss/code" in first
-    assert "mix/loss/web" not in logged[14]  # step 15 draws no web: no web loss
+    assert "mix/loss/web" not in logged[15]  # step 15 draws no web: no web loss
+    assert logged[15]["mix/share/code"] == 1.0
+    held = {step: x for step, x in logged.items() if "eval/loss/web" in x}
+    assert sorted(held) == [8, 16]  # every 8 steps, each source's held-out mean
+    assert 0 < held[8]["eval/loss/code"] < 10
+    assert held[8]["eval/loss/web"] != held[16]["eval/loss/web"]  # the model moved
+    alone = json.loads((straight / "held-out.json").read_text())  # one rank, after step 16
+    assert held[16]["eval/loss/web"] == pytest.approx(alone["web"], rel=1e-6)
+    assert held[16]["eval/loss/code"] == pytest.approx(alone["code"], rel=1e-6)
 
 
 def test_sigkill_and_resume_repeat_the_run_exactly(straight, tmp_path):

@@ -10,6 +10,8 @@ config as its own loaders are built from theirs::
         dp_process_group=train_module.dp_process_group)
     trainer = trainer_config.with_callback("mix", MixCallback()).build(train_module, data_loader)
 
+``SourceValidation(held_out, interval=100)`` adds each source's held-out loss.
+
 What OLMo-core counts and annealmix counts, mapped exactly:
 
 - OLMo's global batch size is in tokens; the plan's in samples. Every sample is a
@@ -63,8 +65,9 @@ from .sources import is_stream
 from .torch.data import _ordered
 from .torch.loader import MixtureDataLoader
 from .torch.megatron import sample_length
+from .torch.validation import validation_loader
 
-__all__ = ["AnnealmixDataLoader", "AnnealmixDataLoaderConfig", "MixCallback"]
+__all__ = ["AnnealmixDataLoader", "AnnealmixDataLoaderConfig", "MixCallback", "SourceValidation"]
 
 
 class AnnealmixDataLoader(TextDataLoaderBase):
@@ -252,4 +255,58 @@ class MixCallback(Callback):
         for k, name in enumerate(names):
             if counts[k]:  # this rank's share of the source's mean in the step
                 self.trainer.record_metric(f"mix/loss/{name}", sums[k] / int(counts[k]),
+                                           reduce_type=ReduceType.sum)  # fmt: skip
+
+
+class SourceValidation(Callback):
+    """Each source's held-out loss every ``interval`` steps (``eval/loss/<source>``):
+    the exact mean over its held-out samples (a packed window comes from one source,
+    so the id survives packing). The ranks split the batches
+    (``annealmix.torch.validation.validation_loader``), each adds its samples'
+    losses over the source's count, and OLMo sums them across ranks.
+
+    Args:
+        sources: held-out sources by name (some or all of the plan's), each sample a
+            window of ``seq_len + 1`` tokens.
+        interval: steps between evaluations.
+        batch_size: held-out samples per forward pass on a rank.
+        per_source: at most this many samples of each source (default: all).
+    """
+
+    def __init__(self, sources: Mapping[str, Any], *, interval: int = 100, batch_size: int = 8,
+                 per_source: int | None = None) -> None:  # fmt: skip
+        self.sources = dict(sources)
+        self.interval = _validate.integer("interval", interval, minimum=1)
+        self.batch_size = _validate.integer("batch_size", batch_size, minimum=1)
+        self.per_source = per_source
+
+    def post_step(self) -> None:
+        if self.step % self.interval:
+            return
+        loader = self.trainer.data_loader
+        if not isinstance(loader, AnnealmixDataLoader):
+            raise TypeError(
+                f"SourceValidation names sources by the plan of an AnnealmixDataLoader, not a "
+                f"{type(loader).__name__}: build the data loader with AnnealmixDataLoaderConfig"
+            )
+        names = loader.plan.mixture.sources
+        batches = validation_loader(self.sources, loader.plan, batch_size=self.batch_size,
+                                    per_source=self.per_source,
+                                    shard=(loader.dp_rank, loader.dp_world_size))  # fmt: skip
+        model = self.trainer.train_module.model
+        training, sums = model.training, torch.zeros(len(names), dtype=torch.float64)
+        model.eval()
+        with torch.no_grad():
+            for batch in batches:
+                x = batch["sample"]
+                logits = model(x[:, :-1])
+                loss = torch.nn.functional.cross_entropy(
+                    logits.float().transpose(1, 2), x[:, 1:], reduction="none").mean(dim=1)
+                sums.index_add_(0, batch["source"], loss.double().cpu())
+        model.train(training)
+        for k, name in enumerate(names):
+            size = len(self.sources.get(name, ()))
+            count = size if self.per_source is None else min(size, self.per_source)
+            if count:  # every rank records the same names
+                self.trainer.record_metric(f"eval/loss/{name}", sums[k] / count,
                                            reduce_type=ReduceType.sum)  # fmt: skip
