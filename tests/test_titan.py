@@ -185,3 +185,37 @@ def test_the_example_config_registry_loads_through_torchtitans_config_manager(
     inputs, labels = next(iter(loader))
     assert inputs["input"].shape == inputs["positions"].shape == labels.shape == (8, 256)
     assert int(inputs["input"].max()) < 256  # byte tokens
+
+
+def test_the_gpu_check_drives_torchtitan_with_arguments_its_config_manager_takes(
+    tmp_path, monkeypatch
+):
+    # benchmarks/gpu_check.py runs only where a GPU is; its trainer command and its
+    # reading of torchtitan's log are checked here, on CPU.
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+    from torchtitan.config import ConfigManager
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))
+    import gpu_check
+
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, str(root / "examples" / "titan" / "prepare.py"), str(data),
+                    "--steps", "60"], check=True, capture_output=True)  # fmt: skip
+    command = gpu_check.trainer(tmp_path, data, "straight", 60)
+    monkeypatch.setenv("ANNEALMIX_MIX", str(data / "mix.toml"))
+    monkeypatch.chdir(root)
+    monkeypatch.syspath_prepend(str(root))
+    config = ConfigManager().parse_args(command[command.index("--module"):])
+    assert config.training.steps == 60 and config.checkpoint.enable
+    assert config.debug.deterministic and config.checkpoint.interval == 50
+    tokenizer = HuggingFaceTokenizer.Config().build(tokenizer_path=config.hf_assets_path)
+    assert tokenizer.get_vocab_size() == 256  # the byte tokenizer prepare.py writes
+    log = ("\x1b[31mstep:  7  \x1b[32mloss:  5.41230  \x1b[33mgrad_norm:  1.2\n"
+           "\x1b[31mstep:  8  \x1b[32mloss:  5.40001  \x1b[33mgrad_norm:  1.1\n")  # fmt: skip
+    assert gpu_check.losses(log) == {7: "5.41230", 8: "5.40001"}

@@ -6,9 +6,12 @@ OUT/code.bin and OUT/prose.bin hold byte tokens (uint16) of two domains every
 Python installation carries (the standard library's code, the reference manual's
 prose), one document per file or topic, each ended by token 0; OUT/mix.toml packs
 them into windows and anneals from code into prose over the middle of the run.
+OUT/tokenizer/vocab.json is a byte vocabulary, for torchtitan's trainer, which
+builds a tokenizer from ``--hf_assets_path`` (the tokens are bytes already).
 """
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +66,10 @@ def main() -> None:
             end=3 * s // 4,
         )  # fmt: skip
     )
-    print(f"wrote {args.out}/code.bin, prose.bin and mix.toml")
+    (args.out / "tokenizer").mkdir(exist_ok=True)
+    vocab = {f"<{i:02x}>": i for i in range(256)}  # one entry per byte
+    (args.out / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    print(f"wrote {args.out}/code.bin, prose.bin, mix.toml and tokenizer/")
 
 
 if __name__ == "__main__":
