@@ -58,7 +58,7 @@ class Audit(Callback):
             loss = torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"])
         entry = {
             "step": self.step,
-            "sources": self.trainer.data_loader.sources.tolist(),
+            "sources": self.trainer.data_loader.last_sources.tolist(),
             "samples": [hashlib.sha256(r.numpy().tobytes()).hexdigest()[:16] for r in rows],
             "loss": repr(float(loss)),
             "weights": repr(float(sum(p.double().sum() for p in

@@ -158,5 +158,5 @@ def test_bad_settings_name_the_fix(tmp_path):
     mock = loader.get_mock_batch()
     assert mock["input_ids"].shape == (B, SEQ) and mock["labels"].shape == (B, SEQ)
     ramped = write_mix(tmp_path, "rampup_batch_size = [4, 4, 40]\n")
-    with pytest.raises(ValueError, match="its batch size ramps"):
+    with pytest.raises(ValueError, match="the plan's batch size ramps"):
         AnnealmixDataLoaderConfig(mix_config=str(ramped)).build()

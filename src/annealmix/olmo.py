@@ -87,6 +87,11 @@ class AnnealmixDataLoader(TextDataLoaderBase):
                  dp_world_size: int = 1, dp_rank: int = 0, fs_local_rank: int | None = None,
                  num_workers: int = 0) -> None:  # fmt: skip
         b = plan.global_batch_size
+        if plan.batch_sizes is not None:
+            raise ValueError(
+                "the plan's batch size ramps (rampup_batch_size or batch_sizes): OLMo-core's "
+                "loader takes one global batch a step; drop the ramp"
+            )
         if b % dp_world_size:
             raise ValueError(
                 f"the plan's global batch of {b} samples does not split over {dp_world_size} "
@@ -108,7 +113,7 @@ class AnnealmixDataLoader(TextDataLoaderBase):
         shard = Shard(global_batch_size=b, rank=dp_rank, world_size=dp_world_size)
         self.loader = MixtureDataLoader(dict(sources), plan, shard, num_steps=self.num_steps,
                                         num_workers=num_workers)  # fmt: skip
-        self.sources: torch.Tensor | None = None  # the source id of each sample of the last batch
+        self.last_sources: torch.Tensor | None = None  # each sample's source id, last batch
 
     @TextDataLoaderBase.global_batch_size.setter
     def global_batch_size(self, tokens: int) -> None:
@@ -147,7 +152,7 @@ class AnnealmixDataLoader(TextDataLoaderBase):
                     f"OLMo-core reads windows of seq_len + 1 = {self.seq_len + 1} tokens: give "
                     'the config output = "tokens" and every source that seq_len'
                 )
-            self.sources = batch["source"]
+            self.last_sources = batch["source"]
             yield {"input_ids": x[:, :-1], "labels": x[:, 1:]}
 
     def state_dict(self) -> dict[str, Any]:
@@ -205,11 +210,6 @@ class AnnealmixDataLoaderConfig(DataLoaderConfig[AnnealmixDataLoader]):
 
             dp_process_group = get_dp_process_group(mesh)
         mix = load_config(self.mix_config)
-        if mix.ramp is not None:
-            raise ValueError(
-                f"{self.mix_config}: its batch size ramps (rampup_batch_size or batch_sizes); "
-                "the OLMo-core loader takes one global batch: drop the ramp"
-            )
         opened = mix.open()
         return AnnealmixDataLoader(
             dict(opened.sources), opened.plan, num_steps=mix.num_steps,
@@ -250,7 +250,7 @@ class MixCallback(Callback):
             logits = self.trainer.train_module.model(batch["input_ids"])
             loss = torch.nn.functional.cross_entropy(
                 logits.float().transpose(1, 2), batch["labels"], reduction="none").mean(dim=1)
-        ids = loader.sources.to(loss.device, torch.long)
+        ids = loader.last_sources.to(loss.device, torch.long)
         sums = torch.zeros(len(names), dtype=torch.float64).index_add(0, ids, loss.double())
         for k, name in enumerate(names):
             if counts[k]:  # this rank's share of the source's mean in the step

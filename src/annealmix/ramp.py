@@ -106,15 +106,13 @@ class BatchSizes:
             changes.append((step, b))
             if b == final:
                 return cls(changes)
-            # the first count of samples past ``consumed`` at which the size moves on
-            edge = samples + 1
-            if per > 0:
-                stage = int(consumed / per)
-                x = max(consumed + 1, int((stage + 1) * per) - 2)
-                while int(x / per) <= stage:
-                    x += 1
-                edge = min(edge, x)
-            taken = -(-(edge - consumed) // b)
+            # the first count of samples past ``consumed`` at which the size moves on: the
+            # next increment's (found by Megatron's own float division) or the ramp's end
+            stage = int(consumed / per)
+            x = max(consumed + 1, int((stage + 1) * per) - 2)
+            while int(x / per) <= stage:
+                x += 1
+            taken = -(-(min(x, samples + 1) - consumed) // b)
             consumed, step = consumed + taken * b, step + taken
 
     # -- conversions ----------------------------------------------------------------
@@ -222,7 +220,7 @@ class Stretched:
                 and other.batch_sizes == self.batch_sizes)  # fmt: skip
 
     def __hash__(self) -> int:
-        return hash((self.base.to_dict().__repr__(), self.batch_sizes))
+        return hash((repr(self.base.to_dict()), self.batch_sizes))
 
     @property
     def sources(self) -> tuple[str, ...]:
