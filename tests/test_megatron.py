@@ -148,6 +148,28 @@ def test_the_text_item_is_what_megatron_deepspeeds_get_batch_reads():
 
 
 @pytest.mark.parametrize("item", ["dict", "text"])
+def test_source_ids_follow_each_sample_through_packing(item):
+    # Per-domain validation after packing: each item names the source it came from.
+    from annealmix.documents import documents_from_arrays
+    from annealmix.packing import Packed
+
+    rng = np.random.default_rng(5)
+    packed = {name: Packed(documents_from_arrays([np.full(int(n), 1000 * k + 1) for n in
+                                                  rng.integers(1, 30, 80)]),
+                           SEQ, name=name, output="dict")
+              for k, name in enumerate(MIX.sources)}  # fmt: skip
+    p = Plan(MIX, global_batch_size=32, seed=4, sizes={k: len(v) for k, v in packed.items()})
+    ds = MegatronDataset(packed, p, num_steps=20, item=item, source_ids=True)
+    key = "tokens" if item == "dict" else "text"
+    batch = ds.__getitems__(list(range(0, 640, 7)))
+    for i, got in zip(range(0, 640, 7), batch):
+        k = ds.locate(i)[0]
+        assert got["source"].item() == k == ds[i]["source"].item()
+        assert set((got[key] - 1).div(1000, rounding_mode="floor").tolist()) == {k}
+    assert "source" not in MegatronDataset(packed, p, num_steps=20, item=item)[0]
+
+
+@pytest.mark.parametrize("item", ["dict", "text"])
 def test_a_micro_batch_read_at_once_is_its_samples_read_one_by_one(item):
     # DataLoader hands Megatron's batch sampler's indices to __getitems__ at once:
     # packed sources of one shape are read in one pass there.

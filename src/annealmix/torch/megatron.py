@@ -67,13 +67,17 @@ class MegatronDataset(Dataset):
             its own (from its document boundaries), and a switch given here that
             differs from one of those is refused. ``None``: as the sources say (off
             for windows, as Megatron's defaults).
+        source_ids: add ``"source"``, the sample's source id (a 0-d int64 tensor), to
+            each item: a packed window comes from one source, so per-domain losses
+            (Megatron-Bridge's and NeMo's per-dataset validation) can be taken after
+            packing. Megatron-LM's ``get_batch`` reads its own keys and leaves it.
     """
 
     def __init__(
         self, sources: Mapping[str, Any], plan: Plan, *, num_steps: int,
         eod_token: int | None = None, reset_position_ids: bool | None = None,
         reset_attention_mask: bool | None = None, eod_mask_loss: bool | None = None,
-        item: str = "dict",
+        item: str = "dict", source_ids: bool = False,
     ) -> None:  # fmt: skip
         self.sources = _ordered(sources, plan)
         streams = [n for n, s in zip(plan.mixture.sources, self.sources) if is_stream(s)]
@@ -109,6 +113,7 @@ class MegatronDataset(Dataset):
                     "read_blend(..., the same))"
                 )
         self.item = _validate.choice("item", item, ("dict", "text"))
+        self.source_ids = bool(source_ids)
         if item == "text" and any(v is not None for v in given.values()):
             raise ValueError(
                 'item = "text" hands Megatron-DeepSpeed the tokens, and its get_batch builds '
@@ -151,7 +156,7 @@ class MegatronDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         source, sample, epoch = self.locate(index)
-        return self._item(read_one(self.sources[source], epoch, sample))
+        return self._item(read_one(self.sources[source], epoch, sample), source)
 
     def __getitems__(self, indices: Sequence[int]) -> list[dict[str, torch.Tensor]]:
         """Samples ``indices`` (a micro-batch, which ``DataLoader`` hands over at once
@@ -161,21 +166,23 @@ class MegatronDataset(Dataset):
         out: list[Any] = [None] * len(rows)
         for _, at, got in read_grouped(self.sources, rows[:, 0], rows[:, 2], rows[:, 1]):
             for j, row in enumerate(at.tolist()):
-                out[row] = self._item(batch_row(got, j))
+                out[row] = self._item(batch_row(got, j), int(rows[row, 0]))
         return out
 
-    def _item(self, got: Any) -> dict[str, torch.Tensor]:
-        """A sample as Megatron reads it (``item``)."""
+    def _item(self, got: Any, source: int) -> dict[str, torch.Tensor]:
+        """A sample of ``source`` as Megatron reads it (``item``, ``source_ids``)."""
+        tag = {"source": torch.tensor(source, dtype=torch.int64)} if self.source_ids else {}
         if self.item == "text":
             if isinstance(got, dict):  # a window's tokens: the inputs and the last target
                 got = np.append(np.asarray(got["tokens"]), np.asarray(got["labels"])[-1:])
-            return {"text": torch.from_numpy(np.asarray(got, dtype=np.int64))}
+            return {"text": torch.from_numpy(np.asarray(got, dtype=np.int64)), **tag}
         if isinstance(got, dict):
-            return {k: torch.from_numpy(np.require(v, requirements="W")) for k, v in got.items()}
+            return {**{k: torch.from_numpy(np.require(v, requirements="W"))
+                       for k, v in got.items()}, **tag}  # fmt: skip
         tokens = np.asarray(got, dtype=np.int64)
         fields = megatron_fields(tokens[:-1], self.eod_token, **self.flags)
         return {"tokens": torch.from_numpy(tokens[:-1]), "labels": torch.from_numpy(tokens[1:]),
-                **{k: torch.from_numpy(v) for k, v in fields.items()}}  # fmt: skip
+                **{k: torch.from_numpy(v) for k, v in fields.items()}, **tag}  # fmt: skip
 
     def _planned(self, step: int) -> Batch:
         chunk = self._chunk
