@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _anneal import second_half_anneal
 from _machine import describe, report
 
-from annealmix import Mixture, Phase, Plan
+from annealmix import Plan
 from annealmix.torch.megatron_cache import _write
 
 B = 1024
@@ -34,12 +35,8 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     steps = -(-args.samples // B)
-    rng = np.random.default_rng(0)
-    names = [f"s{i:02d}" for i in range(args.sources)]
-    start, end = rng.dirichlet(np.ones(len(names))), rng.dirichlet(np.ones(len(names)))
-    mix = Mixture(weights=dict(zip(names, start)), phases=[
-        Phase(start_step=steps // 2, end_step=steps - 1, weights=dict(zip(names, end)),
-              schedule="cosine")])  # fmt: skip
+    mix = second_half_anneal(args.sources, steps)
+    names = mix.sources
     plan = Plan(mix, global_batch_size=B)
     samples = steps * B
     with tempfile.TemporaryDirectory() as tmp:
@@ -59,6 +56,7 @@ def main() -> None:
         from megatron.core.datasets import helpers  # type: ignore[import-not-found]
 
         index, sample = np.zeros(samples, np.int16), np.zeros(samples, np.int64)
+        start = np.array(list(mix.weights.values()))  # the anneal's first mix, static
         begin = time.perf_counter()
         helpers.build_blending_indices(index, sample, start, len(names), samples, False)
         theirs = time.perf_counter() - begin

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
+from _anneal import second_half_anneal
 from _machine import describe, report
 
-from annealmix import BatchSizes, Mixture, Phase, Plan
+from annealmix import BatchSizes, Plan
 
 FINAL = 1536
 
@@ -54,12 +54,7 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=16)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
-    rng = np.random.default_rng(0)
-    names = [f"s{i:02d}" for i in range(args.sources)]
-    start, end = rng.dirichlet(np.ones(len(names))), rng.dirichlet(np.ones(len(names)))
-    mix = Mixture(weights=dict(zip(names, start)), phases=[
-        Phase(start_step=args.steps // 2, end_step=args.steps - 1,
-              weights=dict(zip(names, end)), schedule="cosine")])  # fmt: skip
+    mix = second_half_anneal(args.sources, args.steps)
     ramp_samples = args.steps * FINAL // 100
     runs = [("no ramp (baseline)", FINAL)] + [
         (f"--rampup-batch-size {s} {s} {ramp_samples}",
@@ -67,8 +62,8 @@ def main() -> None:
         for s in (32, 512)
     ]  # fmt: skip
     lines = [f"# A batch-size ramp's cost to the plan\n\n{describe()}\n",
-             f"{args.steps:,} optimizer steps ending at {FINAL} samples, {len(names)} sources, a "
-             "cosine anneal over the second half\n",
+             f"{args.steps:,} optimizer steps ending at {FINAL} samples, {mix.num_sources} "
+             "sources, a cosine anneal over the second half\n",
              "| run | unit | plan steps | fresh lookup of the last step | x baseline | "
              "laying out steps | baseline / this |",
              "|---|---|---|---|---|---|---|"]  # fmt: skip
