@@ -17,6 +17,7 @@ from .. import _validate
 from .._progress import Progress
 from .arms import ARMS, DEFAULT_ARMS, Arm, load_arms
 from .data import DOMAINS
+from .midtrain import ARMS as STUDY_ARMS
 from .report import summarise, write_outputs
 from .settings import LR_SCHEDULES, RunConfig
 
@@ -46,12 +47,36 @@ PRESETS = {
 }  # fmt: skip
 
 
+# The mid-training study (--study midtrain): small, the default, about half an hour for
+# 7 arms x 2 endings x 3 seeds on 2 CPU cores; medium, a 25M-parameter model for one GPU.
+STUDY_PRESETS = {
+    "small": RunConfig(steps=2000, batch=32, seq_len=64, dim=96, layers=3, heads=4, lr=3e-3,
+                       warmup=50, eval_every=50, eval_samples=256, max_bytes=1 << 23),
+    "medium": RunConfig(steps=3000, batch=32, seq_len=128, dim=512, layers=8, heads=8, lr=1e-3,
+                        warmup=100, eval_every=100, eval_samples=256, max_bytes=1 << 23),
+}  # fmt: skip
+STUDY_QUICK = replace(QUICK, steps=60, eval_every=10, max_bytes=1 << 23)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = RunConfig()
     p.add_argument(
+        "--study",
+        choices=("midtrain",),
+        help="run a study instead of the default comparison: midtrain (pre-training on one "
+        "mix, then seven ways into a mid-training mix during a warm-up-stable-decay "
+        "cooldown, under two decay endings; see docs/midtrain.md)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --study: print the design (each arm's exposure, the data pools, the "
+        "shared training segments) and stop before training",
+    )
+    p.add_argument(
         "--arms",
-        default=",".join(DEFAULT_ARMS),
-        help=f"comma-separated arm names from: {', '.join(ARMS)} (default: all)",
+        help=f"comma-separated arm names from: {', '.join(ARMS)} (default: all but online); "
+        f"with --study midtrain from: {', '.join(STUDY_ARMS)} (default: all)",
     )
     p.add_argument("--arms-config", type=Path, help="TOML file of [[arms]] tables, used instead")
     p.add_argument("--seeds", type=int, default=3, help="seeds per arm (default 3)")
@@ -68,14 +93,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help=f"AdamW learning rate (small: {d.lr})")
     p.add_argument(
         "--lr-schedule",
-        default="constant",
         help="constant (default: keeps the learning rate out of the switch), wsd (warm-up, "
         "stable, then a decay from 25%% of training on: the moves fall inside it) or cosine; "
         "a comma-separated list runs every arm under each: the learning-rate axis",
     )
     p.add_argument(
         "--domains",
-        default="code,prose",
         help="the domain the arms start on and the one they move to (default code,prose; "
         "also math: generated arithmetic, far from both)",
     )
@@ -203,22 +226,109 @@ def _check_steps(cfg: RunConfig, arms: list[Arm]) -> None:
         )
 
 
-def main(args: argparse.Namespace) -> int:
+def _names(flag: str, given: str, known: tuple[str, ...] | dict) -> list[str]:
+    names = [n.strip() for n in given.split(",") if n.strip()]
+    if not names:
+        raise ValueError(f"{flag} is empty; give names from: {', '.join(known)}")
+    return [_validate.choice(flag.removeprefix("--").rstrip("s"), n, known) for n in names]
+
+
+def _sized(args: argparse.Namespace, quick: RunConfig, presets: dict) -> RunConfig:
     for flag in ("seeds", "steps", "jobs", "batch", "seq_len"):
         if getattr(args, flag) is not None:
             _validate.integer(f"--{flag.replace('_', '-')}", getattr(args, flag), minimum=1)
-    cfg = QUICK if args.quick else PRESETS[args.preset]
-    if not args.quick:  # flags given override the preset
-        given = {k: getattr(args, k) for k in ("steps", "batch", "seq_len", "lr")}
-        cfg = replace(cfg, **{k: v for k, v in given.items() if v is not None})
-    schedules = tuple(s.strip() for s in args.lr_schedule.split(",") if s.strip())
+    if args.quick:
+        return quick
+    given = {k: getattr(args, k) for k in ("steps", "batch", "seq_len", "lr")}
+    return replace(presets[args.preset], **{k: v for k, v in given.items() if v is not None})
+
+
+def study(args: argparse.Namespace) -> int:
+    """``annealmix demo --study midtrain``: design, train, report, plot."""
+    from .midtrain import Study, design, pools, tree
+
+    for flag in ("lr_schedule", "domains", "arms_config"):
+        if getattr(args, flag) is not None:
+            raise ValueError(
+                f"--{flag.replace('_', '-')} does not apply to --study midtrain (its mixes and "
+                "learning rates are the study's design); leave it out"
+            )
+    cfg = _sized(args, STUDY_QUICK, STUDY_PRESETS)
+    arms = STUDY_ARMS if args.arms is None else tuple(_names("--arms", args.arms, STUDY_ARMS))
+    spec = Study(run=cfg, arms=arms, seeds=1 if args.quick else args.seeds)
+    runs = spec.runs()
+    nodes = tree(runs, cfg.steps)
+    from .midtrain_report import tables
+
+    plan = design(runs, cfg.batch)
+    print(
+        f"annealmix demo --study midtrain: {len(arms)} arms x {len(spec.endings)} decay endings "
+        f"x {spec.seeds} seeds, {cfg.steps} steps of {cfg.batch} x {cfg.seq_len} bytes (decay: "
+        f"the last {spec.decay_steps}), a {cfg.layers}-layer model of width {cfg.dim}; "
+        f"{len(nodes)} shared segments, {sum(n.end - n.start for n in nodes) * spec.seeds:,} "
+        f"steps in all (straight runs: {len(runs) * spec.seeds * cfg.steps:,})"
+    )
+    if args.dry_run:
+        from .midtrain_train import available
+
+        for d in plan:
+            if d["ending"] == runs[0].ending:
+                age = "-" if d["online"] else f"{d['mean_age']:.0f}"
+                print(
+                    f"  {d['arm']:8s} B samples {d['b_samples']:8.0f}   math samples "
+                    f"{d['math_samples']:7.0f}   mean age {age:>5s}   lambda at the end "
+                    f"{d['final_lambda']:.2f}" + ("   (online: bounds)" if d["online"] else "")
+                )
+        for domain, (size, passes) in pools(runs, available(spec), cfg.batch).items():
+            print(f"  pool {domain}: {size:,} windows, read at most {passes} time(s) by any arm")
+        for n in nodes:
+            print(
+                f"  segment {n.id}: steps {n.start}-{n.end} for "
+                f"{', '.join(runs[i].name for i in n.runs)}"
+            )
+        return 0
+    spec = replace(spec, run=replace(cfg, device=_device(args.device)))
+    from .midtrain_plots import plot_study
+    from .midtrain_report import summarise as summarise_study
+    from .midtrain_report import write_outputs as write_study
+    from .midtrain_train import run_study
+
+    started = time.perf_counter()
+    records = run_study(spec, max(1, args.jobs))
+    rows = summarise_study(records)
+    print()
+    print(tables(plan, rows))
+    written = write_study(plan, records, rows, args.out)
+    written += plot_study(records, rows, args.out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    print(f"total {time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.study is not None:
+        return study(args)
+    if args.dry_run:
+        raise ValueError(
+            "--dry-run needs --study midtrain (the default demo has no design to print)"
+        )
+    cfg = _sized(args, QUICK, PRESETS)
+    schedules = tuple(
+        s.strip()
+        for s in ("constant" if args.lr_schedule is None else args.lr_schedule).split(",")
+        if s.strip()
+    )
     if not schedules:
         raise ValueError(f"--lr-schedule is empty; give one or more of {', '.join(LR_SCHEDULES)}")
     for lr in schedules:
         _validate.choice("--lr-schedule", lr, LR_SCHEDULES)
     if len(set(schedules)) != len(schedules):
         raise ValueError(f"--lr-schedule names a schedule twice: {args.lr_schedule!r}")
-    domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    domains = tuple(
+        d.strip()
+        for d in ("code,prose" if args.domains is None else args.domains).split(",")
+        if d.strip()
+    )
     if len(domains) != 2 or domains[0] == domains[1]:
         raise ValueError(f"--domains must name two different domains, got {args.domains!r}")
     for domain in domains:
@@ -228,10 +338,12 @@ def main(args: argparse.Namespace) -> int:
     if args.arms_config is not None:
         arms = load_arms(args.arms_config)
     else:
-        names = [n.strip() for n in args.arms.split(",") if n.strip()]
-        if not names:
-            raise ValueError(f"--arms is empty; give arm names from: {', '.join(ARMS)}")
-        arms = [ARMS[_validate.choice("arm", n, ARMS)] for n in names]
+        arms = [
+            ARMS[n]
+            for n in _names(
+                "--arms", ",".join(DEFAULT_ARMS) if args.arms is None else args.arms, ARMS
+            )
+        ]
     cfg = replace(cfg, device=_device(args.device))
     _check_steps(cfg, arms)
     print(

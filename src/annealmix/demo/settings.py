@@ -22,10 +22,11 @@ class RunConfig:
         lr: AdamW peak learning rate.
         lr_schedule: ``"constant"`` (default: keeps the learning-rate effect out of
             the switch), ``"cosine"`` (decay to 10% over the run) or ``"wsd"``
-            (warm-up, stable, then a linear decay to 10% from ``decay_start`` on:
-            the arms' moves, 25% to 75% of training, fall inside the decay, as a
+            (warm-up, stable, then a linear decay to ``lr_final`` from ``decay_start``
+            on: the arms' moves, 25% to 75% of training, fall inside the decay, as a
             mid-training anneal does).
         decay_start: where ``"wsd"`` starts to decay, a fraction of training.
+        lr_final: where ``"wsd"`` ends, a fraction of ``lr`` (0: decay to zero).
         warmup: linear warm-up steps.
         eval_every: steps between held-out evaluations.
         eval_samples: held-out samples per domain per evaluation.
@@ -43,6 +44,7 @@ class RunConfig:
     lr: float = 3e-3
     lr_schedule: str = "constant"
     decay_start: float = 0.25
+    lr_final: float = 0.1
     warmup: int = 30
     eval_every: int = 25
     eval_samples: int = 128
@@ -57,5 +59,5 @@ class RunConfig:
         progress = step / max(1, self.steps - 1)
         if self.lr_schedule == "wsd":
             decay = max(0.0, (progress - self.decay_start) / (1.0 - self.decay_start))
-            return self.lr * warm * (1.0 - 0.9 * decay)
+            return self.lr * warm * (1.0 - (1.0 - self.lr_final) * decay)
         return self.lr * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
