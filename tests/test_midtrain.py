@@ -215,7 +215,7 @@ def test_the_study_command_writes_its_tables_and_figures_and_repeats_bit_for_bit
     for name in ("runs.csv", "curves.csv"):
         assert (tmp_path / "a" / name).stat().st_size > 0
     pytest.importorskip("matplotlib")
-    for name in ("design.png", "curves.png", "finals.png"):
+    for name in ("design.png", "curves.png", "paired.png"):
         assert (tmp_path / "a" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -227,6 +227,8 @@ def test_dry_run_prints_the_design_and_the_segments_without_training(tmp_path, c
     assert "24 shared segments, 29,793 steps in all (straight runs: 84,000)" in printed
     assert "pool prose: 6,556 windows, read at most 1 time(s) by any arm" in printed
     assert "segment 21: steps 0-1600 for early@zero, early@moderate" in printed
+    assert "recency  B samples  12800   math samples   6400   mean age  267 steps" in printed
+    assert "online   its controller's weights from step 1200" in printed
     assert not (tmp_path / "o").exists()
     assert main(["demo", "--study", "midtrain", "--preset", "medium", "--dry-run"]) == 0
     printed = capsys.readouterr().out

@@ -10,7 +10,7 @@ import numpy as np
 
 from .midtrain import ARMS, TARGET
 from .midtrain_report import REFERENCE
-from .plots import _save
+from .plots import pyplot, save
 
 __all__ = ["plot_study"]
 
@@ -23,14 +23,9 @@ def _colors(plt: Any) -> dict[str, str]:
 
 
 def plot_study(records: list[dict[str, Any]], rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """Write design.png, curves.png and finals.png; their paths ([] without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install 'annealmix[plot]')")
+    """Write design.png, curves.png and paired.png; their paths ([] without matplotlib)."""
+    plt = pyplot()
+    if plt is None:
         return []
     colors = _colors(plt)
     endings = list(dict.fromkeys(r["ending"] for r in records))
@@ -59,80 +54,55 @@ def plot_study(records: list[dict[str, Any]], rows: list[dict[str, Any]], out: P
     bottom.set_ylabel("learning rate", fontsize=_FONT)
     bottom.set_xlabel("step", fontsize=_FONT)
     bottom.legend(fontsize=_FONT - 1)
-    paths.append(_save(fig, out / "design.png"))
+    paths.append(save(fig, out / "design.png"))
 
-    panels = (
-        ("loss_math", "held-out math loss"),
-        ("loss_code", "held-out code loss"),
-        ("answer_acc", "answer bytes right"),
-    )
-    fig, axes = plt.subplots(
-        len(endings), len(panels), figsize=(13, 3.4 * len(endings)), squeeze=False, sharex=True
-    )
-    start = steps - 3 * records[0]["decay_steps"]
+    # (measure, title, first step shown): the last three decay-lengths, and for math loss
+    # the decay's last three quarters (its fall at the switch dwarfs what follows)
+    tail = steps - 3 * records[0]["decay_steps"]
+    cooldown = decay_start + records[0]["decay_steps"] // 4
+    panels = (("loss_math", "math loss", tail), ("loss_math", "math loss, late", cooldown),
+              ("loss_code", "code loss", tail),
+              ("answer_acc", "answer bytes right", tail))  # fmt: skip
+    fig, axes = plt.subplots(len(endings), len(panels), figsize=(16, 3.4 * len(endings)),
+                             squeeze=False)  # fmt: skip
     for row, ending in enumerate(endings):
-        for col, (key, title) in enumerate(panels):
+        for col, (key, title, start) in enumerate(panels):
             ax = axes[row, col]
             for arm in arms:
+                if start == cooldown and arm == "none":
+                    continue  # no arithmetic: far above the rest
                 recs = [r for r in records if r["arm"] == arm and r["ending"] == ending]
                 x = np.asarray(recs[0]["eval_step"])
                 keep = x >= start
                 curve = np.mean([np.asarray(r[key]) for r in recs], axis=0)
                 ax.plot(x[keep], curve[keep], color=colors[arm], lw=1.5, label=arm)
             ax.axvline(decay_start, color="0.5", ls="--", lw=1)
-            ax.set_title(f"{title}, decay to {ending}", fontsize=_FONT)
+            ax.set_title(f"held-out {title}, decay to {ending}", fontsize=_FONT)
             if row == len(endings) - 1:
                 ax.set_xlabel("step (dashed: the decay starts)", fontsize=_FONT)
     axes[0, 0].legend(fontsize=_FONT - 2, ncol=2)
     n = min(r["seeds"] for r in rows)
-    fig.suptitle(
-        f"the last {3 * records[0]['decay_steps']} steps: mean over {n} seeds", fontsize=_FONT + 1
-    )
-    paths.append(_save(fig, out / "curves.png"))
+    fig.suptitle(f"held-out measures, mean over {n} seeds (second column: the last three "
+                 "quarters of the decay, without none)", fontsize=_FONT + 1)  # fmt: skip
+    paths.append(save(fig, out / "curves.png"))
 
-    panels = (
-        ("loss_math", "math loss", 1.0),
-        ("loss_code", "code loss", 1.0),
-        ("answer_acc", "answer bytes right (%)", 100.0),
-    )
-    fig, axes = plt.subplots(
-        1, len(panels), figsize=(13, 0.5 * len(arms) * len(endings) + 1.5), squeeze=False
-    )
+    panels = (("loss_math", "math loss", 1.0), ("loss_code", "code loss", 1.0),
+              ("answer_acc", "answer bytes right (points)", 100.0))  # fmt: skip
+    shown = [r for e in endings for r in rows
+             if r["ending"] == e and r["arm"] not in (REFERENCE, "none")]  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 0.45 * len(shown) + 1.6), squeeze=False)
     for col, (key, title, scale) in enumerate(panels):
         ax = axes[0, col]
-        labels: list[str] = []
-        for ending in endings:
-            these = [r for r in rows if r["ending"] == ending]
-            top = len(labels)
-            for row in these:
-                mean, half = row[key] * scale, row[f"{key}_ci"] * scale
-                ax.errorbar(
-                    mean,
-                    len(labels),
-                    xerr=half if np.isfinite(half) else None,
-                    fmt="o",
-                    color=colors[row["arm"]],
-                    capsize=3,
-                )
-                labels.append(row["run"])
-            ref = [r for r in these if r["arm"] == REFERENCE]
-            if ref and np.isfinite(ref[0][f"{key}_ci"]):
-                mean, half = ref[0][key] * scale, ref[0][f"{key}_ci"] * scale
-                ax.fill_betweenx(
-                    [top - 0.5, len(labels) - 0.5],
-                    mean - half,
-                    mean + half,
-                    color=colors[REFERENCE],
-                    alpha=0.1,
-                    lw=0,
-                )
-        ax.set_yticks(range(len(labels)), labels if col == 0 else [""] * len(labels))
+        for i, row in enumerate(shown):
+            mean, half = row[f"d_{key}"] * scale, row[f"d_{key}_ci"] * scale
+            ax.errorbar(mean, i, xerr=half if np.isfinite(half) else None, fmt="o",
+                        color=colors[row["arm"]], capsize=3)  # fmt: skip
+        ax.axvline(0, color=colors[REFERENCE], lw=1.2)
+        ax.set_yticks(range(len(shown)), [r["run"] for r in shown] if col == 0 else [])
         ax.invert_yaxis()
-        ax.set_title(title, fontsize=_FONT)
-    fig.suptitle(
-        f"final held-out measures: mean ± 95% interval over {n} seeds (band: "
-        f"{REFERENCE}'s interval)",
-        fontsize=_FONT + 1,
-    )
-    paths.append(_save(fig, out / "finals.png"))
+        ax.set_title(f"{title} minus {REFERENCE}'s", fontsize=_FONT)
+    fig.suptitle(f"paired with {REFERENCE} seed by seed: mean difference ± 95% interval over "
+                 f"{n} seeds (an interval across the line: indistinguishable)",
+                 fontsize=_FONT + 1)  # fmt: skip
+    paths.append(save(fig, out / "paired.png"))
     return paths

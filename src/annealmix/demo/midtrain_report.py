@@ -34,22 +34,17 @@ import numpy as np
 from .midtrain import DOMAINS, TARGET
 from .report import _rise, confidence
 
-__all__ = ["MEASURES", "measure", "summarise", "tables", "write_outputs"]
+__all__ = ["CONTRASTS", "MEASURES", "measure", "paired", "summarise", "tables", "write_outputs"]
 
-MEASURES = (
-    "loss_math",
-    "loss_code",
-    "loss_prose",
-    "answer_acc",
-    "exact",
-    "acc_code",
-    "acc_prose",
-    "code_rise",
-    "math_samples",
-    "math_age",
-)
+FINAL = ("loss_math", "loss_code", "loss_prose", "answer_acc", "exact", "acc_code", "acc_prose")
+MEASURES = (*FINAL, "code_rise", "math_samples", "math_age")
 REFERENCE = "abrupt"
 PAIRED = ("loss_math", "loss_code", "answer_acc")
+# The controls: each pair differs in one thing, the rest of the design held equal.
+CONTRASTS = (
+    ("anneal", "recency", "the shape alone: as many B samples, as recent on average"),
+    ("early", "preramp", "mixing early: the same mix through the decay, as many B samples"),
+)
 
 
 def first_move(rec: dict[str, Any]) -> int:
@@ -63,18 +58,7 @@ def first_move(rec: dict[str, Any]) -> int:
 
 def measure(rec: dict[str, Any]) -> dict[str, float]:
     """One run's measures (see the module docstring)."""
-    out = {
-        k: float(rec[k][-1])
-        for k in (
-            "loss_math",
-            "loss_code",
-            "loss_prose",
-            "answer_acc",
-            "exact",
-            "acc_code",
-            "acc_prose",
-        )
-    }
+    out = {k: float(rec[k][-1]) for k in FINAL}
     steps = np.asarray(rec["eval_step"])
     out["code_rise"] = _rise(steps, np.asarray(rec["loss_code"]), first_move(rec))[0]
     counts = np.asarray(rec[f"count_{TARGET}"], dtype=float)
@@ -82,6 +66,19 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     age = len(counts) - np.arange(len(counts))
     out["math_samples"] = float(total)
     out["math_age"] = float((counts * age).sum() / total) if total else float("nan")
+    return out
+
+
+def paired(records: list[dict[str, Any]], arm: str, other: str, ending: str) -> dict[str, Any]:
+    """``arm`` minus ``other`` under ``ending``, seed by seed: per measure in ``PAIRED``
+    the mean difference and its 95% interval (NaN where a seed lacks either)."""
+    runs = {(r["arm"], r["seed"]): measure(r) for r in records if r["ending"] == ending}
+    seeds = sorted(s for a, s in runs if a == arm and (other, s) in runs)
+    out: dict[str, Any] = {"arm": arm, "other": other, "ending": ending, "seeds": len(seeds)}
+    for key in PAIRED:
+        diffs = [runs[(arm, s)][key] - runs[(other, s)][key] for s in seeds]
+        out[f"d_{key}"] = float(np.mean(diffs)) if diffs else float("nan")
+        out[f"d_{key}_ci"] = confidence(diffs)
     return out
 
 
@@ -95,37 +92,24 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, recs in by_run.items():
         runs = [measure(r) for r in recs]
-        row: dict[str, Any] = {
-            "run": name,
-            "arm": recs[0]["arm"],
-            "ending": recs[0]["ending"],
-            "seeds": len(recs),
-        }
+        row: dict[str, Any] = {"run": name, "arm": recs[0]["arm"], "ending": recs[0]["ending"],
+                               "seeds": len(recs)}  # fmt: skip
         for key in MEASURES:
             values = np.array([m[key] for m in runs])
             row[key] = float(np.mean(values))
             row[key + "_std"] = float(np.std(values))
             row[key + "_ci"] = confidence(values)
         row["passes"] = {d: max(r["passes"][d] for r in recs) for d in DOMAINS}
-        reference = {r["seed"]: measure(r) for r in by_run.get(f"{REFERENCE}@{row['ending']}", [])}
-        for key in PAIRED:
-            diffs = [
-                m[key] - reference[r["seed"]][key]
-                for m, r in zip(runs, recs)
-                if r["seed"] in reference
-            ]
-            row[f"d_{key}"] = float(np.mean(diffs)) if diffs else float("nan")
-            row[f"d_{key}_ci"] = confidence(diffs)
+        diff = paired(records, row["arm"], REFERENCE, row["ending"])
+        row |= {k: v for k, v in diff.items() if k.startswith("d_")}
         rows.append(row)
     for row in rows:
         for key in ("loss_math", "loss_code"):
             row[f"same_{key}"] = [
-                other["arm"]
-                for other in rows
-                if other is not row
-                and other["ending"] == row["ending"]
+                other["arm"] for other in rows
+                if other is not row and other["ending"] == row["ending"]
                 and abs(other[key] - row[key]) <= row[f"{key}_ci"] + other[f"{key}_ci"]
-            ]
+            ]  # fmt: skip
     return rows
 
 
@@ -137,7 +121,7 @@ def _ci(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 3) -> s
 
 
 def _paired(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 3) -> str:
-    if row["arm"] == REFERENCE:
+    if row["arm"] == row.get("other", REFERENCE):
         return "(reference)"
     mean, half = row[f"d_{key}"] * scale, row[f"d_{key}_ci"] * scale
     if not np.isfinite(mean):
@@ -148,78 +132,62 @@ def _paired(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 3) 
     return f"{mean:+.{digits}f} ± {half:.{digits}f} ({verdict})"
 
 
-def tables(design: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
-    """The report as Markdown: the design, then per ending the results and the paired
-    differences to the abrupt switch."""
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(cells) + " |" for cells in [head, ["---"] * len(head), *rows]]
+
+
+def tables(design: list[dict[str, Any]], records: list[dict[str, Any]],
+           rows: list[dict[str, Any]]) -> str:  # fmt: skip
+    """The report as Markdown: the design, per ending the results and the paired
+    differences to the abrupt switch, then the controls (``CONTRASTS``)."""
     out = ["### Design (scheduled; the online arm's are what its controller drew)", ""]
-    head = [
-        "arm",
-        "samples from mix B",
-        "math samples",
-        "mean age of math (steps)",
-        "lambda at the end",
-        "most reads of a window (code/prose/math)",
-    ]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    first = {}
+    head = ["arm", "samples from mix B", "math samples", "mean age of math (steps)",
+            "lambda at the end", "most reads of a window (code/prose/math)"]  # fmt: skip
+    first: dict[str, dict[str, Any]] = {}
     for row in rows:
         first.setdefault(row["arm"], row)
+    cells = []
     for d in design:
         if d["run"] != f"{d['arm']}@{rows[0]['ending']}" or d["arm"] not in first:
             continue
-        r = first[d["arm"]]
-        samples = f"{r['math_samples']:.0f}" if d["online"] else f"{d['math_samples']:.0f}"
-        age = r["math_age"] if d["online"] else d["mean_age"]
-        b = "-" if d["online"] else f"{d['b_samples']:.0f}"
-        passes = "/".join(str(r["passes"][k]) for k in DOMAINS)
-        age_cell = "-" if not np.isfinite(age) else f"{age:.0f}"
-        end = "-" if d["online"] else f"{d['final_lambda']:.2f}"
-        out.append(f"| {d['arm']} | {b} | {samples} | {age_cell} | {end} | {passes} |")
+        r, online = first[d["arm"]], d["online"]
+        age = r["math_age"] if online else d["mean_age"]
+        cells.append([
+            d["arm"],
+            "-" if online else f"{d['b_samples']:.0f}",
+            f"{r['math_samples'] if online else d['math_samples']:.0f}",
+            "-" if not np.isfinite(age) else f"{age:.0f}",
+            "-" if online else f"{d['final_lambda']:.2f}",
+            "/".join(str(r["passes"][k]) for k in DOMAINS),
+        ])  # fmt: skip
+    out += _table(head, cells)
     for ending in dict.fromkeys(r["ending"] for r in rows):
         these = sorted((r for r in rows if r["ending"] == ending), key=lambda r: r["loss_math"])
         seeds = min(r["seeds"] for r in these)
-        out += [
-            "",
-            f"### Learning rate decayed to {ending}: means ± 95% intervals over "
-            f"{seeds} seeds, ranked by held-out math loss",
-            "",
-        ]
-        head = [
-            "arm",
-            "math loss",
-            "code loss",
-            "prose loss",
-            "answer bytes right (%)",
-            "answers exact (%)",
-            "code-loss rise",
-            "indistinguishable on math loss",
-            "on code loss",
-        ]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in these:
-            cells = [
-                r["arm"],
-                _ci(r, "loss_math"),
-                _ci(r, "loss_code"),
-                _ci(r, "loss_prose"),
-                _ci(r, "answer_acc", 100, 1),
-                _ci(r, "exact", 100, 1),
-                _ci(r, "code_rise"),
-                ", ".join(r["same_loss_math"]) or "-",
-                ", ".join(r["same_loss_code"]) or "-",
-            ]
-            out.append("| " + " | ".join(cells) + " |")
+        out += ["", f"### Learning rate decayed to {ending}: means ± 95% intervals over {seeds} "
+                "seeds, ranked by held-out math loss", ""]  # fmt: skip
+        head = ["arm", "math loss", "code loss", "prose loss", "answer bytes right (%)",
+                "answers exact (%)", "code-loss rise", "indistinguishable on math loss",
+                "on code loss"]  # fmt: skip
+        out += _table(head, [[r["arm"], _ci(r, "loss_math"), _ci(r, "loss_code"),
+                              _ci(r, "loss_prose"), _ci(r, "answer_acc", 100, 1),
+                              _ci(r, "exact", 100, 1), _ci(r, "code_rise"),
+                              ", ".join(r["same_loss_math"]) or "-",
+                              ", ".join(r["same_loss_code"]) or "-"] for r in these])  # fmt: skip
         out += ["", f"Paired with {REFERENCE} (same seed): the difference, ± its 95% interval", ""]
         head = ["arm", "math loss", "code loss", "answer bytes right (points)"]
-        out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for r in these:
-            cells = [
-                r["arm"],
-                _paired(r, "loss_math"),
-                _paired(r, "loss_code"),
-                _paired(r, "answer_acc", 100, 1),
-            ]
-            out.append("| " + " | ".join(cells) + " |")
+        out += _table(head, [[r["arm"], _paired(r, "loss_math"), _paired(r, "loss_code"),
+                              _paired(r, "answer_acc", 100, 2)] for r in these])  # fmt: skip
+    controls = [paired(records, a, b, e) | {"what": what} for a, b, what in CONTRASTS
+                for e in dict.fromkeys(r["ending"] for r in rows)]  # fmt: skip
+    controls = [c for c in controls if c["seeds"]]
+    if controls:
+        out += ["", "### The controls: paired differences, ± their 95% intervals", ""]
+        head = ["contrast", "what differs", "decay to", "math loss", "code loss",
+                "answer bytes right (points)"]  # fmt: skip
+        out += _table(head, [[f"{c['arm']} - {c['other']}", c["what"], c["ending"],
+                              _paired(c, "loss_math"), _paired(c, "loss_code"),
+                              _paired(c, "answer_acc", 100, 2)] for c in controls])  # fmt: skip
     return "\n".join(out)
 
 
@@ -248,5 +216,5 @@ def write_outputs(
         for rec in records:
             for i, step in enumerate(rec["eval_step"]):
                 w.writerow([rec["run"], rec["seed"], step, *(rec[c][i] for c in columns)])
-    paths[3].write_text(tables(design, rows) + "\n")
+    paths[3].write_text(tables(design, records, rows) + "\n")
     return paths

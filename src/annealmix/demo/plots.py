@@ -9,7 +9,7 @@ import numpy as np
 
 from .report import domains_of, move
 
-__all__ = ["plot_all", "smooth"]
+__all__ = ["plot_all", "pyplot", "save", "smooth"]
 
 _FONT = 10
 
@@ -44,13 +44,8 @@ def _shade(ax, rec: dict[str, Any]) -> None:
 
 def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
     """Write losses.png, grad_norm.png and mix.png; return their paths ([] without matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("plots skipped: matplotlib is not installed (pip install 'annealmix[plot]')")
+    plt = pyplot()
+    if plt is None:
         return []
     arms = _by_arm(records)
     colors = dict(zip(arms, plt.rcParams["axes.prop_cycle"].by_key()["color"] * 3))
@@ -103,7 +98,7 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
         "highest seed, grey = the other arms' means",
         fontsize=_FONT + 1,
     )
-    paths.append(_save(fig, out / "losses.png"))
+    paths.append(save(fig, out / "losses.png"))
 
     fig, ax = plt.subplots(figsize=(10, 3.8))
     moves = [recs[0] for recs in arms.values() if move(recs[0]) is not None]
@@ -120,7 +115,7 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
         fontsize=_FONT,
     )
     ax.legend(fontsize=_FONT - 1)
-    paths.append(_save(fig, out / "grad_norm.png"))
+    paths.append(save(fig, out / "grad_norm.png"))
 
     fig, ax = plt.subplots(figsize=(10, 3.6))
     for arm, recs in arms.items():
@@ -134,11 +129,24 @@ def plot_all(records: list[dict[str, Any]], out: Path) -> list[Path]:
         "scheduled weight (lines) and realized share per batch (dots), first seed", fontsize=_FONT
     )
     ax.legend(fontsize=_FONT - 1)
-    paths.append(_save(fig, out / "mix.png"))
+    paths.append(save(fig, out / "mix.png"))
     return paths
 
 
-def _save(fig: Any, path: Path) -> Path:
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file backend, or ``None`` (said) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("plots skipped: matplotlib is not installed (pip install 'annealmix[plot]')")
+        return None
+    return plt
+
+
+def save(fig: Any, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()

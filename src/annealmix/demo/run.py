@@ -272,13 +272,18 @@ def study(args: argparse.Namespace) -> int:
         from .midtrain_train import available
 
         for d in plan:
-            if d["ending"] == runs[0].ending:
-                age = "-" if d["online"] else f"{d['mean_age']:.0f}"
-                print(
-                    f"  {d['arm']:8s} B samples {d['b_samples']:8.0f}   math samples "
-                    f"{d['math_samples']:7.0f}   mean age {age:>5s}   lambda at the end "
-                    f"{d['final_lambda']:.2f}" + ("   (online: bounds)" if d["online"] else "")
-                )
+            if d["ending"] != runs[0].ending:
+                continue
+            if d["online"]:
+                start = next(r.online_from for r in runs if r.name == d["run"])
+                print(f"  {d['arm']:8s} its controller's weights from step {start}")
+                continue
+            age = f"{d['mean_age']:.0f}" if d["math_samples"] else "-"
+            print(
+                f"  {d['arm']:8s} B samples {d['b_samples']:6.0f}   math samples "
+                f"{d['math_samples']:6.0f}   mean age {age:>4s} steps   lambda at the end "
+                f"{d['final_lambda']:.2f}"
+            )
         for domain, (size, passes) in pools(runs, available(spec), cfg.batch).items():
             print(f"  pool {domain}: {size:,} windows, read at most {passes} time(s) by any arm")
         for n in nodes:
@@ -297,7 +302,7 @@ def study(args: argparse.Namespace) -> int:
     records = run_study(spec, max(1, args.jobs))
     rows = summarise_study(records)
     print()
-    print(tables(plan, rows))
+    print(tables(plan, records, rows))
     written = write_study(plan, records, rows, args.out)
     written += plot_study(records, rows, args.out)
     print(f"\nwrote {', '.join(str(p) for p in written)}")
