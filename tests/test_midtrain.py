@@ -294,3 +294,18 @@ def test_the_summary_pairs_each_arm_with_abrupt_by_seed():
     assert anneal["same_loss_math"] == ["abrupt"]  # the intervals overlap ...
     assert abs(anneal["d_loss_math"] + 0.01) < 1e-12 and anneal["d_loss_math_ci"] < 1e-9  # ...
     assert anneal["math_samples"] == 32 and anneal["math_age"] == 1.5  # but paired: lower
+
+
+def test_each_checkpoint_goes_once_its_branches_are_trained(tmp_path, monkeypatch):
+    import contextlib
+
+    from annealmix.demo import midtrain_train
+
+    kept = tmp_path / "checkpoints"
+    kept.mkdir()
+    monkeypatch.setattr(midtrain_train.tempfile, "TemporaryDirectory",
+                        lambda **kw: contextlib.nullcontext(str(kept)))  # fmt: skip
+    study = _study(arms=("none", "abrupt", "anneal"))
+    assert sum(bool(n.children) for n in tree(study.runs(), study.run.steps)) == 3
+    records = midtrain_train.run_study(study, jobs=2)
+    assert len(records) == 6 and not list(kept.iterdir())

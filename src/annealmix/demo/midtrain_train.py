@@ -121,7 +121,8 @@ def _controller(run: Run, pool: dict[str, tuple[int, int]], batch: int, delay: i
     if short:
         raise ValueError(
             f"the online arm's {short[0]} pool ({pool[short[0]][0]} windows) is smaller than "
-            f"one controller window ({spare} samples); use a larger --batch or fewer arms"
+            f"one controller window ({spare} samples); use a smaller --batch or a shorter "
+            "--seq-len (more windows per domain)"
         )
     return LossProportional(DOMAINS, floor=0.05, max_change=0.1, max_epochs=caps)
 
@@ -294,6 +295,7 @@ def run_study(study: Study, jobs: int) -> list[dict[str, Any]]:
         pending = {
             submit(s, n): (s, n) for s in range(study.seeds) for n in nodes if n.parent is None
         }
+        waiting: dict[tuple[int, int], int] = {}  # children of a node still training
         while pending:
             finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
             while not queue.empty():
@@ -305,5 +307,10 @@ def run_study(study: Study, jobs: int) -> list[dict[str, Any]]:
                     records[(rec["run"], seed)] = rec
                 for child in node.children:
                     pending[submit(seed, nodes[child])] = (seed, nodes[child])
+                waiting[(seed, node.id)] = len(node.children)
+                if node.parent is not None:  # a checkpoint goes once its children are done
+                    waiting[(seed, node.parent)] -= 1
+                    if not waiting[(seed, node.parent)]:
+                        Path(tmp, f"{seed}-{node.parent}.pt").unlink()
         bar.close()
     return [records[(r.name, s)] for r in runs for s in range(study.seeds)]
