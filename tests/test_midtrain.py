@@ -132,6 +132,9 @@ def test_the_study_refuses_bad_designs_naming_the_value():
         Study(run=RunConfig(steps=100), decay=0.6)
     with pytest.raises(ValueError, match=r"gives a decay of 2 steps.*use --steps 20 or more"):
         Study(run=RunConfig(steps=10))
+    with pytest.raises(ValueError, match=r"decay 0.04 is too short for arm 'early'.*0.048"):
+        Study(run=RunConfig(steps=1000), decay=0.04)
+    Study(run=RunConfig(steps=1000), decay=0.04, arms=("abrupt", "anneal"))
     with pytest.raises(ValueError, match="unknown study arm 'anneel'"):
         Study(run=RunConfig(steps=100), arms=("abrupt", "anneel"))
     with pytest.raises(ValueError, match="ending 'high' must be in"):

@@ -22,9 +22,10 @@ a curve lambda(t), the share of the batch drawn from mix B (the rest from mix A)
   whose samples are as many as ``anneal``'s *and* as recent on average (the mean
   age of a B sample at the end of training is 2/3 of a decay-length for both), so
   ``anneal`` against ``recency`` isolates the smoothness from the recency;
-- ``online``: ``anneal``'s curve, tilted every 10 steps by a controller that reads
-  the domains' training losses (``annealmix.controllers.LossProportional``): its
-  B exposure is whatever it learns, reported as it falls, not matched.
+- ``online``: from ``anneal``'s first step on, a controller sets the weights every
+  10 steps in proportion to the domains' training losses
+  (``annealmix.controllers.LossProportional``): its B exposure is whatever it
+  learns, reported as it falls, not matched.
 
 Equal exposure is exact: the plan gives each domain its target within one sample
 at every step, so the matched arms draw the same number of arithmetic samples
@@ -56,7 +57,8 @@ from .. import _validate
 from ..mixture import Mixture, Phase
 from .settings import RunConfig
 
-__all__ = ["ARMS", "DOMAINS", "ENDINGS", "MIX_A", "MIX_B", "Node", "Run", "Study", "pools", "tree"]
+__all__ = ["ARMS", "DOMAINS", "ENDINGS", "MIX_A", "MIX_B", "TARGET", "Node", "Run", "Study",
+           "design", "knots", "lam", "mixture", "plan_counts", "pools", "tree"]  # fmt: skip
 
 DOMAINS = ("code", "prose", "math")
 MIX_A = {"code": 0.9, "prose": 0.1, "math": 0.0}
@@ -71,7 +73,7 @@ def knots(arm: str, steps: int, decay: int) -> list[tuple[int, float]]:
     """The arm's lambda(t) as (step, lambda) knots, linear between them, constant
     before the first (0 if none) and after the last."""
     start = steps - decay  # the first step of the decay
-    if arm in ("none",):
+    if arm == "none":
         return []
     if arm == "abrupt":
         return [(start - 1, 0.0), (start, 1.0)]
@@ -150,6 +152,12 @@ class Study:
             if not 0 <= _validate.real(f"ending {name!r}", final) < 1:
                 raise ValueError(f"ending {name!r} must be in [0, 1), got {final}")
         _validate.integer("seeds", self.seeds, minimum=1)
+        if "early" in self.arms and EARLY * (1 - self.decay) > self.decay:
+            raise ValueError(
+                f"decay {self.decay} is too short for arm 'early': its {EARLY:.0%} of mix B "
+                "before the decay would already exceed the other arms' exposure; use a decay "
+                f"of at least {EARLY / (1 + EARLY):.3f} or leave 'early' out"
+            )
         if self.decay_steps < 4:
             raise ValueError(
                 f"--steps {self.run.steps} gives a decay of {self.decay_steps} steps; the arms "
