@@ -39,7 +39,7 @@ __all__ = ["CONTRASTS", "MEASURES", "measure", "paired", "summarise", "tables", 
 FINAL = ("loss_math", "loss_code", "loss_prose", "answer_acc", "exact", "acc_code", "acc_prose")
 MEASURES = (*FINAL, "code_rise", "math_samples", "math_age")
 REFERENCE = "abrupt"
-PAIRED = ("loss_math", "loss_code", "answer_acc")
+PAIRED = ("loss_math", "loss_code", "answer_acc", "acc_code")
 # The controls: each pair differs in one thing, the rest of the design held equal.
 CONTRASTS = (
     ("anneal", "recency", "the shape alone: as many B samples, as recent on average"),
@@ -167,27 +167,31 @@ def tables(design: list[dict[str, Any]], records: list[dict[str, Any]],
         out += ["", f"### Learning rate decayed to {ending}: means ± 95% intervals over {seeds} "
                 "seeds, ranked by held-out math loss", ""]  # fmt: skip
         head = ["arm", "math loss", "code loss", "prose loss", "answer bytes right (%)",
-                "answers exact (%)", "code-loss rise", "indistinguishable on math loss",
-                "on code loss"]  # fmt: skip
+                "answers exact (%)", "code next-byte right (%)", "prose next-byte right (%)",
+                "code-loss rise", "indistinguishable on math loss", "on code loss"]  # fmt: skip
         out += _table(head, [[r["arm"], _ci(r, "loss_math"), _ci(r, "loss_code"),
                               _ci(r, "loss_prose"), _ci(r, "answer_acc", 100, 1),
-                              _ci(r, "exact", 100, 1), _ci(r, "code_rise"),
+                              _ci(r, "exact", 100, 1), _ci(r, "acc_code", 100, 1),
+                              _ci(r, "acc_prose", 100, 1), _ci(r, "code_rise"),
                               ", ".join(r["same_loss_math"]) or "-",
                               ", ".join(r["same_loss_code"]) or "-"] for r in these])  # fmt: skip
         out += ["", f"Paired with {REFERENCE} (same seed): the difference, ± its 95% interval", ""]
-        head = ["arm", "math loss", "code loss", "answer bytes right (points)"]
+        head = ["arm", "math loss", "code loss", "answer bytes right (points)",
+                "code next-byte right (points)"]  # fmt: skip
         out += _table(head, [[r["arm"], _paired(r, "loss_math"), _paired(r, "loss_code"),
-                              _paired(r, "answer_acc", 100, 2)] for r in these])  # fmt: skip
+                              _paired(r, "answer_acc", 100, 2), _paired(r, "acc_code", 100, 2)]
+                             for r in these])  # fmt: skip
     controls = [paired(records, a, b, e) | {"what": what} for a, b, what in CONTRASTS
                 for e in dict.fromkeys(r["ending"] for r in rows)]  # fmt: skip
     controls = [c for c in controls if c["seeds"]]
     if controls:
         out += ["", "### The controls: paired differences, ± their 95% intervals", ""]
         head = ["contrast", "what differs", "decay to", "math loss", "code loss",
-                "answer bytes right (points)"]  # fmt: skip
+                "answer bytes right (points)", "code next-byte right (points)"]  # fmt: skip
         out += _table(head, [[f"{c['arm']} - {c['other']}", c["what"], c["ending"],
                               _paired(c, "loss_math"), _paired(c, "loss_code"),
-                              _paired(c, "answer_acc", 100, 2)] for c in controls])  # fmt: skip
+                              _paired(c, "answer_acc", 100, 2), _paired(c, "acc_code", 100, 2)]
+                             for c in controls])  # fmt: skip
     return "\n".join(out)
 
 
