@@ -205,6 +205,8 @@ def test_the_study_command_writes_its_tables_and_figures_and_repeats_bit_for_bit
     printed = capsys.readouterr().out
     assert "7 arms x 2 decay endings x 1 seeds, 60 steps" in printed
     assert "Paired with abrupt" in printed and "Learning rate decayed to zero" in printed
+    assert "| anneal - recency | the shape alone" in printed
+    assert "each arm decayed to zero minus to moderate, paired" in printed
     a, b = (json.loads((tmp_path / o / "results.json").read_text()) for o in ("a", "b"))
     for run in a["runs"] + b["runs"]:
         run.pop("seconds")
@@ -256,11 +258,33 @@ def test_the_study_refuses_bad_flags_before_training(tmp_path, capsys, args, mes
     assert not out.exists()
 
 
-def test_dry_run_needs_a_study(capsys):
+def test_dry_run_and_saved_results_need_a_study(capsys):
     from annealmix.cli import main
 
     assert main(["demo", "--dry-run"]) == 2
     assert "--dry-run needs --study midtrain" in capsys.readouterr().err
+    assert main(["demo", "--from-results", "x.json"]) == 2
+    assert "--from-results needs --study midtrain" in capsys.readouterr().err
+
+
+def test_a_saved_study_reports_again_without_training(tmp_path, capsys):
+    from annealmix.cli import main
+
+    first = tmp_path / "first"
+    assert main(["demo", "--study", "midtrain", "--quick", "--out", str(first)]) == 0
+    again = tmp_path / "again"
+    args = ["demo", "--study", "midtrain", "--from-results", str(first / "results.json")]
+    assert main([*args, "--out", str(again)]) == 0
+    for name in ("report.md", "runs.csv", "curves.csv", "results.json"):
+        assert (again / name).read_text() == (first / name).read_text(), name
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"runs": []}')
+    capsys.readouterr()
+    assert main(["demo", "--study", "midtrain", "--from-results", str(bad)]) == 2
+    assert "has no design: give the results.json that annealmix demo" in capsys.readouterr().err
+    bad.write_text("not json")
+    assert main(["demo", "--study", "midtrain", "--from-results", str(bad)]) == 2
+    assert "cannot read it as JSON" in capsys.readouterr().err
 
 
 def test_the_summary_pairs_each_arm_with_abrupt_by_seed():

@@ -69,14 +69,14 @@ def measure(rec: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def paired(records: list[dict[str, Any]], arm: str, other: str, ending: str) -> dict[str, Any]:
-    """``arm`` minus ``other`` under ``ending``, seed by seed: per measure in ``PAIRED``
-    the mean difference and its 95% interval (NaN where a seed lacks either)."""
-    runs = {(r["arm"], r["seed"]): measure(r) for r in records if r["ending"] == ending}
-    seeds = sorted(s for a, s in runs if a == arm and (other, s) in runs)
-    out: dict[str, Any] = {"arm": arm, "other": other, "ending": ending, "seeds": len(seeds)}
+def paired(records: list[dict[str, Any]], run: str, other: str) -> dict[str, Any]:
+    """Run ``run`` minus run ``other`` (names ``arm@ending``), seed by seed: per measure
+    in ``PAIRED`` the mean difference and its 95% interval (NaN without common seeds)."""
+    runs = {(r["run"], r["seed"]): measure(r) for r in records if r["run"] in (run, other)}
+    seeds = sorted(s for name, s in runs if name == run and (other, s) in runs)
+    out: dict[str, Any] = {"seeds": len(seeds)}
     for key in PAIRED:
-        diffs = [runs[(arm, s)][key] - runs[(other, s)][key] for s in seeds]
+        diffs = [runs[(run, s)][key] - runs[(other, s)][key] for s in seeds]
         out[f"d_{key}"] = float(np.mean(diffs)) if diffs else float("nan")
         out[f"d_{key}_ci"] = confidence(diffs)
     return out
@@ -100,7 +100,8 @@ def summarise(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
             row[key + "_std"] = float(np.std(values))
             row[key + "_ci"] = confidence(values)
         row["passes"] = {d: max(r["passes"][d] for r in recs) for d in DOMAINS}
-        diff = paired(records, row["arm"], REFERENCE, row["ending"])
+        row["reference"] = row["arm"] == REFERENCE
+        diff = paired(records, name, f"{REFERENCE}@{row['ending']}")
         row |= {k: v for k, v in diff.items() if k.startswith("d_")}
         rows.append(row)
     for row in rows:
@@ -121,7 +122,7 @@ def _ci(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 3) -> s
 
 
 def _paired(row: dict[str, Any], key: str, scale: float = 1.0, digits: int = 3) -> str:
-    if row["arm"] == row.get("other", REFERENCE):
+    if row.get("reference"):
         return "(reference)"
     mean, half = row[f"d_{key}"] * scale, row[f"d_{key}_ci"] * scale
     if not np.isfinite(mean):
@@ -139,7 +140,8 @@ def _table(head: list[str], rows: list[list[str]]) -> list[str]:
 def tables(design: list[dict[str, Any]], records: list[dict[str, Any]],
            rows: list[dict[str, Any]]) -> str:  # fmt: skip
     """The report as Markdown: the design, per ending the results and the paired
-    differences to the abrupt switch, then the controls (``CONTRASTS``)."""
+    differences to the abrupt switch, the controls (``CONTRASTS``) and the endings
+    against each other."""
     out = ["### Design (scheduled; the online arm's are what its controller drew)", ""]
     head = ["arm", "samples from mix B", "math samples", "mean age of math (steps)",
             "lambda at the end", "most reads of a window (code/prose/math)"]  # fmt: skip
@@ -181,17 +183,28 @@ def tables(design: list[dict[str, Any]], records: list[dict[str, Any]],
         out += _table(head, [[r["arm"], _paired(r, "loss_math"), _paired(r, "loss_code"),
                               _paired(r, "answer_acc", 100, 2), _paired(r, "acc_code", 100, 2)]
                              for r in these])  # fmt: skip
-    controls = [paired(records, a, b, e) | {"what": what} for a, b, what in CONTRASTS
-                for e in dict.fromkeys(r["ending"] for r in rows)]  # fmt: skip
-    controls = [c for c in controls if c["seeds"]]
+    endings = list(dict.fromkeys(r["ending"] for r in rows))
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    head = ["math loss", "code loss", "answer bytes right (points)",
+            "code next-byte right (points)"]  # fmt: skip
+
+    def cells(c: dict[str, Any]) -> list[str]:
+        return [_paired(c, "loss_math"), _paired(c, "loss_code"), _paired(c, "answer_acc", 100, 2),
+                _paired(c, "acc_code", 100, 2)]  # fmt: skip
+
+    controls = [[f"{a} - {b}", what, e, *cells(paired(records, f"{a}@{e}", f"{b}@{e}"))]
+                for a, b, what in CONTRASTS if {a, b} <= set(arms)
+                for e in endings]  # fmt: skip
     if controls:
         out += ["", "### The controls: paired differences, ± their 95% intervals", ""]
-        head = ["contrast", "what differs", "decay to", "math loss", "code loss",
-                "answer bytes right (points)", "code next-byte right (points)"]  # fmt: skip
-        out += _table(head, [[f"{c['arm']} - {c['other']}", c["what"], c["ending"],
-                              _paired(c, "loss_math"), _paired(c, "loss_code"),
-                              _paired(c, "answer_acc", 100, 2), _paired(c, "acc_code", 100, 2)]
-                             for c in controls])  # fmt: skip
+        out += _table(["contrast", "what differs", "decay to", *head], controls)
+    if len(endings) > 1:
+        first, second = endings[:2]
+        out += ["", f"### The endings: each arm decayed to {first} minus to {second}, paired "
+                "(the same pre-training up to the decay)", ""]  # fmt: skip
+        out += _table(["arm", *head], [[arm, *cells(paired(records, f"{arm}@{first}",
+                                                            f"{arm}@{second}"))]
+                                       for arm in arms])  # fmt: skip
     return "\n".join(out)
 
 

@@ -74,6 +74,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "shared training segments) and stop before training",
     )
     p.add_argument(
+        "--from-results",
+        type=Path,
+        metavar="RESULTS_JSON",
+        help="with --study: write the report and figures from a study's saved results.json "
+        "instead of training (into --out)",
+    )
+    p.add_argument(
         "--arms",
         help=f"comma-separated arm names from: {', '.join(ARMS)} (default: all but online); "
         f"with --study midtrain from: {', '.join(STUDY_ARMS)} (default: all)",
@@ -253,6 +260,8 @@ def study(args: argparse.Namespace) -> int:
                 f"--{flag.replace('_', '-')} does not apply to --study midtrain (its mixes and "
                 "learning rates are the study's design); leave it out"
             )
+    if args.from_results is not None:
+        return _study_report(args.from_results, args.out)
     cfg = _sized(args, STUDY_QUICK, STUDY_PRESETS)
     arms = STUDY_ARMS if args.arms is None else tuple(_names("--arms", args.arms, STUDY_ARMS))
     spec = Study(run=cfg, arms=arms, seeds=1 if args.quick else args.seeds)
@@ -310,13 +319,43 @@ def study(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_report(path: Path, out: Path) -> int:
+    """The report and figures of a saved study (its results.json), without training."""
+    import json
+
+    from .midtrain_plots import plot_study
+    from .midtrain_report import summarise as summarise_study
+    from .midtrain_report import tables
+    from .midtrain_report import write_outputs as write_study
+
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--from-results {path}: cannot read it as JSON ({err})") from None
+    missing = [k for k in ("design", "runs") if not isinstance(saved, dict) or k not in saved]
+    if missing or not saved["runs"]:
+        raise ValueError(
+            f"--from-results {path} has no {missing[0] if missing else 'runs'}: give the "
+            "results.json that annealmix demo --study midtrain wrote"
+        )
+    records = saved["runs"]
+    rows = summarise_study(records)
+    print(tables(saved["design"], records, rows))
+    written = write_study(saved["design"], records, rows, out)
+    written += plot_study(records, rows, out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 def main(args: argparse.Namespace) -> int:
     if args.study is not None:
         return study(args)
-    if args.dry_run:
-        raise ValueError(
-            "--dry-run needs --study midtrain (the default demo has no design to print)"
-        )
+    for flag in ("dry_run", "from_results"):
+        if getattr(args, flag):
+            raise ValueError(
+                f"--{flag.replace('_', '-')} needs --study midtrain (the default demo has no "
+                "study to design or report)"
+            )
     cfg = _sized(args, QUICK, PRESETS)
     schedules = tuple(
         s.strip()
