@@ -1,5 +1,6 @@
 """The mid-training study's figures (matplotlib, extra ``plot``): the design, the
-held-out curves through the cooldown, and the final measures with their intervals."""
+held-out curves through the cooldown, and each arm's paired difference to the abrupt
+switch with its interval."""
 
 from __future__ import annotations
 
