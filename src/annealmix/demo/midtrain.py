@@ -177,7 +177,6 @@ class Study:
             lr_schedule="wsd",
             decay_start=start,
             lr_final=self.endings[ending],
-            domains=("code", "prose"),
         )
 
     def runs(self) -> list[Run]:
@@ -275,14 +274,9 @@ def tree(runs: list[Run], steps: int) -> list[Node]:
 
 
 def plan_counts(run: Run, batch: int) -> np.ndarray:
-    """Each domain's samples over the run, as scheduled (the plan's own are within
-    one sample of these); an online run's are its bound: its domains may take any
-    share from its controller's first step on."""
-    w = run.weights()
-    if run.online_from is not None:
-        before = batch * w[: run.online_from].sum(axis=0)
-        return before + batch * (len(run.lam) - run.online_from)
-    return batch * w.sum(axis=0)
+    """Each domain's samples over a planned run, as scheduled (the plan's own are
+    within one sample of these)."""
+    return batch * run.weights().sum(axis=0)
 
 
 def pools(runs: list[Run], available: dict[str, int], batch: int) -> dict[str, tuple[int, int]]:

@@ -10,10 +10,10 @@ from typing import Any
 import numpy as np
 
 from .midtrain import ARMS, TARGET
-from .midtrain_report import REFERENCE
+from .midtrain_report import REFERENCE, summarise, tables, write_outputs
 from .plots import pyplot, save
 
-__all__ = ["plot_study"]
+__all__ = ["plot_study", "publish"]
 
 _FONT = 10
 
@@ -107,3 +107,12 @@ def plot_study(records: list[dict[str, Any]], rows: list[dict[str, Any]], out: P
                  fontsize=_FONT + 1)  # fmt: skip
     paths.append(save(fig, out / "paired.png"))
     return paths
+
+
+def publish(design: list[dict[str, Any]], records: list[dict[str, Any]], out: Path) -> None:
+    """Print the report's tables and write its files and figures under ``out``."""
+    rows = summarise(records)
+    print(tables(design, records, rows))
+    written = write_outputs(design, records, rows, out)
+    written += plot_study(records, rows, out)
+    print(f"\nwrote {', '.join(str(p) for p in written)}")

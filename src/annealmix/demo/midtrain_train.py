@@ -258,7 +258,7 @@ def train_node(
             "ending": r.ending,
             "run": r.name,
             "seed": seed,
-            "config": asdict(study.config(r.ending)),
+            "config": asdict(study.config(r.ending)) | {"domains": list(DOMAINS)},
             "decay_steps": study.decay_steps,
         }
         out.append(meta | rec)

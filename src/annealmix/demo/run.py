@@ -267,8 +267,6 @@ def study(args: argparse.Namespace) -> int:
     spec = Study(run=cfg, arms=arms, seeds=1 if args.quick else args.seeds)
     runs = spec.runs()
     nodes = tree(runs, cfg.steps)
-    from .midtrain_report import tables
-
     plan = design(runs, cfg.batch)
     print(
         f"annealmix demo --study midtrain: {len(arms)} arms x {len(spec.endings)} decay endings "
@@ -302,19 +300,13 @@ def study(args: argparse.Namespace) -> int:
             )
         return 0
     spec = replace(spec, run=replace(cfg, device=_device(args.device)))
-    from .midtrain_plots import plot_study
-    from .midtrain_report import summarise as summarise_study
-    from .midtrain_report import write_outputs as write_study
+    from .midtrain_plots import publish  # matplotlib only when plotting
     from .midtrain_train import run_study
 
     started = time.perf_counter()
     records = run_study(spec, max(1, args.jobs))
-    rows = summarise_study(records)
     print()
-    print(tables(plan, records, rows))
-    written = write_study(plan, records, rows, args.out)
-    written += plot_study(records, rows, args.out)
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    publish(plan, records, args.out)
     print(f"total {time.perf_counter() - started:.0f} s")
     return 0
 
@@ -323,10 +315,7 @@ def _study_report(path: Path, out: Path) -> int:
     """The report and figures of a saved study (its results.json), without training."""
     import json
 
-    from .midtrain_plots import plot_study
-    from .midtrain_report import summarise as summarise_study
-    from .midtrain_report import tables
-    from .midtrain_report import write_outputs as write_study
+    from .midtrain_plots import publish
 
     try:
         saved = json.loads(path.read_text())
@@ -338,12 +327,7 @@ def _study_report(path: Path, out: Path) -> int:
             f"--from-results {path} has no {missing[0] if missing else 'runs'}: give the "
             "results.json that annealmix demo --study midtrain wrote"
         )
-    records = saved["runs"]
-    rows = summarise_study(records)
-    print(tables(saved["design"], records, rows))
-    written = write_study(saved["design"], records, rows, out)
-    written += plot_study(records, rows, out)
-    print(f"\nwrote {', '.join(str(p) for p in written)}")
+    publish(saved["design"], saved["runs"], out)
     return 0
 
 
